@@ -1,0 +1,91 @@
+"""Service settings: one frozen object, read once from the environment.
+
+Every process (processor, publisher, API, CLI) builds one `Settings` at start and passes it down;
+no module reads the environment on its own, so tests can build any configuration they need.
+Variable names are `METERING_<FIELD>` in upper case; docs/configuration.md lists them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+from metering.errors import MeteringError
+
+
+class ConfigError(MeteringError):
+    """A setting has a value we cannot use; names the variable and the problem."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a metering process needs to know about its surroundings."""
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    """Comma-separated Kafka bootstrap servers."""
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    """Redis URL (redis:// or rediss:// for TLS; a password in the URL is never logged)."""
+    kafka_security_protocol: str = "PLAINTEXT"
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    kafka_sasl_mechanism: str = ""
+    """PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 when SASL is used."""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_ssl_cafile: str = ""
+    events_topic: str = "metering.usage-events"
+    """Usage events, keyed by account."""
+    dead_letter_topic: str = "metering.dead-letter"
+    """Rejected events: original bytes plus the reason in headers."""
+    late_topic: str = "metering.late-events"
+    """Events later than their period's end plus the grace."""
+    thresholds_topic: str = "metering.thresholds"
+    """Threshold crossings for billing, keyed by account, one deterministic id per crossing."""
+    accounts_topic: str = "metering.accounts"
+    """Compacted: account and plan configuration, keyed by account id."""
+    statements_topic: str = "metering.period-statements"
+    tiers_topic: str = "metering.tier-placements"
+    consumer_group: str = "metering-processor"
+    events_partitions: int = 12
+    events_retention_ms: int = 35 * 24 * 3600 * 1000
+    """Retention of usage events: long enough to rebuild an open month from the log."""
+    dedup_window_s: int = 24 * 3600
+    """An event id seen again within this window counts once."""
+    grace_s: int = 3600
+    """How long after a period's end its late events are still counted."""
+    max_future_s: int = 300
+    """Events stamped further than this in the future are rejected."""
+    max_event_bytes: int = 64 * 1024
+    batch_max_records: int = 5000
+    """Records fetched per `getmany` call and partition batch."""
+    retention_days: int = 400
+    """Counters and rollups of closed periods are kept this long (13 months and more)."""
+    plans_dir: str = ""
+    """Folder of plan files (TOML); empty means the shipped example plans."""
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    metrics_port: int = 9308
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read `METERING_*` variables; unknown types or bad numbers raise `ConfigError`."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            name = f"METERING_{f.name.upper()}"
+            raw = env.get(name)
+            if raw is None:
+                continue
+            if f.type in ("int", int):
+                try:
+                    values[f.name] = int(raw)
+                except ValueError:
+                    raise ConfigError(name, f"expected an integer, got {raw!r}") from None
+            else:
+                values[f.name] = raw
+        return cls(**values)  # type: ignore[arg-type]

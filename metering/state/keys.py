@@ -1,0 +1,67 @@
+"""Redis key names. Every key of an account carries the hash tag `{account}` (Cluster-ready).
+
+docs/decisions/0001-architecture-and-contracts.md lists the whole layout.
+"""
+
+from __future__ import annotations
+
+OUTBOX_INDEX = "mtr:outbox:pending"
+"""Set of accounts whose outbox may hold unpublished entries (a hint; a sweep backs it up)."""
+STORE_MARKER = "mtr:store:initialised"
+"""Written once the processor has applied anything: its absence next to a stored position-less
+Redis tells a fresh store from one that lost its data."""
+
+
+def account_prefix(account: str) -> str:
+    """`mtr:{account}:`: the prefix (and Cluster hash tag) of every key of one account."""
+    return f"mtr:{{{account}}}:"
+
+
+def fence_key(account: str, topic: str, partition: int) -> str:
+    """Last offset of `topic`/`partition` applied for `account`."""
+    return f"{account_prefix(account)}f:{topic}:{partition}"
+
+
+def counter_key(account: str, meter: str, period: str) -> str:
+    """Count/sum counter of one meter in one period."""
+    return f"{account_prefix(account)}c:{meter}:{period}"
+
+
+def distinct_key(account: str, meter: str, period: str) -> str:
+    """Set of distinct members of one meter in one period."""
+    return f"{account_prefix(account)}s:{meter}:{period}"
+
+
+def gauge_key(account: str, meter: str) -> str:
+    """Set of members present now (a gauge's level is its cardinality)."""
+    return f"{account_prefix(account)}g:{meter}"
+
+
+def balance_key(account: str, meter: str) -> str:
+    """Prepaid balance."""
+    return f"{account_prefix(account)}b:{meter}"
+
+
+def updates_key(account: str) -> str:
+    """Hash `meter:period` -> last update (epoch ms)."""
+    return f"{account_prefix(account)}u"
+
+
+def open_periods_key(account: str) -> str:
+    """Hash `meter:period` -> period end (epoch ms) of periods with data."""
+    return f"{account_prefix(account)}p"
+
+
+def outbox_key(account: str) -> str:
+    """Stream of crossings decided for the account and not yet published."""
+    return f"{account_prefix(account)}o"
+
+
+def suppressions_key(account: str) -> str:
+    """Hash member -> earliest suppression time (epoch ms)."""
+    return f"{account_prefix(account)}sup"
+
+
+def position_key(group: str, topic: str, partition: int) -> str:
+    """Partition position reached by a consumer group (a resume hint; fences are the truth)."""
+    return f"mtr:pos:{group}:{topic}:{partition}"

@@ -1,0 +1,146 @@
+"""Value types of the state store and the encoding of an apply step into script arguments.
+
+Pure: the argument layout is documented in `lua/apply.lua` and unit-tested here without Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from metering.deltas import AccountDelta, Aggregation
+from metering.state import keys
+
+_AGG_CODE = {
+    Aggregation.COUNT: "c",
+    Aggregation.SUM: "c",
+    Aggregation.BALANCE: "b",
+    Aggregation.DISTINCT: "d",
+    Aggregation.GAUGE: "g",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdRule:
+    """A threshold as an exact fraction of the limit: crossed when used * den >= limit * num."""
+
+    name: str
+    num: int
+    den: int
+
+
+@dataclass(frozen=True, slots=True)
+class MeterRule:
+    """What the store needs to know about one (meter, period) besides the delta itself."""
+
+    limit: int | None
+    """Effective limit (plan, permanent change and temporary extension); None = unlimited."""
+    thresholds: tuple[ThresholdRule, ...] = ()
+    period_end_ms: int = 0
+    expire_at_s: int = 0
+    """When the counter may be dropped (period end + retention); 0 = never."""
+    skip_suppressed: bool = False
+    """Distinct meters: members suppressed before the period start do not count."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyStep:
+    """One account's share of one partition batch, with the rules to apply it under."""
+
+    delta: AccountDelta
+    topic: str
+    partition: int
+    rules: Mapping[tuple[str, str], MeterRule]
+
+
+class ApplyStatus(IntEnum):
+    """What the atomic step did (the values are the script's status codes)."""
+
+    APPLIED = 0
+    ALREADY_APPLIED = 1
+    """The account fence covers the whole step: a replay after a crash; nothing written."""
+    PARTIAL = 2
+    """The fence lies inside the step's offsets: re-send only the events above `fence`."""
+    DUPLICATES = 3
+    """Some event ids are remembered: drop them and re-send; nothing written."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyOutcome:
+    """The result of one step."""
+
+    status: ApplyStatus
+    crossings: tuple[str, ...] = ()
+    """Deterministic ids of the crossings this step put into the account's outbox."""
+    outbox_length: int = 0
+    fence: int = -1
+    duplicates: tuple[str, ...] = field(default_factory=tuple)
+
+
+def encode_apply(step: ApplyStep, *, dedup_ttl_s: int, now_ms: int) -> tuple[str, list[str]]:
+    """Return (fence key, ARGV) for `lua/apply.lua`."""
+    delta = step.delta
+    account = delta.account
+    args: list[str] = [
+        keys.account_prefix(account),
+        account,
+        str(delta.first_offset),
+        str(delta.last_offset),
+        str(dedup_ttl_s),
+        str(now_ms),
+        str(len(delta.event_ids)),
+    ]
+    args.extend(delta.event_ids)
+    args.append(str(len(delta.suppressions)))
+    for member, at_ms in delta.suppressions.items():
+        args.append(member)
+        args.append(str(at_ms))
+    args.append(str(len(delta.meters)))
+    for key, meter in delta.meters.items():
+        rule = step.rules.get(key) or MeterRule(limit=None)
+        code = _AGG_CODE[meter.aggregation]
+        args.extend(
+            (
+                meter.meter,
+                meter.period,
+                code,
+                str(meter.amount),
+                str(meter.period_start_ms if rule.skip_suppressed else 0),
+                str(rule.period_end_ms),
+                str(rule.expire_at_s),
+                str(-1 if rule.limit is None else rule.limit),
+                str(len(rule.thresholds)),
+            )
+        )
+        for threshold in rule.thresholds:
+            args.extend((threshold.name, str(threshold.num), str(threshold.den)))
+        args.append(str(len(meter.members)))
+        if code == "g":
+            for member, present in meter.members.items():
+                args.append(member)
+                args.append("1" if present else "0")
+        else:
+            args.extend(meter.members)
+    return keys.fence_key(account, step.topic, step.partition), args
+
+
+def decode_outcome(reply: object) -> ApplyOutcome:
+    """Turn the script's reply (a list whose first item is the status) into an outcome."""
+    if not isinstance(reply, list) or not reply:
+        raise ValueError(f"unexpected apply reply: {reply!r}")
+    status = ApplyStatus(int(reply[0]))
+    if status is ApplyStatus.APPLIED:
+        crossings = tuple(_text(x) for x in reply[2:])
+        return ApplyOutcome(status, crossings=crossings, outbox_length=int(reply[1]))
+    if status is ApplyStatus.ALREADY_APPLIED:
+        return ApplyOutcome(status, outbox_length=int(reply[1]))
+    if status is ApplyStatus.PARTIAL:
+        return ApplyOutcome(status, fence=int(reply[1]))
+    return ApplyOutcome(status, duplicates=tuple(_text(x) for x in reply[1]))
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)

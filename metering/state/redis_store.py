@@ -1,0 +1,209 @@
+"""The Redis state store: the only module that speaks Redis.
+
+Used by the processor (apply steps, positions, outbox) and the API (usage reads, admission).
+Every Redis library error is translated here into `StateStoreUnavailable` (retry) or
+`StateStoreError` (a bug or a misconfiguration), so callers never see `redis.*` exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.commands.core import AsyncScript
+
+from metering.deltas import Aggregation
+from metering.state import keys
+from metering.state.errors import StateStoreError, StateStoreUnavailable
+from metering.state.model import ApplyOutcome, ApplyStep, decode_outcome, encode_apply
+
+
+def _load_script(name: str) -> str:
+    return resources.files("metering.state").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One crossing waiting in an account's outbox."""
+
+    entry_id: str
+    """The Redis stream entry id (for acknowledging)."""
+    fields: dict[str, str]
+    """`id`, `account`, `meter`, `period`, `threshold`, `num`, `den`, `limit`, `used`, ..."""
+
+
+@asynccontextmanager
+async def _translated(what: str) -> AsyncIterator[None]:
+    """Translate redis-py errors raised inside the block into our own types."""
+    try:
+        yield
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        raise StateStoreUnavailable(f"Redis unavailable during {what}: {exc}") from exc
+    except redis_errors.RedisError as exc:
+        raise StateStoreError(f"Redis refused {what}: {exc}") from exc
+
+
+class RedisStateStore:
+    """Counters, sets, fences, positions and outboxes of every account, in Redis."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self._apply: AsyncScript = client.register_script(_load_script("apply.lua"))
+        self._advance: AsyncScript = client.register_script(_load_script("advance_position.lua"))
+        self._ack: AsyncScript = client.register_script(_load_script("ack_outbox.lua"))
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout_s: float = 5.0) -> RedisStateStore:
+        """Connect lazily to `url` (redis:// or rediss://; credentials stay out of logs)."""
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            health_check_interval=30,
+        )
+        return cls(client)
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    async def ping(self) -> None:
+        """Raise `StateStoreUnavailable` unless Redis answers."""
+        async with _translated("PING"):
+            await self._client.ping()
+
+    # -- processor: apply, positions, markers -------------------------------------------------
+
+    async def apply(
+        self, steps: Sequence[ApplyStep], *, dedup_ttl_s: int, now_ms: int
+    ) -> list[ApplyOutcome]:
+        """Apply every step in one round trip; each step is atomic on its own account slot."""
+        if not steps:
+            return []
+        async with _translated("apply"):
+            pipe = self._client.pipeline(transaction=False)
+            for step in steps:
+                fence, args = encode_apply(step, dedup_ttl_s=dedup_ttl_s, now_ms=now_ms)
+                await self._apply(keys=[fence], args=args, client=pipe)
+            replies = await pipe.execute()
+        return [decode_outcome(reply) for reply in replies]
+
+    async def positions(self, group: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        """Stored positions (last applied offset) of the given partitions that have one."""
+        parts = list(partitions)
+        if not parts:
+            return {}
+        async with _translated("read positions"):
+            values = await self._client.mget([keys.position_key(group, topic, p) for p in parts])
+        return {p: int(v) for p, v in zip(parts, values, strict=True) if v is not None}
+
+    async def advance_positions(self, group: str, topic: str, positions: Mapping[int, int]) -> None:
+        """Store positions reached; a position never moves backwards."""
+        if not positions:
+            return
+        async with _translated("advance positions"):
+            pipe = self._client.pipeline(transaction=False)
+            for partition, offset in positions.items():
+                key = keys.position_key(group, topic, partition)
+                await self._advance(keys=[key], args=[offset], client=pipe)
+            await pipe.execute()
+
+    async def mark_initialised(self) -> None:
+        """Record that this store holds processed state (see `is_initialised`)."""
+        async with _translated("mark initialised"):
+            await self._client.set(keys.STORE_MARKER, 1)
+
+    async def is_initialised(self) -> bool:
+        """False on an empty Redis: a processor that expected state must rebuild or stop."""
+        async with _translated("read marker"):
+            return bool(await self._client.exists(keys.STORE_MARKER))
+
+    # -- outbox -------------------------------------------------------------------------------
+
+    async def index_outboxes(self, accounts: Iterable[str]) -> None:
+        """Note accounts whose outbox has entries, so the publisher finds them at once."""
+        names = list(accounts)
+        if names:
+            async with _translated("index outboxes"):
+                await self._client.sadd(keys.OUTBOX_INDEX, *names)
+
+    async def indexed_outboxes(self) -> list[str]:
+        """Accounts noted as having outbox entries."""
+        async with _translated("read outbox index"):
+            members = await self._client.smembers(keys.OUTBOX_INDEX)
+        return sorted(m.decode() for m in members)
+
+    async def sweep_outboxes(self) -> list[str]:
+        """Find every non-empty outbox by scanning: recovers entries whose index note was lost."""
+        found: list[str] = []
+        async with _translated("sweep outboxes"):
+            async for raw in self._client.scan_iter(match="mtr:{*}:o", count=1000, _type="stream"):
+                key = raw.decode()
+                found.append(key[len("mtr:{") : -len("}:o")])
+        return sorted(found)
+
+    async def read_outbox(self, account: str, count: int = 500) -> list[OutboxEntry]:
+        """Oldest entries first."""
+        async with _translated("read outbox"):
+            rows = await self._client.xrange(keys.outbox_key(account), count=count)
+        return [
+            OutboxEntry(entry.decode(), {k.decode(): v.decode() for k, v in data.items()})
+            for entry, data in rows
+        ]
+
+    async def ack_outbox(self, account: str, entry_ids: Sequence[str]) -> int:
+        """Delete published entries; drop the index note when the outbox is empty.
+
+        A crossing written between the length check and the index removal loses its note; the
+        periodic sweep finds it (a delay, never a loss).
+        """
+        async with _translated("ack outbox"):
+            key = keys.outbox_key(account)
+            remaining = int(await self._ack(keys=[key], args=list(entry_ids)))
+            if remaining == 0:
+                await self._client.srem(keys.OUTBOX_INDEX, account)
+        return remaining
+
+    # -- reads for the API and tests ----------------------------------------------------------
+
+    async def read_amounts(
+        self, account: str, meters: Sequence[tuple[str, str, Aggregation]]
+    ) -> dict[tuple[str, str], int]:
+        """Current amount of each (meter, period) in one round trip (0 when nothing yet)."""
+        async with _translated("read amounts"):
+            pipe = self._client.pipeline(transaction=False)
+            for meter, period, aggregation in meters:
+                _queue_amount(pipe, account, meter, period, aggregation)
+            replies = await pipe.execute()
+        return {
+            (meter, period): int(reply or 0)
+            for (meter, period, _), reply in zip(meters, replies, strict=True)
+        }
+
+    async def last_updates(self, account: str) -> dict[str, int]:
+        """`meter:period` -> last update time (epoch ms)."""
+        async with _translated("read last updates"):
+            raw = await self._client.hgetall(keys.updates_key(account))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def members(self, account: str, meter: str, period: str) -> set[str]:
+        """The distinct members counted for (meter, period): the "past usage" report."""
+        async with _translated("read members"):
+            raw = await self._client.smembers(keys.distinct_key(account, meter, period))
+        return {m.decode() for m in raw}
+
+
+def _queue_amount(pipe: Any, account: str, meter: str, period: str, agg: Aggregation) -> None:
+    if agg in (Aggregation.COUNT, Aggregation.SUM):
+        pipe.get(keys.counter_key(account, meter, period))
+    elif agg is Aggregation.BALANCE:
+        pipe.get(keys.balance_key(account, meter))
+    elif agg is Aggregation.DISTINCT:
+        pipe.scard(keys.distinct_key(account, meter, period))
+    else:
+        pipe.scard(keys.gauge_key(account, meter))

@@ -1,0 +1,1 @@
+"""Everything that leaves the service: threshold events, dead letters, late events, statements."""

@@ -1,0 +1,1 @@
+"""Kafka stream processors that turn usage events into state in Redis."""

@@ -1,0 +1,127 @@
+"""The Redis state store against a real Redis: the atomic apply step and its guarantees."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from metering.deltas import Aggregation, Contribution, fold
+from metering.state.model import ApplyStatus, ApplyStep, MeterRule, ThresholdRule
+from metering.state.redis_store import RedisStateStore
+
+pytestmark = pytest.mark.integration
+
+TOPIC = "usage"
+AT_RISK = ThresholdRule("at_risk", 4, 5)
+EXCEEDED = ThresholdRule("exceeded", 1, 1)
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[RedisStateStore]:
+    s = RedisStateStore.from_url(redis_url)
+    yield s
+    await s.close()
+
+
+def sends(account: str, n: int, *, first_offset: int, prefix: str = "e") -> ApplyStep:
+    delta = fold(
+        account,
+        [Contribution("emails", "2026-11", Aggregation.COUNT, amount=1) for _ in range(n)],
+    )
+    for i in range(n):
+        delta.note_event(f"{prefix}{first_offset + i}", first_offset + i)
+    rules = {("emails", "2026-11"): MeterRule(limit=10, thresholds=(AT_RISK, EXCEEDED))}
+    return ApplyStep(delta, TOPIC, 0, rules)
+
+
+async def emails(store: RedisStateStore, account: str) -> int:
+    amounts = await store.read_amounts(account, [("emails", "2026-11", Aggregation.COUNT)])
+    return amounts[("emails", "2026-11")]
+
+
+async def test_apply_counts_and_reports_each_crossing_once(store: RedisStateStore) -> None:
+    [first] = await store.apply([sends("a1", 7, first_offset=0)], dedup_ttl_s=60, now_ms=1)
+    assert first.status is ApplyStatus.APPLIED
+    assert first.crossings == ()
+    [second] = await store.apply([sends("a1", 1, first_offset=7)], dedup_ttl_s=60, now_ms=2)
+    assert second.crossings == ("a1:emails:2026-11:at_risk",)
+    [third] = await store.apply([sends("a1", 5, first_offset=8)], dedup_ttl_s=60, now_ms=3)
+    assert third.crossings == ("a1:emails:2026-11:exceeded",)
+    assert third.outbox_length == 2
+    assert await emails(store, "a1") == 13
+
+
+async def test_replayed_step_is_a_no_op(store: RedisStateStore) -> None:
+    step = sends("a2", 5, first_offset=10)
+    await store.apply([step], dedup_ttl_s=60, now_ms=1)
+    [again] = await store.apply([step], dedup_ttl_s=60, now_ms=2)
+    assert again.status is ApplyStatus.ALREADY_APPLIED
+    assert await emails(store, "a2") == 5
+
+
+async def test_step_overlapping_the_fence_returns_it_and_writes_nothing(
+    store: RedisStateStore,
+) -> None:
+    await store.apply([sends("a3", 5, first_offset=0)], dedup_ttl_s=60, now_ms=1)
+    [partial] = await store.apply([sends("a3", 6, first_offset=2)], dedup_ttl_s=60, now_ms=2)
+    assert partial.status is ApplyStatus.PARTIAL
+    assert partial.fence == 4
+    assert await emails(store, "a3") == 5
+
+
+async def test_remembered_event_id_is_reported_and_nothing_written(store: RedisStateStore) -> None:
+    await store.apply([sends("a4", 3, first_offset=0)], dedup_ttl_s=60, now_ms=1)
+    # The producer retried event e1 and it landed again at offset 3.
+    retry = sends("a4", 1, first_offset=3)
+    retry.delta.event_ids[0] = "e1"
+    [dup] = await store.apply([retry], dedup_ttl_s=60, now_ms=2)
+    assert dup.status is ApplyStatus.DUPLICATES
+    assert dup.duplicates == ("e1",)
+    assert await emails(store, "a4") == 3
+
+
+async def test_distinct_members_skip_contacts_suppressed_before_the_period(
+    store: RedisStateStore,
+) -> None:
+    period_start = 1_000
+    contributions = [
+        Contribution("active", "2026-11", Aggregation.DISTINCT, member=m, period_start_ms=1_000)
+        for m in ("c1", "c2", "c1", "c3")
+    ]
+    delta = fold("a5", contributions)
+    delta.suppress("c2", 500)  # opted out before the month: never counts
+    delta.suppress("c3", 1_500)  # hard bounce during the month: it was active, it counts
+    delta.note_event("x1", 0)
+    rules = {("active", "2026-11"): MeterRule(limit=3, skip_suppressed=True)}
+    await store.apply([ApplyStep(delta, TOPIC, 0, rules)], dedup_ttl_s=60, now_ms=period_start)
+    assert await store.members("a5", "active", "2026-11") == {"c1", "c3"}
+
+
+async def test_gauge_counts_added_minus_deleted_members(store: RedisStateStore) -> None:
+    ops = [("p1", True), ("p2", True), ("p3", True), ("p2", False), ("p3", False), ("p3", True)]
+    delta = fold(
+        "a6",
+        [Contribution("profiles", "", Aggregation.GAUGE, member=m, present=p) for m, p in ops],
+    )
+    delta.note_event("g1", 0)
+    await store.apply([ApplyStep(delta, TOPIC, 0, {})], dedup_ttl_s=60, now_ms=1)
+    amounts = await store.read_amounts("a6", [("profiles", "", Aggregation.GAUGE)])
+    assert amounts[("profiles", "")] == 2
+
+
+async def test_positions_never_move_backwards(store: RedisStateStore) -> None:
+    await store.advance_positions("g", TOPIC, {0: 10, 1: 5})
+    await store.advance_positions("g", TOPIC, {0: 7, 1: 6})
+    assert await store.positions("g", TOPIC, [0, 1, 2]) == {0: 10, 1: 6}
+
+
+async def test_outbox_entries_are_read_and_acknowledged(store: RedisStateStore) -> None:
+    await store.apply([sends("a7", 10, first_offset=0)], dedup_ttl_s=60, now_ms=1)
+    assert await store.sweep_outboxes() == ["a7"]
+    entries = await store.read_outbox("a7")
+    assert [e.fields["threshold"] for e in entries] == ["at_risk", "exceeded"]
+    assert entries[1].fields["used"] == "10"
+    remaining = await store.ack_outbox("a7", [e.entry_id for e in entries])
+    assert remaining == 0
+    assert await store.sweep_outboxes() == []
