@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from collections.abc import Callable
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from metering.errors import MeteringError
 from metering.state.redis_store import OutboxEntry, RedisStateStore
 from streams.kafka import translated
 
@@ -38,37 +41,65 @@ def crossing_event(entry: OutboxEntry) -> dict[str, object]:
 class OutboxPublisher:
     """Moves crossings from Redis outboxes to the threshold topic."""
 
-    def __init__(self, store: RedisStateStore, producer: AIOKafkaProducer, *, topic: str) -> None:
+    def __init__(
+        self,
+        store: RedisStateStore,
+        producer: AIOKafkaProducer,
+        *,
+        topic: str,
+        on_published: Callable[[int], None] = lambda n: None,
+    ) -> None:
         self._store = store
         self._producer = producer
         self._topic = topic
+        self._on_published = on_published
+        self._owner = uuid.uuid4().hex
+        self._lock = asyncio.Lock()
         self.published_total = 0
 
     async def publish_accounts(self, accounts: list[str]) -> int:
-        """Publish every entry of these accounts' outboxes; returns how many were sent."""
-        sent = 0
-        for account in accounts:
-            while True:
-                entries = await self._store.read_outbox(account)
-                if not entries:
-                    await self._store.ack_outbox(account, [])
-                    break
-                futures = []
-                async with translated(f"publish crossings of {account}"):
-                    for entry in entries:
-                        futures.append(
-                            await self._producer.send(
-                                self._topic,
-                                key=account.encode(),
-                                value=orjson.dumps(crossing_event(entry)),
-                                headers=[("id", entry.fields.get("id", "").encode())],
-                            )
-                        )
-                    await asyncio.gather(*futures)
-                await self._store.ack_outbox(account, [e.entry_id for e in entries])
-                sent += len(entries)
+        """Publish every entry of these accounts' outboxes; returns how many were sent.
+
+        Each account's outbox is claimed first (in this process by a lock, across processes
+        by a claim key with a TTL), so two publishers never send the same entries; an account
+        claimed elsewhere is left to its claimant.
+        """
+        async with self._lock:
+            sent = 0
+            for account in accounts:
+                if not await self._store.claim_outbox(account, self._owner):
+                    continue
+                try:
+                    sent += await self._drain(account)
+                finally:
+                    await self._store.release_outbox(account, self._owner)
         self.published_total += sent
+        if sent:
+            self._on_published(sent)
         return sent
+
+    async def _drain(self, account: str) -> int:
+        sent = 0
+        while True:
+            entries = await self._store.read_outbox(account)
+            if not entries:
+                await self._store.ack_outbox(account, [])
+                return sent
+            async with translated(f"publish crossings of {account}"):
+                futures = [await self._send(account, entry) for entry in entries]
+                await asyncio.gather(*futures)
+            await self._store.ack_outbox(account, [e.entry_id for e in entries])
+            sent += len(entries)
+
+    async def _send(self, account: str, entry: OutboxEntry) -> asyncio.Future[object]:
+        """Queue one crossing; the returned future resolves when the broker has it."""
+        future: asyncio.Future[object] = await self._producer.send(
+            self._topic,
+            key=account.encode(),
+            value=orjson.dumps(crossing_event(entry)),
+            headers=[("id", entry.fields.get("id", "").encode())],
+        )
+        return future
 
     async def publish_indexed(self) -> int:
         """Publish the outboxes the processor noted."""
@@ -82,9 +113,15 @@ class OutboxPublisher:
         """Publish until cancelled: indexed outboxes often, a full sweep now and then."""
         loop = asyncio.get_running_loop()
         next_sweep = 0.0
+        delay = interval_s
         while True:
-            if loop.time() >= next_sweep:
-                await self.sweep()
-                next_sweep = loop.time() + sweep_every_s
-            await self.publish_indexed()
-            await asyncio.sleep(interval_s)
+            try:
+                if loop.time() >= next_sweep:
+                    await self.sweep()
+                    next_sweep = loop.time() + sweep_every_s
+                await self.publish_indexed()
+                delay = interval_s
+            except MeteringError as exc:  # Redis or Kafka unavailable: back off, keep going
+                delay = min(delay * 2, 5.0)
+                log.warning("publishing crossings failed, retrying in %.1fs: %s", delay, exc)
+            await asyncio.sleep(delay)

@@ -57,6 +57,11 @@ def outbox_key(account: str) -> str:
     return f"{account_prefix(account)}o"
 
 
+def outbox_claim_key(account: str) -> str:
+    """Held by the one publisher sending this account's outbox (no two send the same entry)."""
+    return f"{account_prefix(account)}oc"
+
+
 def suppressions_key(account: str) -> str:
     """Hash member -> earliest suppression time (epoch ms)."""
     return f"{account_prefix(account)}sup"
@@ -65,3 +70,8 @@ def suppressions_key(account: str) -> str:
 def position_key(group: str, topic: str, partition: int) -> str:
     """Partition position reached by a consumer group (a resume hint; fences are the truth)."""
     return f"mtr:pos:{group}:{topic}:{partition}"
+
+
+def watermark_key(group: str, topic: str, partition: int) -> str:
+    """Event-time watermark (epoch ms) reached at the stored position of a partition."""
+    return f"mtr:wm:{group}:{topic}:{partition}"

@@ -23,11 +23,15 @@ _AGG_CODE = {
 
 @dataclass(frozen=True, slots=True)
 class ThresholdRule:
-    """A threshold as an exact fraction of the limit: crossed when used * den >= limit * num."""
+    """A threshold as an exact fraction of the limit: reached when used > 0 and
+    used * den >= limit * num (strictly greater when `strict`)."""
 
     name: str
     num: int
     den: int
+    crossing_id: str
+    """Deterministic id of this crossing (metering.thresholds.crossing_id)."""
+    strict: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +44,8 @@ class MeterRule:
     period_end_ms: int = 0
     expire_at_s: int = 0
     """When the counter may be dropped (period end + retention); 0 = never."""
-    skip_suppressed: bool = False
-    """Distinct meters: members suppressed before the period start do not count."""
+    scope: str = ""
+    """What a crossing is once per: the period key, or `L<limit>` for unwindowed meters."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +82,12 @@ class ApplyOutcome:
     duplicates: tuple[str, ...] = field(default_factory=tuple)
 
 
-def encode_apply(step: ApplyStep, *, dedup_ttl_s: int, now_ms: int) -> tuple[str, list[str]]:
+def dedup_bucket_s(dedup_window_s: int) -> int:
+    """Ids are kept in buckets of half the window; three are checked (see lua/apply.lua)."""
+    return max(1, (dedup_window_s + 1) // 2)
+
+
+def encode_apply(step: ApplyStep, *, dedup_window_s: int, now_ms: int) -> tuple[str, list[str]]:
     """Return (fence key, ARGV) for `lua/apply.lua`."""
     delta = step.delta
     account = delta.account
@@ -87,7 +96,7 @@ def encode_apply(step: ApplyStep, *, dedup_ttl_s: int, now_ms: int) -> tuple[str
         account,
         str(delta.first_offset),
         str(delta.last_offset),
-        str(dedup_ttl_s),
+        str(dedup_bucket_s(dedup_window_s)),
         str(now_ms),
         str(len(delta.event_ids)),
     ]
@@ -106,15 +115,16 @@ def encode_apply(step: ApplyStep, *, dedup_ttl_s: int, now_ms: int) -> tuple[str
                 meter.period,
                 code,
                 str(meter.amount),
-                str(meter.period_start_ms if rule.skip_suppressed else 0),
+                str(meter.period_start_ms),
                 str(rule.period_end_ms),
                 str(rule.expire_at_s),
                 str(-1 if rule.limit is None else rule.limit),
+                rule.scope or meter.period,
                 str(len(rule.thresholds)),
             )
         )
-        for threshold in rule.thresholds:
-            args.extend((threshold.name, str(threshold.num), str(threshold.den)))
+        for t in rule.thresholds:
+            args.extend((t.name, str(t.num), str(t.den), "1" if t.strict else "0", t.crossing_id))
         args.append(str(len(meter.members)))
         if code == "g":
             for member, present in meter.members.items():

@@ -56,6 +56,7 @@ class RedisStateStore:
         self._apply: AsyncScript = client.register_script(_load_script("apply.lua"))
         self._advance: AsyncScript = client.register_script(_load_script("advance_position.lua"))
         self._ack: AsyncScript = client.register_script(_load_script("ack_outbox.lua"))
+        self._release: AsyncScript = client.register_script(_load_script("release.lua"))
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float = 5.0) -> RedisStateStore:
@@ -80,7 +81,7 @@ class RedisStateStore:
     # -- processor: apply, positions, markers -------------------------------------------------
 
     async def apply(
-        self, steps: Sequence[ApplyStep], *, dedup_ttl_s: int, now_ms: int
+        self, steps: Sequence[ApplyStep], *, dedup_window_s: int, now_ms: int
     ) -> list[ApplyOutcome]:
         """Apply every step in one round trip; each step is atomic on its own account slot."""
         if not steps:
@@ -88,29 +89,43 @@ class RedisStateStore:
         async with _translated("apply"):
             pipe = self._client.pipeline(transaction=False)
             for step in steps:
-                fence, args = encode_apply(step, dedup_ttl_s=dedup_ttl_s, now_ms=now_ms)
+                fence, args = encode_apply(step, dedup_window_s=dedup_window_s, now_ms=now_ms)
                 await self._apply(keys=[fence], args=args, client=pipe)
             replies = await pipe.execute()
         return [decode_outcome(reply) for reply in replies]
 
-    async def positions(self, group: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
-        """Stored positions (last applied offset) of the given partitions that have one."""
+    async def positions(
+        self, group: str, topic: str, partitions: Iterable[int]
+    ) -> dict[int, tuple[int, int]]:
+        """Stored (position, watermark ms) of the given partitions that have one."""
         parts = list(partitions)
         if not parts:
             return {}
+        names = [keys.position_key(group, topic, p) for p in parts]
+        names += [keys.watermark_key(group, topic, p) for p in parts]
         async with _translated("read positions"):
-            values = await self._client.mget([keys.position_key(group, topic, p) for p in parts])
-        return {p: int(v) for p, v in zip(parts, values, strict=True) if v is not None}
+            values = await self._client.mget(names)
+        found: dict[int, tuple[int, int]] = {}
+        for i, partition in enumerate(parts):
+            position, watermark = values[i], values[i + len(parts)]
+            if position is not None:
+                found[partition] = (int(position), int(watermark or 0))
+        return found
 
-    async def advance_positions(self, group: str, topic: str, positions: Mapping[int, int]) -> None:
-        """Store positions reached; a position never moves backwards."""
+    async def advance_positions(
+        self, group: str, topic: str, positions: Mapping[int, tuple[int, int]]
+    ) -> None:
+        """Store (position, watermark) reached per partition; a position never moves back."""
         if not positions:
             return
         async with _translated("advance positions"):
             pipe = self._client.pipeline(transaction=False)
-            for partition, offset in positions.items():
-                key = keys.position_key(group, topic, partition)
-                await self._advance(keys=[key], args=[offset], client=pipe)
+            for partition, (offset, watermark) in positions.items():
+                names = [
+                    keys.position_key(group, topic, partition),
+                    keys.watermark_key(group, topic, partition),
+                ]
+                await self._advance(keys=names, args=[offset, watermark], client=pipe)
             await pipe.execute()
 
     async def mark_initialised(self) -> None:
@@ -136,7 +151,7 @@ class RedisStateStore:
         """Accounts noted as having outbox entries."""
         async with _translated("read outbox index"):
             members = await self._client.smembers(keys.OUTBOX_INDEX)
-        return sorted(m.decode() for m in members)
+        return sorted(_text(m) for m in members)
 
     async def sweep_outboxes(self) -> list[str]:
         """Find every non-empty outbox by scanning: recovers entries whose index note was lost."""
@@ -147,13 +162,24 @@ class RedisStateStore:
                 found.append(key[len("mtr:{") : -len("}:o")])
         return sorted(found)
 
+    async def claim_outbox(self, account: str, owner: str, ttl_ms: int = 30_000) -> bool:
+        """Take the right to publish `account`'s outbox for `ttl_ms` (False: someone has it)."""
+        async with _translated("claim outbox"):
+            got = await self._client.set(keys.outbox_claim_key(account), owner, nx=True, px=ttl_ms)
+        return bool(got)
+
+    async def release_outbox(self, account: str, owner: str) -> None:
+        """Give the claim back if we still hold it."""
+        async with _translated("release outbox"):
+            await self._release(keys=[keys.outbox_claim_key(account)], args=[owner])
+
     async def read_outbox(self, account: str, count: int = 500) -> list[OutboxEntry]:
         """Oldest entries first."""
         async with _translated("read outbox"):
             rows = await self._client.xrange(keys.outbox_key(account), count=count)
         return [
-            OutboxEntry(entry.decode(), {k.decode(): v.decode() for k, v in data.items()})
-            for entry, data in rows
+            OutboxEntry(_text(entry), {_text(k): _text(v) for k, v in (data or {}).items()})
+            for entry, data in rows or ()
         ]
 
     async def ack_outbox(self, account: str, entry_ids: Sequence[str]) -> int:
@@ -189,13 +215,20 @@ class RedisStateStore:
         """`meter:period` -> last update time (epoch ms)."""
         async with _translated("read last updates"):
             raw = await self._client.hgetall(keys.updates_key(account))
-        return {k.decode(): int(v) for k, v in raw.items()}
+        return {_text(k): int(v) for k, v in raw.items()}
 
     async def members(self, account: str, meter: str, period: str) -> set[str]:
         """The distinct members counted for (meter, period): the "past usage" report."""
         async with _translated("read members"):
             raw = await self._client.smembers(keys.distinct_key(account, meter, period))
-        return {m.decode() for m in raw}
+        return {_text(m) for m in raw}
+
+
+def _text(value: bytes | str | None) -> str:
+    """Replies are bytes (decode_responses is off); the typing allows str and None too."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return "" if value is None else value
 
 
 def _queue_amount(pipe: Any, account: str, meter: str, period: str, agg: Aggregation) -> None:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from metering.deltas import Aggregation, Contribution, fold
-from metering.state.model import ApplyStatus, ApplyStep, MeterRule, ThresholdRule
+from metering.state.model import ApplyOutcome, ApplyStatus, ApplyStep, MeterRule, ThresholdRule
 from metering.state.redis_store import RedisStateStore
 
 pytestmark = pytest.mark.integration
 
 TOPIC = "usage"
-AT_RISK = ThresholdRule("at_risk", 4, 5)
-EXCEEDED = ThresholdRule("exceeded", 1, 1)
+AT_RISK = ThresholdRule("at_risk", 4, 5, "id-at-risk")
+EXCEEDED = ThresholdRule("exceeded", 1, 1, "id-exceeded", strict=True)
+NOW = time.time_ns() // 1_000_000  # dedup buckets expire against the server clock
 
 
 @pytest.fixture
@@ -40,22 +42,29 @@ async def emails(store: RedisStateStore, account: str) -> int:
     return amounts[("emails", "2026-11")]
 
 
+async def apply_one(store: RedisStateStore, step: ApplyStep, now_ms: int) -> ApplyOutcome:
+    [outcome] = await store.apply([step], dedup_window_s=60, now_ms=now_ms)
+    return outcome
+
+
 async def test_apply_counts_and_reports_each_crossing_once(store: RedisStateStore) -> None:
-    [first] = await store.apply([sends("a1", 7, first_offset=0)], dedup_ttl_s=60, now_ms=1)
+    first = await apply_one(store, sends("a1", 7, first_offset=0), NOW + 1)
     assert first.status is ApplyStatus.APPLIED
     assert first.crossings == ()
-    [second] = await store.apply([sends("a1", 1, first_offset=7)], dedup_ttl_s=60, now_ms=2)
-    assert second.crossings == ("a1:emails:2026-11:at_risk",)
-    [third] = await store.apply([sends("a1", 5, first_offset=8)], dedup_ttl_s=60, now_ms=3)
-    assert third.crossings == ("a1:emails:2026-11:exceeded",)
+    second = await apply_one(store, sends("a1", 1, first_offset=7), NOW + 2)
+    assert second.crossings == ("id-at-risk",)
+    reaching = await apply_one(store, sends("a1", 2, first_offset=8), NOW + 3)
+    assert reaching.crossings == ()  # 10 of 10 reaches the limit; "exceeded" is strict
+    third = await apply_one(store, sends("a1", 3, first_offset=10), NOW + 4)
+    assert third.crossings == ("id-exceeded",)
     assert third.outbox_length == 2
     assert await emails(store, "a1") == 13
 
 
 async def test_replayed_step_is_a_no_op(store: RedisStateStore) -> None:
     step = sends("a2", 5, first_offset=10)
-    await store.apply([step], dedup_ttl_s=60, now_ms=1)
-    [again] = await store.apply([step], dedup_ttl_s=60, now_ms=2)
+    await store.apply([step], dedup_window_s=60, now_ms=NOW + 1)
+    [again] = await store.apply([step], dedup_window_s=60, now_ms=NOW + 2)
     assert again.status is ApplyStatus.ALREADY_APPLIED
     assert await emails(store, "a2") == 5
 
@@ -63,19 +72,21 @@ async def test_replayed_step_is_a_no_op(store: RedisStateStore) -> None:
 async def test_step_overlapping_the_fence_returns_it_and_writes_nothing(
     store: RedisStateStore,
 ) -> None:
-    await store.apply([sends("a3", 5, first_offset=0)], dedup_ttl_s=60, now_ms=1)
-    [partial] = await store.apply([sends("a3", 6, first_offset=2)], dedup_ttl_s=60, now_ms=2)
+    await store.apply([sends("a3", 5, first_offset=0)], dedup_window_s=60, now_ms=NOW + 1)
+    [partial] = await store.apply(
+        [sends("a3", 6, first_offset=2)], dedup_window_s=60, now_ms=NOW + 2
+    )
     assert partial.status is ApplyStatus.PARTIAL
     assert partial.fence == 4
     assert await emails(store, "a3") == 5
 
 
 async def test_remembered_event_id_is_reported_and_nothing_written(store: RedisStateStore) -> None:
-    await store.apply([sends("a4", 3, first_offset=0)], dedup_ttl_s=60, now_ms=1)
+    await store.apply([sends("a4", 3, first_offset=0)], dedup_window_s=60, now_ms=NOW + 1)
     # The producer retried event e1 and it landed again at offset 3.
     retry = sends("a4", 1, first_offset=3)
     retry.delta.event_ids[0] = "e1"
-    [dup] = await store.apply([retry], dedup_ttl_s=60, now_ms=2)
+    [dup] = await store.apply([retry], dedup_window_s=60, now_ms=NOW + 2)
     assert dup.status is ApplyStatus.DUPLICATES
     assert dup.duplicates == ("e1",)
     assert await emails(store, "a4") == 3
@@ -93,8 +104,8 @@ async def test_distinct_members_skip_contacts_suppressed_before_the_period(
     delta.suppress("c2", 500)  # opted out before the month: never counts
     delta.suppress("c3", 1_500)  # hard bounce during the month: it was active, it counts
     delta.note_event("x1", 0)
-    rules = {("active", "2026-11"): MeterRule(limit=3, skip_suppressed=True)}
-    await store.apply([ApplyStep(delta, TOPIC, 0, rules)], dedup_ttl_s=60, now_ms=period_start)
+    rules = {("active", "2026-11"): MeterRule(limit=3)}
+    await store.apply([ApplyStep(delta, TOPIC, 0, rules)], dedup_window_s=60, now_ms=NOW)
     assert await store.members("a5", "active", "2026-11") == {"c1", "c3"}
 
 
@@ -105,23 +116,37 @@ async def test_gauge_counts_added_minus_deleted_members(store: RedisStateStore) 
         [Contribution("profiles", "", Aggregation.GAUGE, member=m, present=p) for m, p in ops],
     )
     delta.note_event("g1", 0)
-    await store.apply([ApplyStep(delta, TOPIC, 0, {})], dedup_ttl_s=60, now_ms=1)
+    await store.apply([ApplyStep(delta, TOPIC, 0, {})], dedup_window_s=60, now_ms=NOW + 1)
     amounts = await store.read_amounts("a6", [("profiles", "", Aggregation.GAUGE)])
     assert amounts[("profiles", "")] == 2
 
 
 async def test_positions_never_move_backwards(store: RedisStateStore) -> None:
-    await store.advance_positions("g", TOPIC, {0: 10, 1: 5})
-    await store.advance_positions("g", TOPIC, {0: 7, 1: 6})
-    assert await store.positions("g", TOPIC, [0, 1, 2]) == {0: 10, 1: 6}
+    await store.advance_positions("g", TOPIC, {0: (10, 100), 1: (5, 50)})
+    await store.advance_positions("g", TOPIC, {0: (7, 70), 1: (6, 60)})
+    assert await store.positions("g", TOPIC, [0, 1, 2]) == {0: (10, 100), 1: (6, 60)}
 
 
 async def test_outbox_entries_are_read_and_acknowledged(store: RedisStateStore) -> None:
-    await store.apply([sends("a7", 10, first_offset=0)], dedup_ttl_s=60, now_ms=1)
+    await store.apply([sends("a7", 11, first_offset=0)], dedup_window_s=60, now_ms=NOW + 1)
     assert await store.sweep_outboxes() == ["a7"]
     entries = await store.read_outbox("a7")
     assert [e.fields["threshold"] for e in entries] == ["at_risk", "exceeded"]
-    assert entries[1].fields["used"] == "10"
+    assert entries[1].fields["used"] == "11"
+    assert entries[1].fields["id"] == "id-exceeded"
     remaining = await store.ack_outbox("a7", [e.entry_id for e in entries])
     assert remaining == 0
     assert await store.sweep_outboxes() == []
+
+
+async def test_event_ids_are_forgotten_after_the_dedup_window(store: RedisStateStore) -> None:
+    window_s = 60
+    await store.apply([sends("a8", 1, first_offset=0)], dedup_window_s=window_s, now_ms=NOW)
+    again = sends("a8", 1, first_offset=1)
+    again.delta.event_ids[0] = "e0"
+    [within] = await store.apply([again], dedup_window_s=window_s, now_ms=NOW + 59_000)
+    assert within.status is ApplyStatus.DUPLICATES
+    later = NOW + 2 * window_s * 1000
+    [after] = await store.apply([again], dedup_window_s=window_s, now_ms=later)
+    assert after.status is ApplyStatus.APPLIED
+    assert await emails(store, "a8") == 2

@@ -1,10 +1,13 @@
---[[ Move a partition position forward only (a state machine that refuses to go backwards:
-     a slow processor that lost its partition must not drag the resume point back).
-     KEYS[1] = position key, ARGV[1] = offset. Returns the stored position. ]]
-local current = redis.call('GET', KEYS[1])
+--[[ Move a partition position (and its event-time watermark) forward only: a state machine
+     that refuses to go backwards, so a slow processor that lost its partition cannot drag the
+     resume point back.
+     KEYS[1] = position key, KEYS[2] = watermark key; ARGV[1] = offset, ARGV[2] = watermark ms.
+     Returns the stored position. ]]
 local offset = tonumber(ARGV[1])
+local current = redis.call('GET', KEYS[1])
 if current and tonumber(current) >= offset then
   return tonumber(current)
 end
 redis.call('SET', KEYS[1], offset)
+redis.call('SET', KEYS[2], ARGV[2])
 return offset

@@ -6,28 +6,37 @@ Order inside the step (all or nothing, Redis runs a script atomically):
                       (no-op); if the fence lies inside [first, last] -> status 2 + fence
                       (the caller re-sends only the events above it).
   2. dedup          : if any event id is remembered -> status 3 + those ids, nothing written
-                      (the caller drops them and re-sends the rest).
+                      (the caller drops them and re-sends the rest). Ids are remembered in
+                      per-account sets, one per time bucket of half the dedup window; the
+                      current and two previous buckets are checked, so an id is remembered for
+                      at least the window (and at most 1.5 windows). One SMISMEMBER per bucket
+                      and one SADD per step; small sets stay listpack-encoded (compact).
   3. suppressions, counters, distinct sets, gauges, balances, last-update times,
      the open-period index.
   4. thresholds     : a crossing is decided here, exactly once per (meter, period, threshold),
                       guarded by a mark key; it goes into the account's outbox stream.
-  5. dedup marks (with TTL) and the fence move forward last.
+  5. dedup ids and the fence move forward last.
 Returns {0, outbox_length, crossing ids...}; statuses 1 also carry the outbox length so a caller
 that crashed before indexing the outbox indexes it on replay.
 
 KEYS[1] = fence key  mtr:{A}:f:<topic>:<partition>   (declares the slot)
-ARGV: prefix "mtr:{A}:", account, first, last, dedup_ttl_s, now_ms, n_ids, ids...,
+ARGV: prefix "mtr:{A}:", account, first, last, bucket_s, now_ms, n_ids, ids...,
       n_supp, (member, ms)..., n_meters, then per meter:
-      meter, period, agg (c|s|d|g|b), amount, period_start_ms, period_end_ms, expire_at_s,
-      limit (-1 = none), n_thr, (name, num, den)..., n_members, members... (gauge: member, "1"|"0")
+      meter, period, agg (c|d|g|b), amount, period_start_ms, period_end_ms, expire_at_s,
+      limit (-1 = none), scope, n_thr, (name, num, den, strict "1"|"0", crossing id)...,
+      n_members, members... (gauge: member, "1"|"0")
+A threshold is reached when used > 0 and used*den >= limit*num (> when strict); its mark key is
+x:<meter>:<scope>:<name>, scope being the period key (or "L<limit>" for unwindowed meters), and
+the crossing id is computed by the caller (metering.thresholds.crossing_id).
 ]]
 local fence_key = KEYS[1]
 local prefix = ARGV[1]
 local account = ARGV[2]
 local first = tonumber(ARGV[3])
 local last = tonumber(ARGV[4])
-local ttl = tonumber(ARGV[5])
+local bucket_s = tonumber(ARGV[5])
 local now_ms = ARGV[6]
+local bucket = math.floor(tonumber(now_ms) / 1000 / bucket_s)
 local outbox = prefix .. 'o'
 
 local fence = redis.call('GET', fence_key)
@@ -45,9 +54,13 @@ local i = 7
 local n_ids = tonumber(ARGV[i]); i = i + 1
 local ids_at = i
 local dups = {}
-for j = 0, n_ids - 1 do
-  if redis.call('EXISTS', prefix .. 'd:' .. ARGV[ids_at + j]) == 1 then
-    dups[#dups + 1] = ARGV[ids_at + j]
+if n_ids > 0 then
+  local ids = {unpack(ARGV, ids_at, ids_at + n_ids - 1)}
+  for b = bucket - 2, bucket do
+    local seen = redis.call('SMISMEMBER', prefix .. 'd:' .. b, unpack(ids))
+    for j = 1, n_ids do
+      if seen[j] == 1 then dups[#dups + 1] = ids[j] end
+    end
   end
 end
 if #dups > 0 then
@@ -85,10 +98,11 @@ for _ = 1, n_meters do
   local period_end = ARGV[i + 5]
   local expire_at = tonumber(ARGV[i + 6])
   local limit = tonumber(ARGV[i + 7])
-  local n_thr = tonumber(ARGV[i + 8])
-  i = i + 9
+  local scope = ARGV[i + 8]
+  local n_thr = tonumber(ARGV[i + 9])
+  i = i + 10
   local thr_at = i
-  i = i + 3 * n_thr
+  i = i + 5 * n_thr
   local n_members = tonumber(ARGV[i]); i = i + 1
   local slot = meter .. ':' .. period
   local before, after, key
@@ -141,19 +155,23 @@ for _ = 1, n_meters do
     redis.call('HSET', open_key, slot, period_end)
   end
 
-  if limit >= 0 then
+  if limit >= 0 and after > 0 then
     for t = 0, n_thr - 1 do
-      local name = ARGV[thr_at + 3 * t]
-      local num = tonumber(ARGV[thr_at + 3 * t + 1])
-      local den = tonumber(ARGV[thr_at + 3 * t + 2])
-      if after * den >= limit * num then
-        local mark = prefix .. 'x:' .. slot .. ':' .. name
+      local at = thr_at + 5 * t
+      local name = ARGV[at]
+      local lhs = after * tonumber(ARGV[at + 2])
+      local rhs = limit * tonumber(ARGV[at + 1])
+      local is_reached
+      if ARGV[at + 3] == '1' then is_reached = lhs > rhs else is_reached = lhs >= rhs end
+      if is_reached then
+        local mark = prefix .. 'x:' .. meter .. ':' .. scope .. ':' .. name
         if redis.call('SET', mark, now_ms, 'NX') then
           if expire_at > 0 then redis.call('EXPIREAT', mark, expire_at) end
-          local id = account .. ':' .. slot .. ':' .. name
+          local id = ARGV[at + 4]
           redis.call('XADD', outbox, '*', 'id', id, 'account', account, 'meter', meter,
-            'period', period, 'threshold', name, 'num', num, 'den', den, 'limit', limit,
-            'used', after, 'before', before, 'at_ms', now_ms)
+            'period', period, 'scope', scope, 'threshold', name, 'num', ARGV[at + 1],
+            'den', ARGV[at + 2], 'strict', ARGV[at + 3], 'limit', limit, 'used', after,
+            'before', before, 'at_ms', now_ms)
           result[#result + 1] = id
         end
       end
@@ -161,8 +179,12 @@ for _ = 1, n_meters do
   end
 end
 
-for j = 0, n_ids - 1 do
-  redis.call('SET', prefix .. 'd:' .. ARGV[ids_at + j], 1, 'EX', ttl)
+if n_ids > 0 then
+  local dkey = prefix .. 'd:' .. bucket
+  for s = ids_at, ids_at + n_ids - 1, CHUNK do
+    redis.call('SADD', dkey, unpack(ARGV, s, math.min(s + CHUNK - 1, ids_at + n_ids - 1)))
+  end
+  redis.call('EXPIREAT', dkey, (bucket + 3) * bucket_s + 1)
 end
 redis.call('SET', fence_key, last)
 result[2] = redis.call('XLEN', outbox)

@@ -1,0 +1,40 @@
+"""Publishes plans and accounts to the compacted accounts topic (CLI `plans apply`, admin API).
+
+Records are keyed `plan:<id>` / `account:<id>` (see metering/directory.py); compaction keeps
+the newest per key, so the topic is the full, replayable configuration.
+"""
+
+from __future__ import annotations
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from metering.account_codec import account_to_json
+from metering.accounts import Account
+from metering.directory import ACCOUNT_PREFIX, PLAN_PREFIX
+from streams.kafka import translated
+
+
+class ConfigWriter:
+    """Writes configuration records and waits for the broker's acknowledgement."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    async def put_plan(self, plan_id: str, toml_text: str, source: str) -> None:
+        """Publish a plan file's text (validated by the caller with `parse_plan`)."""
+        value = orjson.dumps({"source": source, "toml": toml_text})
+        await self._send(f"{PLAN_PREFIX}{plan_id}", value)
+
+    async def put_account(self, account: Account) -> None:
+        """Publish an account's configuration (validated by the caller)."""
+        await self._send(f"{ACCOUNT_PREFIX}{account.id}", orjson.dumps(account_to_json(account)))
+
+    async def delete_account(self, account_id: str) -> None:
+        """Tombstone: compaction removes the account."""
+        await self._send(f"{ACCOUNT_PREFIX}{account_id}", None)
+
+    async def _send(self, key: str, value: bytes | None) -> None:
+        async with translated(f"write {key} to {self._topic}"):
+            await self._producer.send_and_wait(self._topic, value=value, key=key.encode())

@@ -1,0 +1,149 @@
+"""Builds a processor process from `Settings` and runs it until told to stop.
+
+Resources are opened and closed in one place (`ProcessorApp.running`); SIGTERM and SIGINT set
+the stop event, the batch in hand is finished (positions stored), the consumer leaves its group
+so its partitions move at once, the producer flushes, Redis closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from metering.directory import Directory
+from metering.settings import Settings
+from metering.state.redis_store import RedisStateStore
+from sinks.outbox_publisher import OutboxPublisher
+from sinks.side_outputs import SideOutputs
+from streams.config_follower import ConfigFollower
+from streams.kafka import new_consumer, new_producer, translated
+from streams.mapper import MapperLimits, PlanMapper
+from streams.metrics import ProcessorMetrics
+from streams.processor import ProcessorConfig, UsageProcessor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProcessorApp:
+    """One processor process: consumer, config follower, store, publisher and metrics."""
+
+    settings: Settings
+    registry: CollectorRegistry
+    processor: UsageProcessor
+    follower: ConfigFollower
+    publisher: OutboxPublisher
+    metrics: ProcessorMetrics
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: Settings, *, registry: CollectorRegistry | None = None, name: str | None = None
+) -> AsyncIterator[ProcessorApp]:
+    """Open every resource, catch up with the configuration, subscribe; close all on exit."""
+    registry = registry or CollectorRegistry()
+    metrics = ProcessorMetrics.create(registry)
+    client_id = name or f"metering-processor-{socket.gethostname()}-{os.getpid()}"
+    store = RedisStateStore.from_url(settings.redis_url)
+    producer = new_producer(settings, client_id=client_id)
+    config_consumer = new_consumer(settings, group_id=None, client_id=f"{client_id}-config")
+    consumer = new_consumer(
+        settings,
+        group_id=settings.consumer_group,
+        client_id=client_id,
+        max_poll_interval_ms=300_000,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=3_000,
+    )
+    directory = Directory()
+    follower = ConfigFollower(config_consumer, settings.accounts_topic, directory)
+    publisher = OutboxPublisher(
+        store, producer, topic=settings.thresholds_topic, on_published=metrics.published.inc
+    )
+    mapper = PlanMapper(
+        directory,
+        MapperLimits(
+            grace_ms=settings.grace_s * 1000,
+            max_event_bytes=settings.max_event_bytes,
+            max_future_ms=settings.max_future_s * 1000,
+            retention_ms=settings.retention_days * 86_400_000,
+        ),
+    )
+    processor = UsageProcessor(
+        config=ProcessorConfig(
+            topic=settings.events_topic,
+            group=settings.consumer_group,
+            dedup_window_s=settings.dedup_window_s,
+            batch_max_records=settings.batch_max_records,
+        ),
+        consumer=consumer,
+        store=store,
+        mapper=mapper,
+        side_outputs=SideOutputs(
+            producer,
+            dead_letter_topic=settings.dead_letter_topic,
+            late_topic=settings.late_topic,
+        ),
+        publisher=publisher,
+        metrics=metrics,
+    )
+    started: list[object] = []
+    try:
+        await store.ping()
+        async with translated("start Kafka clients"):
+            await producer.start()
+            started.append(producer)
+            await config_consumer.start()
+            started.append(config_consumer)
+            await consumer.start()
+            started.append(consumer)
+        await follower.catch_up()
+        consumer.subscribe([settings.events_topic], listener=processor.listener())
+        yield ProcessorApp(settings, registry, processor, follower, publisher, metrics)
+    finally:
+        for client in reversed(started):
+            with contextlib.suppress(Exception):
+                await client.stop()  # type: ignore[attr-defined]
+        await store.close()
+
+
+async def run_until_stopped(
+    settings: Settings, stop: asyncio.Event, *, registry: CollectorRegistry | None = None
+) -> None:
+    """Run a processor (and its publisher and config follower) until `stop` is set."""
+    async with running(settings, registry=registry) as app:
+        tasks = [
+            asyncio.create_task(app.follower.run(stop), name="config-follower"),
+            asyncio.create_task(app.publisher.run(), name="outbox-publisher"),
+        ]
+        try:
+            await app.processor.run(stop)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def main_processor(settings: Settings) -> None:
+    """Entry point of `metering processor`: metrics endpoint, signals, run."""
+    registry = CollectorRegistry()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_until_stopped(settings, stop, registry=registry)
+        log.info("processor stopped cleanly")
+
+    asyncio.run(_main())

@@ -1,0 +1,95 @@
+"""One account's share of a partition batch, kept per event so that replays can be cut exactly.
+
+Pure (no Kafka, no Redis): the processor fills an `AccountWork` per account while it reads a
+batch, turns it into an `ApplyStep`, and when the store answers PARTIAL (the account fence lies
+inside the step) or DUPLICATES (event ids already counted) it cuts the work and asks again.
+Those answers only come after a restart, a rebalance or a producer retry, so the common path
+folds once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from metering.deltas import AccountDelta, Contribution
+from metering.state.model import ApplyStep, MeterRule
+
+
+@dataclass(frozen=True, slots=True)
+class MappedEvent:
+    """An accepted event, mapped to what it does to its account's meters."""
+
+    account: str
+    event_id: str
+    time_ms: int
+    contributions: tuple[Contribution, ...]
+    """Contributions to periods still open (late ones are left out and named in `late`)."""
+    rules: dict[tuple[str, str], MeterRule]
+    """Rule of each (meter, period) a contribution goes to."""
+    suppressions: tuple[tuple[str, int], ...] = ()
+    late: tuple[str, ...] = ()
+    """Meters whose period had closed (end + grace before the watermark) for this event."""
+
+
+@dataclass(slots=True)
+class _Item:
+    offset: int
+    event: MappedEvent
+
+
+@dataclass(slots=True)
+class AccountWork:
+    """Events of one account from one partition batch, in offset order."""
+
+    account: str
+    topic: str
+    partition: int
+    items: list[_Item] = field(default_factory=list)
+    first_offset: int = -1
+    last_offset: int = -1
+    dropped_duplicates: int = 0
+
+    def add(self, offset: int, event: MappedEvent) -> None:
+        """Append the next event of this account (offsets grow)."""
+        self.items.append(_Item(offset, event))
+        if self.first_offset < 0:
+            self.first_offset = offset
+        self.last_offset = offset
+
+    @property
+    def events(self) -> int:
+        """Events still to apply."""
+        return len(self.items)
+
+    def step(self) -> ApplyStep:
+        """The store step for what is left; its offsets span the whole range still unfenced,
+        so the fence moves past dropped duplicates too."""
+        delta = AccountDelta(self.account)
+        rules: dict[tuple[str, str], MeterRule] = {}
+        for item in self.items:
+            event = item.event
+            for contribution in event.contributions:
+                delta.add(contribution)
+            for member, at_ms in event.suppressions:
+                delta.suppress(member, at_ms)
+            delta.event_ids.append(event.event_id)
+            rules.update(event.rules)
+        delta.first_offset = self.first_offset
+        delta.last_offset = self.last_offset
+        return ApplyStep(delta, self.topic, self.partition, rules)
+
+    def cut_to_fence(self, fence: int) -> int:
+        """Forget events at or below `fence` (already applied); returns how many."""
+        before = len(self.items)
+        self.items = [item for item in self.items if item.offset > fence]
+        self.first_offset = fence + 1
+        return before - len(self.items)
+
+    def drop_ids(self, event_ids: tuple[str, ...]) -> int:
+        """Forget events whose id the store already counted; returns how many."""
+        ids = set(event_ids)
+        before = len(self.items)
+        self.items = [item for item in self.items if item.event.event_id not in ids]
+        dropped = before - len(self.items)
+        self.dropped_duplicates += dropped
+        return dropped

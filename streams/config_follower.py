@@ -1,0 +1,84 @@
+"""Follows the compacted accounts topic into a `Directory`, live.
+
+`catch_up()` reads every partition from the beginning to the end offsets seen at start, so a
+processor never maps an event with a configuration older than what was published before it
+started; `run()` then keeps applying new records as they arrive (no restart needed for a plan
+change, a new account, a limit change or an extension). No consumer group: every process reads
+the whole topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from metering.directory import Directory, Refusal
+from streams.errors import StreamError
+from streams.kafka import translated
+
+log = logging.getLogger(__name__)
+
+
+class ConfigFollower:
+    """Keeps a `Directory` in step with the accounts topic."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str, directory: Directory) -> None:
+        self._consumer = consumer
+        self._topic = topic
+        self.directory = directory
+        self.refusals: list[Refusal] = []
+
+    async def catch_up(self, timeout_s: float = 30.0) -> int:
+        """Assign all partitions, read them to their current end; returns records applied."""
+        async with translated(f"read {self._topic}"):
+            partitions = await self._wait_for_topic(timeout_s)
+            tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+            self._consumer.assign(tps)
+            await self._consumer.seek_to_beginning(*tps)
+            ends = await self._consumer.end_offsets(tps)
+        applied = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            async with translated(f"read {self._topic}"):
+                done = all([await self._consumer.position(tp) >= ends[tp] for tp in tps])
+            if done:
+                return applied
+            if loop.time() > deadline:
+                raise StreamError(f"could not read {self._topic} to its end in {timeout_s}s")
+            applied += await self._poll(500)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Apply new records until `stop` is set."""
+        while not stop.is_set():
+            try:
+                await self._poll(500)
+            except StreamError as exc:
+                log.warning("following %s: %s (retrying)", self._topic, exc)
+                await asyncio.sleep(1)
+
+    async def _poll(self, timeout_ms: int) -> int:
+        async with translated(f"read {self._topic}"):
+            batches = await self._consumer.getmany(timeout_ms=timeout_ms)
+        applied = 0
+        for records in batches.values():
+            for record in records:
+                refusal = self.directory.apply_record(record.key, record.value)
+                if refusal is None:
+                    applied += 1
+                else:
+                    self.refusals.append(refusal)
+        return applied
+
+    async def _wait_for_topic(self, timeout_s: float) -> set[int]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            await self._consumer.topics()  # refreshes metadata
+            partitions = self._consumer.partitions_for_topic(self._topic)
+            if partitions:
+                return set(partitions)
+            await asyncio.sleep(0.2)
+        raise StreamError(f"topic {self._topic} does not exist (run `metering topics create`)")

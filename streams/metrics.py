@@ -1,0 +1,143 @@
+"""Prometheus metrics of the processor and the publisher, as one typed bundle.
+
+The registry is injected (tests read a fresh `CollectorRegistry` with `get_sample_value`); no
+module-level metric objects. Label sets are bounded: no account ids as labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000)
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+_LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorMetrics:
+    """Everything ops watch about the usage processor."""
+
+    consumed: Counter
+    applied: Counter
+    rejected: Counter
+    deduplicated: Counter
+    replayed: Counter
+    late: Counter
+    batch_size: Histogram
+    apply_seconds: Histogram
+    event_lag_seconds: Histogram
+    consumer_lag: Gauge
+    redis_errors: Counter
+    kafka_errors: Counter
+    retries: Counter
+    crossings: Counter
+    published: Counter
+    outbox_accounts: Gauge
+    assigned_partitions: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> ProcessorMetrics:
+        """Register the bundle's metrics on `registry`."""
+        ns = "metering"
+        return cls(
+            consumed=Counter(
+                "events_consumed",
+                "Records read from the usage topic.",
+                namespace=ns,
+                registry=registry,
+            ),
+            applied=Counter(
+                "events_applied", "Events counted into Redis.", namespace=ns, registry=registry
+            ),
+            rejected=Counter(
+                "events_rejected",
+                "Events sent to the dead-letter topic, by reason.",
+                ["reason"],
+                namespace=ns,
+                registry=registry,
+            ),
+            deduplicated=Counter(
+                "events_deduplicated",
+                "Events dropped because their id was already counted.",
+                namespace=ns,
+                registry=registry,
+            ),
+            replayed=Counter(
+                "events_replayed",
+                "Events skipped because their account fence already covered them (replays).",
+                namespace=ns,
+                registry=registry,
+            ),
+            late=Counter(
+                "events_late",
+                "Events sent to the late topic (period closed).",
+                namespace=ns,
+                registry=registry,
+            ),
+            batch_size=Histogram(
+                "batch_size_events",
+                "Records per processed batch.",
+                namespace=ns,
+                buckets=_BATCH_BUCKETS,
+                registry=registry,
+            ),
+            apply_seconds=Histogram(
+                "redis_apply_seconds",
+                "Time of one Redis apply round trip.",
+                namespace=ns,
+                buckets=_LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            event_lag_seconds=Histogram(
+                "event_to_applied_seconds",
+                "From an event's Kafka timestamp to its counters applied in Redis.",
+                namespace=ns,
+                buckets=_LAG_BUCKETS,
+                registry=registry,
+            ),
+            consumer_lag=Gauge(
+                "consumer_lag_records",
+                "Records behind the partition end.",
+                ["partition"],
+                namespace=ns,
+                registry=registry,
+            ),
+            redis_errors=Counter(
+                "redis_errors", "Redis operations that failed.", namespace=ns, registry=registry
+            ),
+            kafka_errors=Counter(
+                "kafka_errors", "Kafka operations that failed.", namespace=ns, registry=registry
+            ),
+            retries=Counter(
+                "retries",
+                "Batches retried after a transient failure.",
+                namespace=ns,
+                registry=registry,
+            ),
+            crossings=Counter(
+                "threshold_crossings",
+                "Threshold crossings decided (written to an outbox).",
+                namespace=ns,
+                registry=registry,
+            ),
+            published=Counter(
+                "threshold_events_published",
+                "Threshold events delivered to Kafka.",
+                namespace=ns,
+                registry=registry,
+            ),
+            outbox_accounts=Gauge(
+                "outbox_pending_accounts",
+                "Accounts with crossings waiting to be published.",
+                namespace=ns,
+                registry=registry,
+            ),
+            assigned_partitions=Gauge(
+                "assigned_partitions",
+                "Partitions this processor owns.",
+                namespace=ns,
+                registry=registry,
+            ),
+        )

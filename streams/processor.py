@@ -1,0 +1,297 @@
+"""The usage processor: Kafka usage events -> per-account counters in Redis, effectively once.
+
+Commit order for every `getmany()` batch (what a crash between two steps means):
+
+1. Decode, validate and map each record. Rejected records are queued to the dead-letter topic,
+   late ones to the late-events topic.
+2. Wait until Kafka acknowledged those side outputs. (Crash before 6: they are sent again on
+   replay — at least once, never lost.)
+3. Apply every account's share of the batch to Redis: one pipeline (one round trip), one atomic
+   Lua step per account that writes its counters, dedup marks, crossings (into the account's
+   outbox) and its fence (the last offset of this partition applied for the account).
+   A step whose fence already covers it is a no-op, so a replay never counts twice.
+4. Note accounts with crossings in the outbox index (a hint; the publisher's sweep backs it).
+5. Publish outboxes (sinks/outbox_publisher.py): a crash before that only delays crossings.
+6. Advance the partition positions (with the event-time watermark) in Redis; forward only.
+   Crash before this: the batch is read again and step 3 skips what it already applied.
+7. Commit offsets to Kafka, for lag tooling only; Redis positions decide where we resume.
+
+On assignment each partition is sought to its Redis position + 1. With no position in Redis:
+if Kafka holds a committed offset the Redis state was lost — we replay from the beginning of
+the log to rebuild it, and refuse (StateLost) when retention has already deleted part of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from metering.errors import EventRejected
+from metering.state.errors import StateLost, StateStoreUnavailable
+from metering.state.model import ApplyStatus
+from metering.state.redis_store import RedisStateStore
+from sinks.outbox_publisher import OutboxPublisher
+from sinks.side_outputs import SideOutputs, SourceRef
+from streams.batch import AccountWork, MappedEvent
+from streams.errors import StreamUnavailable
+from streams.kafka import translated
+from streams.metrics import ProcessorMetrics
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class EventMapper(Protocol):
+    """Turns a record's bytes into a `MappedEvent` or raises `EventRejected`."""
+
+    def map(self, value: bytes | None, *, now_ms: int, watermark_ms: int) -> MappedEvent:
+        """Decode, validate and map; `watermark_ms` decides which periods have closed."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorConfig:
+    """What the processor loop needs besides its collaborators."""
+
+    topic: str
+    group: str
+    dedup_window_s: int
+    batch_max_records: int = 5000
+    poll_timeout_ms: int = 200
+    max_backoff_s: float = 5.0
+
+
+class UsageProcessor:
+    """Runs the commit order above until `stop` is set; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        config: ProcessorConfig,
+        consumer: AIOKafkaConsumer,
+        store: RedisStateStore,
+        mapper: EventMapper,
+        side_outputs: SideOutputs,
+        publisher: OutboxPublisher,
+        metrics: ProcessorMetrics,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self._config = config
+        self._consumer = consumer
+        self._store = store
+        self._mapper = mapper
+        self._side = side_outputs
+        self._publisher = publisher
+        self._metrics = metrics
+        self._clock_ms = clock_ms
+        self._watermarks: dict[TopicPartition, int] = {}
+        self._lock = asyncio.Lock()
+        self.batches = 0
+
+    def listener(self) -> ConsumerRebalanceListener:
+        """The rebalance listener to subscribe with (seeks to Redis positions)."""
+        return _Rebalance(self)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume and apply until `stop` is set; the batch in hand is finished first."""
+        while not stop.is_set():
+            records = await self._retrying(
+                "fetch",
+                lambda: self._consumer.getmany(
+                    timeout_ms=self._config.poll_timeout_ms,
+                    max_records=self._config.batch_max_records,
+                ),
+            )
+            if not records:
+                continue
+            async with self._lock:
+                await self.process(records)
+
+    async def process(self, records: dict[TopicPartition, list[Any]]) -> None:
+        """Apply one `getmany()` result following the commit order."""
+        now_ms = self._clock_ms()
+        works: dict[tuple[str, TopicPartition], AccountWork] = {}
+        positions: dict[TopicPartition, tuple[int, int]] = {}
+        total = 0
+        oldest_ts = now_ms
+        for tp, batch in records.items():
+            if not batch:
+                continue
+            watermark = self._watermarks.get(tp, 0)
+            for record in batch:
+                total += 1
+                source = SourceRef(tp.topic, tp.partition, record.offset)
+                try:
+                    mapped = self._mapper.map(record.value, now_ms=now_ms, watermark_ms=watermark)
+                except EventRejected as exc:
+                    self._metrics.rejected.labels(reason=str(exc.reason)).inc()
+                    await self._side.dead_letter(
+                        source,
+                        record.key,
+                        record.value,
+                        reason=str(exc.reason),
+                        field=exc.field,
+                        detail=exc.detail,
+                    )
+                    continue
+                watermark = max(watermark, mapped.time_ms)
+                if mapped.late:
+                    self._metrics.late.inc()
+                    await self._side.late(
+                        source, record.key, record.value, meters=list(mapped.late)
+                    )
+                    if not mapped.contributions and not mapped.suppressions:
+                        continue
+                key = (mapped.account, tp)
+                work = works.get(key)
+                if work is None:
+                    work = works[key] = AccountWork(mapped.account, tp.topic, tp.partition)
+                work.add(record.offset, mapped)
+                oldest_ts = min(oldest_ts, record.timestamp)
+            self._watermarks[tp] = watermark
+            positions[tp] = (batch[-1].offset, watermark)
+        self._metrics.consumed.inc(total)
+        self._metrics.batch_size.observe(total)
+
+        await self._retrying("deliver side outputs", self._side.flush)
+        outboxes = await self._apply(list(works.values()))
+        if outboxes:
+            await self._retrying("index outboxes", lambda: self._store.index_outboxes(outboxes))
+            await self._retrying(
+                "publish crossings", lambda: self._publisher.publish_accounts(sorted(outboxes))
+            )
+        by_topic: dict[str, dict[int, tuple[int, int]]] = {}
+        for tp, value in positions.items():
+            by_topic.setdefault(tp.topic, {})[tp.partition] = value
+        for topic, parts in by_topic.items():
+            await self._retrying(
+                "advance positions",
+                lambda t=topic, p=parts: self._store.advance_positions(self._config.group, t, p),  # type: ignore[misc]
+            )
+        await self._commit_to_kafka(positions)
+        if works:
+            self._metrics.event_lag_seconds.observe(max(0.0, (self._clock_ms() - oldest_ts) / 1000))
+        self.batches += 1
+
+    async def _apply(self, works: list[AccountWork]) -> set[str]:
+        """Apply works until each is applied or fenced; returns accounts whose outbox has data."""
+        outboxes: set[str] = set()
+        pending = works
+        while pending:
+            steps = [w.step() for w in pending]
+            started = time.perf_counter()
+            outcomes = await self._retrying(
+                "apply",
+                lambda s=steps: self._store.apply(  # type: ignore[misc]
+                    s, dedup_window_s=self._config.dedup_window_s, now_ms=self._clock_ms()
+                ),
+            )
+            self._metrics.apply_seconds.observe(time.perf_counter() - started)
+            again: list[AccountWork] = []
+            for work, outcome in zip(pending, outcomes, strict=True):
+                if outcome.status is ApplyStatus.APPLIED:
+                    self._metrics.applied.inc(work.events)
+                    self._metrics.crossings.inc(len(outcome.crossings))
+                    if outcome.outbox_length:
+                        outboxes.add(work.account)
+                elif outcome.status is ApplyStatus.ALREADY_APPLIED:
+                    self._metrics.replayed.inc(work.events)
+                    if outcome.outbox_length:
+                        outboxes.add(work.account)
+                elif outcome.status is ApplyStatus.PARTIAL:
+                    self._metrics.replayed.inc(work.cut_to_fence(outcome.fence))
+                    again.append(work)
+                else:
+                    self._metrics.deduplicated.inc(work.drop_ids(outcome.duplicates))
+                    again.append(work)
+            pending = again
+        return outboxes
+
+    async def _commit_to_kafka(self, positions: dict[TopicPartition, tuple[int, int]]) -> None:
+        offsets = {tp: offset + 1 for tp, (offset, _) in positions.items()}
+        try:
+            async with translated("commit offsets"):
+                await self._consumer.commit(offsets)
+        except Exception as exc:  # noqa: BLE001 - lag tooling only; Redis holds the truth
+            self._metrics.kafka_errors.inc()
+            log.warning("offset commit to Kafka failed (Redis positions are the truth): %s", exc)
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Retry transient Redis/Kafka failures with capped exponential backoff, never skip."""
+        delay = 0.05
+        while True:
+            try:
+                return await call()
+            except StateStoreUnavailable as exc:
+                self._metrics.redis_errors.inc()
+                log.warning("%s: Redis unavailable, retrying in %.2fs: %s", what, delay, exc)
+            except StreamUnavailable as exc:
+                self._metrics.kafka_errors.inc()
+                log.warning("%s: Kafka unavailable, retrying in %.2fs: %s", what, delay, exc)
+            self._metrics.retries.inc()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._config.max_backoff_s)
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Seek every assigned partition to its Redis position + 1 (see module docstring)."""
+        by_topic: dict[str, list[int]] = {}
+        for tp in assigned:
+            by_topic.setdefault(tp.topic, []).append(tp.partition)
+        for topic, parts in by_topic.items():
+            stored = await self._retrying(
+                "read positions",
+                lambda t=topic, p=parts: self._store.positions(self._config.group, t, p),  # type: ignore[misc]
+            )
+            for partition in parts:
+                tp = TopicPartition(topic, partition)
+                if partition in stored:
+                    offset, watermark = stored[partition]
+                    self._consumer.seek(tp, offset + 1)
+                    self._watermarks[tp] = watermark
+                else:
+                    await self._seek_without_position(tp)
+        self._metrics.assigned_partitions.set(len(self._consumer.assignment()))
+
+    async def _seek_without_position(self, tp: TopicPartition) -> None:
+        committed = await self._consumer.committed(tp)
+        if committed is not None:
+            beginning = (await self._consumer.beginning_offsets([tp]))[tp]
+            if beginning > 0:
+                raise StateLost(
+                    f"{tp.topic}/{tp.partition}: Redis has no position but Kafka has a committed "
+                    f"offset ({committed}): Redis lost its state, and the log now starts at "
+                    f"{beginning}, so a replay cannot rebuild it. Restore Redis from its "
+                    "append-only file or backup, or start over deliberately."
+                )
+            log.warning(
+                "%s/%s: Redis has no position but Kafka committed %s: Redis lost its state; "
+                "rebuilding by replaying the partition from its beginning",
+                tp.topic,
+                tp.partition,
+                committed,
+            )
+        await self._consumer.seek_to_beginning(tp)
+        self._watermarks[tp] = 0
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Wait for the batch in hand to finish, then forget the revoked partitions."""
+        async with self._lock:
+            for tp in revoked:
+                self._watermarks.pop(tp, None)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, processor: UsageProcessor) -> None:
+        self._processor = processor
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._processor.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._processor.on_assigned(assigned)
