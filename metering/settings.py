@@ -51,6 +51,8 @@ class Settings:
     statements_topic: str = "metering.period-statements"
     tiers_topic: str = "metering.tier-placements"
     consumer_group: str = "metering-processor"
+    kafka_session_timeout_ms: int = 10_000
+    """How long the group waits for a silent processor before moving its partitions."""
     events_partitions: int = 12
     events_retention_ms: int = 35 * 24 * 3600 * 1000
     """Retention of usage events: long enough to rebuild an open month from the log."""

@@ -60,8 +60,8 @@ async def running(
         group_id=settings.consumer_group,
         client_id=client_id,
         max_poll_interval_ms=300_000,
-        session_timeout_ms=10_000,
-        heartbeat_interval_ms=3_000,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=max(500, settings.kafka_session_timeout_ms // 4),
     )
     directory = Directory()
     follower = ConfigFollower(config_consumer, settings.accounts_topic, directory)

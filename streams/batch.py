@@ -48,13 +48,21 @@ class AccountWork:
     first_offset: int = -1
     last_offset: int = -1
     dropped_duplicates: int = 0
+    _ids: set[str] = field(default_factory=set)
 
-    def add(self, offset: int, event: MappedEvent) -> None:
-        """Append the next event of this account (offsets grow)."""
-        self.items.append(_Item(offset, event))
+    def add(self, offset: int, event: MappedEvent) -> bool:
+        """Append the next event of this account (offsets grow); False when its id is already
+        in this batch (a producer retry landing close to the original): it is not counted, but
+        its offset still moves the fence."""
         if self.first_offset < 0:
             self.first_offset = offset
         self.last_offset = offset
+        if event.event_id in self._ids:
+            self.dropped_duplicates += 1
+            return False
+        self._ids.add(event.event_id)
+        self.items.append(_Item(offset, event))
+        return True
 
     @property
     def events(self) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from metering.directory import Directory, Refusal
 from streams.errors import StreamError
@@ -31,16 +31,22 @@ class ConfigFollower:
         self.refusals: list[Refusal] = []
 
     async def catch_up(self, timeout_s: float = 30.0) -> int:
-        """Assign all partitions, read them to their current end; returns records applied."""
-        async with translated(f"read {self._topic}"):
-            partitions = await self._wait_for_topic(timeout_s)
-            tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
-            self._consumer.assign(tps)
-            await self._consumer.seek_to_beginning(*tps)
-            ends = await self._consumer.end_offsets(tps)
-        applied = 0
+        """Read every partition to its current end; returns the records applied.
+
+        Subscribing without a group assigns every partition of the topic, from the beginning
+        (auto_offset_reset=earliest, nothing committed).
+        """
+        self._consumer.subscribe([self._topic])
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        applied = 0
+        while not self._consumer.assignment():
+            if loop.time() > deadline:
+                raise StreamError(f"topic {self._topic} not found (run `metering topics create`)")
+            applied += await self._poll(200)
+        tps = sorted(self._consumer.assignment())
+        async with translated(f"read {self._topic}"):
+            ends = await self._consumer.end_offsets(tps)
         while True:
             async with translated(f"read {self._topic}"):
                 done = all([await self._consumer.position(tp) >= ends[tp] for tp in tps])
@@ -71,14 +77,3 @@ class ConfigFollower:
                 else:
                     self.refusals.append(refusal)
         return applied
-
-    async def _wait_for_topic(self, timeout_s: float) -> set[int]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while loop.time() < deadline:
-            await self._consumer.topics()  # refreshes metadata
-            partitions = self._consumer.partitions_for_topic(self._topic)
-            if partitions:
-                return set(partitions)
-            await asyncio.sleep(0.2)
-        raise StreamError(f"topic {self._topic} does not exist (run `metering topics create`)")

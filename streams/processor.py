@@ -152,7 +152,8 @@ class UsageProcessor:
                 work = works.get(key)
                 if work is None:
                     work = works[key] = AccountWork(mapped.account, tp.topic, tp.partition)
-                work.add(record.offset, mapped)
+                if not work.add(record.offset, mapped):
+                    self._metrics.deduplicated.inc()
                 oldest_ts = min(oldest_ts, record.timestamp)
             self._watermarks[tp] = watermark
             positions[tp] = (batch[-1].offset, watermark)

@@ -95,7 +95,6 @@ async def test_remembered_event_id_is_reported_and_nothing_written(store: RedisS
 async def test_distinct_members_skip_contacts_suppressed_before_the_period(
     store: RedisStateStore,
 ) -> None:
-    period_start = 1_000
     contributions = [
         Contribution("active", "2026-11", Aggregation.DISTINCT, member=m, period_start_ms=1_000)
         for m in ("c1", "c2", "c1", "c3")
