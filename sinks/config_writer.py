@@ -6,6 +6,8 @@ the newest per key, so the topic is the full, replayable configuration.
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 from aiokafka import AIOKafkaProducer
 
@@ -30,6 +32,19 @@ class ConfigWriter:
     async def put_account(self, account: Account) -> None:
         """Publish an account's configuration (validated by the caller)."""
         await self._send(f"{ACCOUNT_PREFIX}{account.id}", orjson.dumps(account_to_json(account)))
+
+    async def put_accounts(self, accounts: list[Account]) -> None:
+        """Publish many accounts, waiting once for all acknowledgements (bulk loads)."""
+        async with translated(f"write {len(accounts)} accounts to {self._topic}"):
+            futures = [
+                await self._producer.send(
+                    self._topic,
+                    value=orjson.dumps(account_to_json(account)),
+                    key=f"{ACCOUNT_PREFIX}{account.id}".encode(),
+                )
+                for account in accounts
+            ]
+            await asyncio.gather(*futures)
 
     async def delete_account(self, account_id: str) -> None:
         """Tombstone: compaction removes the account."""

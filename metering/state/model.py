@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+import orjson
+
 from metering.deltas import AccountDelta, Aggregation
 from metering.state import keys
 
@@ -58,6 +60,9 @@ class ApplyStep:
     rules: Mapping[tuple[str, str], MeterRule]
 
 
+_UNLIMITED = MeterRule(limit=None)
+
+
 class ApplyStatus(IntEnum):
     """What the atomic step did (the values are the script's status codes)."""
 
@@ -87,52 +92,49 @@ def dedup_bucket_s(dedup_window_s: int) -> int:
     return max(1, (dedup_window_s + 1) // 2)
 
 
-def encode_apply(step: ApplyStep, *, dedup_window_s: int, now_ms: int) -> tuple[str, list[str]]:
-    """Return (fence key, ARGV) for `lua/apply.lua`."""
+def encode_apply(step: ApplyStep, *, dedup_window_s: int, now_ms: int) -> tuple[str, bytes]:
+    """Return (fence key, the step as one JSON argument) for `lua/apply.lua`."""
     delta = step.delta
     account = delta.account
-    args: list[str] = [
-        keys.account_prefix(account),
-        account,
-        str(delta.first_offset),
-        str(delta.last_offset),
-        str(dedup_bucket_s(dedup_window_s)),
-        str(now_ms),
-        str(len(delta.event_ids)),
-    ]
-    args.extend(delta.event_ids)
-    args.append(str(len(delta.suppressions)))
-    for member, at_ms in delta.suppressions.items():
-        args.append(member)
-        args.append(str(at_ms))
-    args.append(str(len(delta.meters)))
+    meters: list[list[object]] = []
     for key, meter in delta.meters.items():
-        rule = step.rules.get(key) or MeterRule(limit=None)
+        rule = step.rules.get(key) or _UNLIMITED
         code = _AGG_CODE[meter.aggregation]
-        args.extend(
-            (
+        members: list[object]
+        if code == "g":
+            members = [[m, 1 if present else 0] for m, present in meter.members.items()]
+        else:
+            members = list(meter.members)
+        meters.append(
+            [
                 meter.meter,
                 meter.period,
                 code,
-                str(meter.amount),
-                str(meter.period_start_ms),
-                str(rule.period_end_ms),
-                str(rule.expire_at_s),
-                str(-1 if rule.limit is None else rule.limit),
+                meter.amount,
+                meter.period_start_ms,
+                rule.period_end_ms,
+                rule.expire_at_s,
+                -1 if rule.limit is None else rule.limit,
                 rule.scope or meter.period,
-                str(len(rule.thresholds)),
-            )
+                [
+                    [t.name, t.num, t.den, 1 if t.strict else 0, t.crossing_id]
+                    for t in rule.thresholds
+                ],
+                members,
+            ]
         )
-        for t in rule.thresholds:
-            args.extend((t.name, str(t.num), str(t.den), "1" if t.strict else "0", t.crossing_id))
-        args.append(str(len(meter.members)))
-        if code == "g":
-            for member, present in meter.members.items():
-                args.append(member)
-                args.append("1" if present else "0")
-        else:
-            args.extend(meter.members)
-    return keys.fence_key(account, step.topic, step.partition), args
+    payload = [
+        keys.account_prefix(account),
+        account,
+        delta.first_offset,
+        delta.last_offset,
+        dedup_bucket_s(dedup_window_s),
+        now_ms,
+        delta.event_ids,
+        [[member, at_ms] for member, at_ms in delta.suppressions.items()],
+        meters,
+    ]
+    return keys.fence_key(account, step.topic, step.partition), orjson.dumps(payload)
 
 
 def decode_outcome(reply: object) -> ApplyOutcome:

@@ -89,8 +89,8 @@ class RedisStateStore:
         async with _translated("apply"):
             pipe = self._client.pipeline(transaction=False)
             for step in steps:
-                fence, args = encode_apply(step, dedup_window_s=dedup_window_s, now_ms=now_ms)
-                await self._apply(keys=[fence], args=args, client=pipe)
+                fence, payload = encode_apply(step, dedup_window_s=dedup_window_s, now_ms=now_ms)
+                await self._apply(keys=[fence], args=[payload], client=pipe)
             replies = await pipe.execute()
         return [decode_outcome(reply) for reply in replies]
 
@@ -222,6 +222,114 @@ class RedisStateStore:
         async with _translated("read members"):
             raw = await self._client.smembers(keys.distinct_key(account, meter, period))
         return {_text(m) for m in raw}
+
+    # -- admission and API reads --------------------------------------------------------------
+    # Added for the HTTP API (metering/api). Admission reserves new members of a distinct set
+    # atomically (lua/admit_members.lua); the other methods are plain reads and the API keys'
+    # table, which is the one non-account key the API writes.
+
+    _admit_members: AsyncScript | None = None
+
+    @classmethod
+    def for_api(
+        cls, url: str, *, timeout_s: float = 5.0, max_connections: int = 64
+    ) -> RedisStateStore:
+        """Like `from_url`, but requests beyond `max_connections` wait for a free connection
+        (up to `timeout_s`) instead of failing with "Too many connections": an HTTP server
+        has as many concurrent callers as clients send, unlike the processor's one pipeline."""
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            health_check_interval=30,
+        )
+        return cls(aioredis.Redis.from_pool(pool))  # closing the client closes the pool
+
+    async def admit_members(
+        self,
+        account: str,
+        meter: str,
+        period: str,
+        members: Sequence[str],
+        *,
+        limit: int | None,
+        hard: bool,
+        period_start_ms: int,
+        period_end_ms: int,
+        expire_at_s: int,
+    ) -> tuple[int, str]:
+        """Decide (and when `hard`, reserve) `members` of a distinct meter in one atomic step.
+
+        Returns the set's size afterwards and one code per member (see lua/admit_members.lua):
+        `c` already counted, `s` suppressed, `a` admitted, `o` over the limit (advisory),
+        `r` refused. `period_start_ms` 0 ignores suppressions (the meter does not exclude them).
+        """
+        if self._admit_members is None:
+            self._admit_members = self._client.register_script(_load_script("admit_members.lua"))
+        names = [
+            keys.distinct_key(account, meter, period),
+            keys.suppressions_key(account),
+            keys.open_periods_key(account),
+        ]
+        args: list[str | int] = [
+            -1 if limit is None else limit,
+            1 if hard else 0,
+            period_start_ms,
+            expire_at_s,
+            f"{meter}:{period}",
+            period_end_ms,
+            *members,
+        ]
+        async with _translated("admit members"):
+            reply = await self._admit_members(keys=names, args=args)
+        return int(reply[0]), _text(reply[1])
+
+    async def gauge_flags(self, account: str, meter: str, members: Sequence[str]) -> list[bool]:
+        """Whether each member is present in a gauge's set now (one SMISMEMBER per 2,000)."""
+        if not members:
+            return []
+        key = keys.gauge_key(account, meter)
+        async with _translated("read gauge members"):
+            pipe = self._client.pipeline(transaction=False)
+            for start in range(0, len(members), 2000):
+                pipe.smismember(key, list(members[start : start + 2000]))
+            replies = await pipe.execute()
+        return [bool(flag) for reply in replies for flag in reply]
+
+    async def put_api_key(self, digest: str, record: bytes) -> None:
+        """Store an API key's record under the SHA-256 digest of its token (never the token)."""
+        async with _translated("store API key"):
+            await self._client.hset(API_KEYS, digest, record)
+
+    async def api_key(self, digest: str) -> bytes | None:
+        """The record of the key whose token hashes to `digest`, if any."""
+        async with _translated("read API key"):
+            raw = await self._client.hget(API_KEYS, digest)
+        return None if raw is None else _raw(raw)
+
+    async def api_keys(self) -> dict[str, bytes]:
+        """Every stored key record by digest (for listing and revoking)."""
+        async with _translated("list API keys"):
+            raw = await self._client.hgetall(API_KEYS)
+        return {_text(k): _raw(v) for k, v in raw.items()}
+
+    async def delete_api_keys(self, digests: Sequence[str]) -> int:
+        """Remove keys by digest; returns how many existed."""
+        if not digests:
+            return 0
+        async with _translated("delete API keys"):
+            return int(await self._client.hdel(API_KEYS, *digests))
+
+
+API_KEYS = "mtr:api-keys"
+"""Hash: SHA-256 hex digest of an API token -> JSON record (id, scope, account, created)."""
+
+
+def _raw(value: bytes | str) -> bytes:
+    """Replies are bytes (decode_responses is off); the typing allows str too."""
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def _text(value: bytes | str | None) -> str:

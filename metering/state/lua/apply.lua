@@ -1,42 +1,41 @@
---[[
+--[==[
 apply.lua: apply one account's batch delta atomically (one slot: every key carries {account}).
 
 Order inside the step (all or nothing, Redis runs a script atomically):
-  1. account fence  : if this partition's offsets up to last_offset were applied -> status 1
-                      (no-op); if the fence lies inside [first, last] -> status 2 + fence
-                      (the caller re-sends only the events above it).
+  1. account fence  : if this partition's offsets up to `last` were applied -> status 1 (no-op);
+                      if the fence lies inside [first, last] -> status 2 + fence (the caller
+                      re-sends only the events above it).
   2. dedup          : if any event id is remembered -> status 3 + those ids, nothing written
                       (the caller drops them and re-sends the rest). Ids are remembered in
                       per-account sets, one per time bucket of half the dedup window; the
                       current and two previous buckets are checked, so an id is remembered for
                       at least the window (and at most 1.5 windows). One SMISMEMBER per bucket
                       and one SADD per step; small sets stay listpack-encoded (compact).
-  3. suppressions, counters, distinct sets, gauges, balances, last-update times,
-     the open-period index.
-  4. thresholds     : a crossing is decided here, exactly once per (meter, period, threshold),
+  3. suppressions (before the distinct adds that may skip them), counters, distinct sets,
+     gauges, balances, last-update times, the open-period index.
+  4. thresholds     : a crossing is decided here, exactly once per (meter, scope, threshold),
                       guarded by a mark key; it goes into the account's outbox stream.
   5. dedup ids and the fence move forward last.
-Returns {0, outbox_length, crossing ids...}; statuses 1 also carry the outbox length so a caller
+Returns {0, outbox_length, crossing ids...}; status 1 also carries the outbox length so a caller
 that crashed before indexing the outbox indexes it on replay.
 
 KEYS[1] = fence key  mtr:{A}:f:<topic>:<partition>   (declares the slot)
-ARGV: prefix "mtr:{A}:", account, first, last, bucket_s, now_ms, n_ids, ids...,
-      n_supp, (member, ms)..., n_meters, then per meter:
-      meter, period, agg (c|d|g|b), amount, period_start_ms, period_end_ms, expire_at_s,
-      limit (-1 = none), scope, n_thr, (name, num, den, strict "1"|"0", crossing id)...,
-      n_members, members... (gauge: member, "1"|"0")
+ARGV[1] = the step as JSON (one argument: packing thousands of small arguments was the
+          processor's largest cost in the client; cjson decodes in C):
+  [prefix, account, first, last, bucket_s, now_ms, [ids], [[member, ms]...],
+   [[meter, period, agg (c|d|g|b), amount, period_start_ms, period_end_ms, expire_at_s,
+     limit (-1 = none), scope, [[name, num, den, strict 0|1, crossing id]...],
+     members: [m...] (distinct) or [[m, 1|0]...] (gauge)]...]]
 A threshold is reached when used > 0 and used*den >= limit*num (> when strict); its mark key is
-x:<meter>:<scope>:<name>, scope being the period key (or "L<limit>" for unwindowed meters), and
-the crossing id is computed by the caller (metering.thresholds.crossing_id).
-]]
+x:<meter>:<scope>:<name>, scope being the period key (or "L<limit>" for unwindowed meters).
+]==]
 local fence_key = KEYS[1]
-local prefix = ARGV[1]
-local account = ARGV[2]
-local first = tonumber(ARGV[3])
-local last = tonumber(ARGV[4])
-local bucket_s = tonumber(ARGV[5])
-local now_ms = ARGV[6]
-local bucket = math.floor(tonumber(now_ms) / 1000 / bucket_s)
+local step = cjson.decode(ARGV[1])
+local prefix, account = step[1], step[2]
+local first, last = step[3], step[4]
+local bucket_s, now_ms = step[5], step[6]
+local bucket = math.floor(now_ms / 1000 / bucket_s)
+local now_text = string.format('%d', now_ms)
 local outbox = prefix .. 'o'
 
 local fence = redis.call('GET', fence_key)
@@ -50,60 +49,44 @@ if fence then
   end
 end
 
-local i = 7
-local n_ids = tonumber(ARGV[i]); i = i + 1
-local ids_at = i
-local dups = {}
+local ids = step[7]
+local n_ids = #ids
 if n_ids > 0 then
-  local ids = {unpack(ARGV, ids_at, ids_at + n_ids - 1)}
+  local dups = {}
   for b = bucket - 2, bucket do
     local seen = redis.call('SMISMEMBER', prefix .. 'd:' .. b, unpack(ids))
     for j = 1, n_ids do
       if seen[j] == 1 then dups[#dups + 1] = ids[j] end
     end
   end
+  if #dups > 0 then
+    return {3, dups}
+  end
 end
-if #dups > 0 then
-  return {3, dups}
-end
-i = i + n_ids
 
 local sup_key = prefix .. 'sup'
-local n_supp = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n_supp do
-  local member, ms = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
+for _, pair in ipairs(step[8]) do
+  local member, ms = pair[1], pair[2]
   local known = redis.call('HGET', sup_key, member)
   if (not known) or ms < tonumber(known) then
-    redis.call('HSET', sup_key, member, ms)
+    redis.call('HSET', sup_key, member, string.format('%d', ms))
+  end
+end
+
+local CHUNK = 2000
+local function each_chunk(command, key, list)
+  for s = 1, #list, CHUNK do
+    redis.call(command, key, unpack(list, s, math.min(s + CHUNK - 1, #list)))
   end
 end
 
 local result = {0, 0}
-local upd_key = prefix .. 'u'
-local open_key = prefix .. 'p'
-local CHUNK = 2000
-
-local function sadd_all(key, members)
-  for s = 1, #members, CHUNK do
-    redis.call('SADD', key, unpack(members, s, math.min(s + CHUNK - 1, #members)))
-  end
-end
-
-local n_meters = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n_meters do
-  local meter, period, agg = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local amount = tonumber(ARGV[i + 3])
-  local period_start = tonumber(ARGV[i + 4])
-  local period_end = ARGV[i + 5]
-  local expire_at = tonumber(ARGV[i + 6])
-  local limit = tonumber(ARGV[i + 7])
-  local scope = ARGV[i + 8]
-  local n_thr = tonumber(ARGV[i + 9])
-  i = i + 10
-  local thr_at = i
-  i = i + 5 * n_thr
-  local n_members = tonumber(ARGV[i]); i = i + 1
+local updates = {}
+local opens = {}
+for _, m in ipairs(step[9]) do
+  local meter, period, agg, amount = m[1], m[2], m[3], m[4]
+  local period_start, period_end, expire_at, limit = m[5], m[6], m[7], m[8]
+  local scope, thresholds, members = m[9], m[10], m[11]
   local slot = meter .. ':' .. period
   local before, after, key
 
@@ -118,74 +101,68 @@ for _ = 1, n_meters do
   elseif agg == 'd' then
     key = prefix .. 's:' .. slot
     before = redis.call('SCARD', key)
-    local members = {}
-    for j = 0, n_members - 1 do
-      local m = ARGV[i + j]
-      local counts = true
-      if period_start > 0 then
-        local sup = redis.call('HGET', sup_key, m)
-        if sup and tonumber(sup) < period_start then counts = false end
+    local counted = members
+    if period_start > 0 and redis.call('EXISTS', sup_key) == 1 then
+      counted = {}
+      local sup = redis.call('HMGET', sup_key, unpack(members))
+      for j = 1, #members do
+        if not (sup[j] and tonumber(sup[j]) < period_start) then
+          counted[#counted + 1] = members[j]
+        end
       end
-      if counts then members[#members + 1] = m end
     end
-    i = i + n_members
-    if #members > 0 then sadd_all(key, members) end
+    if #counted > 0 then each_chunk('SADD', key, counted) end
     after = redis.call('SCARD', key)
-  else -- 'g': gauge of known members (present flag per member) plus a plain level
+  else -- 'g': a gauge of known members: present (1) or gone (0) after the batch
     key = prefix .. 'g:' .. meter
     before = redis.call('SCARD', key)
     local adds, rems = {}, {}
-    for j = 0, n_members - 1 do
-      local m, flag = ARGV[i + 2 * j], ARGV[i + 2 * j + 1]
-      if flag == '1' then adds[#adds + 1] = m else rems[#rems + 1] = m end
+    for _, pair in ipairs(members) do
+      if pair[2] == 1 then adds[#adds + 1] = pair[1] else rems[#rems + 1] = pair[1] end
     end
-    i = i + 2 * n_members
-    if #adds > 0 then sadd_all(key, adds) end
-    for s = 1, #rems, CHUNK do
-      redis.call('SREM', key, unpack(rems, s, math.min(s + CHUNK - 1, #rems)))
-    end
+    if #adds > 0 then each_chunk('SADD', key, adds) end
+    if #rems > 0 then each_chunk('SREM', key, rems) end
     after = redis.call('SCARD', key)
   end
 
   if expire_at > 0 then
     redis.call('EXPIREAT', key, expire_at)
   end
-  redis.call('HSET', upd_key, slot, now_ms)
+  updates[#updates + 1] = slot
+  updates[#updates + 1] = now_text
   if period ~= '' then
-    redis.call('HSET', open_key, slot, period_end)
+    opens[#opens + 1] = slot
+    opens[#opens + 1] = string.format('%d', period_end)
   end
 
   if limit >= 0 and after > 0 then
-    for t = 0, n_thr - 1 do
-      local at = thr_at + 5 * t
-      local name = ARGV[at]
-      local lhs = after * tonumber(ARGV[at + 2])
-      local rhs = limit * tonumber(ARGV[at + 1])
+    for _, t in ipairs(thresholds) do
+      local name, num, den, strict, id = t[1], t[2], t[3], t[4], t[5]
+      local lhs, rhs = after * den, limit * num
       local is_reached
-      if ARGV[at + 3] == '1' then is_reached = lhs > rhs else is_reached = lhs >= rhs end
+      if strict == 1 then is_reached = lhs > rhs else is_reached = lhs >= rhs end
       if is_reached then
         local mark = prefix .. 'x:' .. meter .. ':' .. scope .. ':' .. name
-        if redis.call('SET', mark, now_ms, 'NX') then
+        if redis.call('SET', mark, now_text, 'NX') then
           if expire_at > 0 then redis.call('EXPIREAT', mark, expire_at) end
-          local id = ARGV[at + 4]
           redis.call('XADD', outbox, '*', 'id', id, 'account', account, 'meter', meter,
-            'period', period, 'scope', scope, 'threshold', name, 'num', ARGV[at + 1],
-            'den', ARGV[at + 2], 'strict', ARGV[at + 3], 'limit', limit, 'used', after,
-            'before', before, 'at_ms', now_ms)
+            'period', period, 'scope', scope, 'threshold', name, 'num', num, 'den', den,
+            'strict', strict, 'limit', limit, 'used', after, 'before', before,
+            'at_ms', now_text)
           result[#result + 1] = id
         end
       end
     end
   end
 end
+if #updates > 0 then redis.call('HSET', prefix .. 'u', unpack(updates)) end
+if #opens > 0 then redis.call('HSET', prefix .. 'p', unpack(opens)) end
 
 if n_ids > 0 then
   local dkey = prefix .. 'd:' .. bucket
-  for s = ids_at, ids_at + n_ids - 1, CHUNK do
-    redis.call('SADD', dkey, unpack(ARGV, s, math.min(s + CHUNK - 1, ids_at + n_ids - 1)))
-  end
+  each_chunk('SADD', dkey, ids)
   redis.call('EXPIREAT', dkey, (bucket + 3) * bucket_s + 1)
 end
-redis.call('SET', fence_key, last)
+redis.call('SET', fence_key, string.format('%d', last))
 result[2] = redis.call('XLEN', outbox)
 return result
