@@ -48,11 +48,13 @@ class OutboxPublisher:
         *,
         topic: str,
         on_published: Callable[[int], None] = lambda n: None,
+        on_pending: Callable[[int], None] = lambda n: None,
     ) -> None:
         self._store = store
         self._producer = producer
         self._topic = topic
         self._on_published = on_published
+        self._on_pending = on_pending
         self._owner = uuid.uuid4().hex
         self._lock = asyncio.Lock()
         self.published_total = 0
@@ -103,7 +105,9 @@ class OutboxPublisher:
 
     async def publish_indexed(self) -> int:
         """Publish the outboxes the processor noted."""
-        return await self.publish_accounts(await self._store.indexed_outboxes())
+        accounts = await self._store.indexed_outboxes()
+        self._on_pending(len(accounts))
+        return await self.publish_accounts(accounts)
 
     async def sweep(self) -> int:
         """Publish every non-empty outbox found by scanning Redis."""

@@ -66,7 +66,11 @@ async def running(
     directory = Directory()
     follower = ConfigFollower(config_consumer, settings.accounts_topic, directory)
     publisher = OutboxPublisher(
-        store, producer, topic=settings.thresholds_topic, on_published=metrics.published.inc
+        store,
+        producer,
+        topic=settings.thresholds_topic,
+        on_published=metrics.published.inc,
+        on_pending=metrics.outbox_accounts.set,
     )
     mapper = PlanMapper(
         directory,
@@ -120,6 +124,9 @@ async def run_until_stopped(
 ) -> None:
     """Run a processor (and its publisher and config follower) until `stop` is set."""
     async with running(settings, registry=registry) as app:
+        log.info(
+            "processor running: group %s, topic %s", settings.consumer_group, settings.events_topic
+        )
         tasks = [
             asyncio.create_task(app.follower.run(stop), name="config-follower"),
             asyncio.create_task(app.publisher.run(), name="outbox-publisher"),

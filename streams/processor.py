@@ -121,42 +121,10 @@ class UsageProcessor:
         total = 0
         oldest_ts = now_ms
         for tp, batch in records.items():
-            if not batch:
-                continue
-            watermark = self._watermarks.get(tp, 0)
-            for record in batch:
-                total += 1
-                source = SourceRef(tp.topic, tp.partition, record.offset)
-                try:
-                    mapped = self._mapper.map(record.value, now_ms=now_ms, watermark_ms=watermark)
-                except EventRejected as exc:
-                    self._metrics.rejected.labels(reason=str(exc.reason)).inc()
-                    await self._side.dead_letter(
-                        source,
-                        record.key,
-                        record.value,
-                        reason=str(exc.reason),
-                        field=exc.field,
-                        detail=exc.detail,
-                    )
-                    continue
-                watermark = max(watermark, mapped.time_ms)
-                if mapped.late:
-                    self._metrics.late.inc()
-                    await self._side.late(
-                        source, record.key, record.value, meters=list(mapped.late)
-                    )
-                    if not mapped.contributions and not mapped.suppressions:
-                        continue
-                key = (mapped.account, tp)
-                work = works.get(key)
-                if work is None:
-                    work = works[key] = AccountWork(mapped.account, tp.topic, tp.partition)
-                if not work.add(record.offset, mapped):
-                    self._metrics.deduplicated.inc()
-                oldest_ts = min(oldest_ts, record.timestamp)
-            self._watermarks[tp] = watermark
-            positions[tp] = (batch[-1].offset, watermark)
+            if batch:
+                oldest_ts = min(oldest_ts, await self._read(tp, batch, now_ms, works))
+                positions[tp] = (batch[-1].offset, self._watermarks[tp])
+                total += len(batch)
         self._metrics.consumed.inc(total)
         self._metrics.batch_size.observe(total)
 
@@ -179,6 +147,58 @@ class UsageProcessor:
         if works:
             self._metrics.event_lag_seconds.observe(max(0.0, (self._clock_ms() - oldest_ts) / 1000))
         self.batches += 1
+
+    async def _read(
+        self,
+        tp: TopicPartition,
+        batch: list[Any],
+        now_ms: int,
+        works: dict[tuple[str, TopicPartition], AccountWork],
+    ) -> int:
+        """Map one partition's records into `works` (side outputs queued); returns the oldest
+        Kafka timestamp among the records that will be applied."""
+        watermark = self._watermarks.get(tp, 0)
+        oldest_ts = now_ms
+        for record in batch:
+            try:
+                mapped = self._mapper.map(record.value, now_ms=now_ms, watermark_ms=watermark)
+            except EventRejected as exc:
+                self._metrics.rejected.labels(reason=str(exc.reason)).inc()
+                await self._side.dead_letter(
+                    SourceRef(tp.topic, tp.partition, record.offset),
+                    record.key,
+                    record.value,
+                    reason=str(exc.reason),
+                    field=exc.field,
+                    detail=exc.detail,
+                )
+                continue
+            watermark = max(watermark, mapped.time_ms)
+            if mapped.late:
+                self._metrics.late.inc()
+                await self._side.late(
+                    SourceRef(tp.topic, tp.partition, record.offset),
+                    record.key,
+                    record.value,
+                    meters=list(mapped.late),
+                )
+                if not mapped.contributions and not mapped.suppressions:
+                    continue
+            # Keyed by partition too: an account's fence is per partition, and a producer that
+            # keys records differently may spread one account over several partitions.
+            work = works.get((mapped.account, tp))
+            if work is None:
+                work = AccountWork(mapped.account, tp.topic, tp.partition)
+                works[(mapped.account, tp)] = work
+            if not work.add(record.offset, mapped):
+                self._metrics.deduplicated.inc()
+            oldest_ts = min(oldest_ts, record.timestamp)
+        self._watermarks[tp] = watermark
+        highwater = self._consumer.highwater(tp)
+        if highwater is not None:
+            lag = max(0, highwater - batch[-1].offset - 1)
+            self._metrics.consumer_lag.labels(partition=str(tp.partition)).set(lag)
+        return oldest_ts
 
     async def _apply(self, works: list[AccountWork]) -> set[str]:
         """Apply works until each is applied or fenced; returns accounts whose outbox has data."""

@@ -162,7 +162,7 @@ class RedisStateStore:
                 found.append(key[len("mtr:{") : -len("}:o")])
         return sorted(found)
 
-    async def claim_outbox(self, account: str, owner: str, ttl_ms: int = 30_000) -> bool:
+    async def claim_outbox(self, account: str, owner: str, ttl_ms: int = 10_000) -> bool:
         """Take the right to publish `account`'s outbox for `ttl_ms` (False: someone has it)."""
         async with _translated("claim outbox"):
             got = await self._client.set(keys.outbox_claim_key(account), owner, nx=True, px=ttl_ms)

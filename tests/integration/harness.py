@@ -197,6 +197,12 @@ async def caught_up(settings: Settings, store: RedisStateStore) -> bool:
     )
 
 
+async def outboxes_drained(store: RedisStateStore) -> bool:
+    """True when no account has crossings waiting (a crashed publisher's claim expires after
+    10 s, so crossings decided just before a SIGKILL are published by the next processor)."""
+    return not await store.sweep_outboxes()
+
+
 @dataclass
 class ProcessorProcess:
     """A processor running as `python -m metering.cli processor`."""
@@ -217,6 +223,16 @@ class ProcessorProcess:
         )
         handle.close()
         return cls(proc, log)
+
+    async def ready(self, timeout_s: float = 60) -> None:
+        """Wait until the processor has caught up with its configuration and subscribed."""
+
+        async def running() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"processor exited: {self.log.read_text()[-3000:]}")
+            return b"processor running" in self.log.read_bytes()
+
+        await wait_until(running, timeout_s=timeout_s, what="processor start")
 
     def kill(self) -> None:
         self.proc.kill()

@@ -28,6 +28,7 @@ from tests.integration.harness import (
     event,
     make_settings,
     now_ms,
+    outboxes_drained,
     produce,
     publish_config,
     read_topic,
@@ -145,6 +146,7 @@ async def test_sigkill_at_random_points_loses_and_doubles_nothing(
             kills += 1
             proc = ProcessorProcess.start(settings, log, batch_max_records=200)
         await wait_until(lambda: caught_up(settings, store), timeout_s=180, what="catch-up")
+        await wait_until(lambda: outboxes_drained(store), timeout_s=60, what="outboxes")
         assert proc.terminate() == 0, log.read_text()[-3000:]
         await check(settings, store, truth, month)
     finally:
@@ -163,11 +165,14 @@ async def test_two_processors_one_stopped_mid_stream(
     try:
         first = ProcessorProcess.start(settings, tmp_path / "first.log", batch_max_records=200)
         second = ProcessorProcess.start(settings, tmp_path / "second.log", batch_max_records=200)
+        await first.ready()
+        await second.ready()
         await produce(settings, encoded(stream(rng, 3000, truth)))
         await asyncio.sleep(1.0)
         assert first.terminate() == 0  # SIGTERM: drains its batch, leaves the group
         await produce(settings, encoded(stream(rng, 3000, truth)))
         await wait_until(lambda: caught_up(settings, store), timeout_s=180, what="catch-up")
+        await wait_until(lambda: outboxes_drained(store), timeout_s=60, what="outboxes")
         assert second.terminate() == 0
         await check(settings, store, truth, month)
     finally:
