@@ -36,8 +36,11 @@ class Settings:
     kafka_sasl_mechanism: str = ""
     """PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 when SASL is used."""
     kafka_sasl_username: str = ""
+    """SASL user name."""
     kafka_sasl_password: str = field(default="", repr=False)
+    """SASL password (never printed: excluded from repr)."""
     kafka_ssl_cafile: str = ""
+    """CA bundle for SSL/SASL_SSL; empty uses the system's trust store."""
     events_topic: str = "metering.usage-events"
     """Usage events, keyed by account."""
     dead_letter_topic: str = "metering.dead-letter"
@@ -49,11 +52,15 @@ class Settings:
     accounts_topic: str = "metering.accounts"
     """Compacted: account and plan configuration, keyed by account id."""
     statements_topic: str = "metering.period-statements"
+    """Frozen totals of closed periods, one per (account, meter, period), keyed by account."""
     tiers_topic: str = "metering.tier-placements"
+    """Tier placements (first placement and every change), keyed by account."""
     consumer_group: str = "metering-processor"
+    """Consumer group of the processors; positions in Redis are kept per group."""
     kafka_session_timeout_ms: int = 10_000
     """How long the group waits for a silent processor before moving its partitions."""
     events_partitions: int = 12
+    """Partitions of the usage topic (`metering topics create`): the processors' parallelism."""
     events_retention_ms: int = 35 * 24 * 3600 * 1000
     """Retention of usage events: long enough to rebuild an open month from the log."""
     dedup_window_s: int = 24 * 3600
@@ -63,15 +70,17 @@ class Settings:
     max_future_s: int = 300
     """Events stamped further than this in the future are rejected."""
     max_event_bytes: int = 64 * 1024
+    """Larger events are rejected as `oversized`."""
     batch_max_records: int = 5000
     """Records fetched per `getmany` call and partition batch."""
     retention_days: int = 400
     """Counters and rollups of closed periods are kept this long (13 months and more)."""
-    plans_dir: str = ""
-    """Folder of plan files (TOML); empty means the shipped example plans."""
     api_host: str = "127.0.0.1"
+    """Address the API listens on."""
     api_port: int = 8080
+    """Port of the API (and its dashboard)."""
     metrics_port: int = 9308
+    """Port of the processor's Prometheus endpoint on 127.0.0.1; 0 turns it off."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
