@@ -22,7 +22,7 @@ from benchmarks.run import preload, publish_config
 from benchmarks.workload import generate
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
-from streams.app import running
+from streams.app import running, tune_gc
 from streams.topics import ensure_topics
 
 
@@ -50,6 +50,7 @@ async def main_async(events: int, accounts: int, out: str, profile: bool = True)
     await aioredis.Redis.from_url(redis_url).flushdb()
     store = RedisStateStore.from_url(redis_url)
     async with running(settings) as app:
+        tune_gc()
         profiler = cProfile.Profile()
         stop = asyncio.Event()
         started = time.perf_counter()

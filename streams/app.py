@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -120,10 +121,16 @@ async def running(
 
 
 async def run_until_stopped(
-    settings: Settings, stop: asyncio.Event, *, registry: CollectorRegistry | None = None
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    registry: CollectorRegistry | None = None,
+    gc_tuning: bool = False,
 ) -> None:
     """Run a processor (and its publisher and config follower) until `stop` is set."""
     async with running(settings, registry=registry) as app:
+        if gc_tuning:
+            tune_gc()
         log.info(
             "processor running: group %s, topic %s", settings.consumer_group, settings.events_topic
         )
@@ -139,6 +146,20 @@ async def run_until_stopped(
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def tune_gc() -> None:
+    """Freeze the long-lived objects (plans, accounts, caches) out of the cyclic collector and
+    collect the young generation less often.
+
+    The hot path allocates many short-lived, acyclic objects per event; with the default
+    threshold (700) the collector ran every few events and traversed the long-lived heap, which
+    measured as half of the per-event CPU time (docs/benchmarks.md). Memory is still freed by
+    reference counting; only cycle detection runs less often.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+
+
 def main_processor(settings: Settings) -> None:
     """Entry point of `metering processor`: metrics endpoint, signals, run."""
     registry = CollectorRegistry()
@@ -150,7 +171,7 @@ def main_processor(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_until_stopped(settings, stop, registry=registry)
+        await run_until_stopped(settings, stop, registry=registry, gc_tuning=True)
         log.info("processor stopped cleanly")
 
     asyncio.run(_main())

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -67,6 +67,16 @@ class ProcessorConfig:
     max_backoff_s: float = 5.0
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """A fetched batch after steps 1-2, waiting for its Redis work."""
+
+    oldest_ts: int
+    works: dict[tuple[str, TopicPartition], AccountWork] = field(default_factory=dict)
+    positions: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
+    total: int = 0
+
+
 class UsageProcessor:
     """Runs the commit order above until `stop` is set; see the module docstring."""
 
@@ -99,53 +109,78 @@ class UsageProcessor:
         return _Rebalance(self)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume and apply until `stop` is set; the batch in hand is finished first."""
-        while not stop.is_set():
-            records = await self._retrying(
-                "fetch",
-                lambda: self._consumer.getmany(
-                    timeout_ms=self._config.poll_timeout_ms,
-                    max_records=self._config.batch_max_records,
-                ),
-            )
-            if not records:
-                continue
-            async with self._lock:
-                await self.process(records)
+        """Consume and apply until `stop` is set; the batch in hand is finished first.
+
+        Batches are pipelined: while batch N's Redis work (step 3 onwards) is in flight, batch
+        N+1 is fetched, decoded and mapped (steps 1-2), so the processor's CPU and Redis work
+        overlap. Commits stay strictly in order: N+1's Redis work starts after N's finished.
+        """
+        inflight: asyncio.Task[None] | None = None
+        try:
+            while not stop.is_set():
+                records = await self._retrying(
+                    "fetch",
+                    lambda: self._consumer.getmany(
+                        timeout_ms=self._config.poll_timeout_ms,
+                        max_records=self._config.batch_max_records,
+                    ),
+                )
+                if not records:
+                    if inflight is not None:
+                        await inflight
+                        inflight = None
+                    continue
+                prepared = await self._prepare(records)
+                if inflight is not None:
+                    await inflight
+                inflight = asyncio.create_task(self._commit_locked(prepared))
+        finally:
+            if inflight is not None:
+                await inflight
 
     async def process(self, records: dict[TopicPartition, list[Any]]) -> None:
-        """Apply one `getmany()` result following the commit order."""
+        """Apply one `getmany()` result following the commit order (no pipelining)."""
+        await self._commit_locked(await self._prepare(records))
+
+    async def _prepare(self, records: dict[TopicPartition, list[Any]]) -> _Prepared:
+        """Steps 1-2: decode, validate and map; side outputs are queued, not yet awaited."""
         now_ms = self._clock_ms()
-        works: dict[tuple[str, TopicPartition], AccountWork] = {}
-        positions: dict[TopicPartition, tuple[int, int]] = {}
-        total = 0
-        oldest_ts = now_ms
+        prepared = _Prepared(oldest_ts=now_ms)
         for tp, batch in records.items():
             if batch:
-                oldest_ts = min(oldest_ts, await self._read(tp, batch, now_ms, works))
-                positions[tp] = (batch[-1].offset, self._watermarks[tp])
-                total += len(batch)
-        self._metrics.consumed.inc(total)
-        self._metrics.batch_size.observe(total)
+                oldest = await self._read(tp, batch, now_ms, prepared.works)
+                prepared.oldest_ts = min(prepared.oldest_ts, oldest)
+                prepared.positions[tp] = (batch[-1].offset, self._watermarks[tp])
+                prepared.total += len(batch)
+        self._metrics.consumed.inc(prepared.total)
+        self._metrics.batch_size.observe(prepared.total)
+        return prepared
 
+    async def _commit_locked(self, prepared: _Prepared) -> None:
+        async with self._lock:
+            await self._commit(prepared)
+
+    async def _commit(self, prepared: _Prepared) -> None:
+        """Steps 2-7 of the commit order for one prepared batch."""
         await self._retrying("deliver side outputs", self._side.flush)
-        outboxes = await self._apply(list(works.values()))
+        outboxes = await self._apply(list(prepared.works.values()))
         if outboxes:
             await self._retrying("index outboxes", lambda: self._store.index_outboxes(outboxes))
             await self._retrying(
                 "publish crossings", lambda: self._publisher.publish_accounts(sorted(outboxes))
             )
         by_topic: dict[str, dict[int, tuple[int, int]]] = {}
-        for tp, value in positions.items():
+        for tp, value in prepared.positions.items():
             by_topic.setdefault(tp.topic, {})[tp.partition] = value
         for topic, parts in by_topic.items():
             await self._retrying(
                 "advance positions",
                 lambda t=topic, p=parts: self._store.advance_positions(self._config.group, t, p),  # type: ignore[misc]
             )
-        await self._commit_to_kafka(positions)
-        if works:
-            self._metrics.event_lag_seconds.observe(max(0.0, (self._clock_ms() - oldest_ts) / 1000))
+        await self._commit_to_kafka(prepared.positions)
+        if prepared.works:
+            lag_s = max(0.0, (self._clock_ms() - prepared.oldest_ts) / 1000)
+            self._metrics.event_lag_seconds.observe(lag_s)
         self.batches += 1
 
     async def _read(

@@ -69,7 +69,8 @@ def env_of(settings: Settings) -> dict[str, str]:
         "consumer_group",
         "grace_s",
         "metrics_port",
-        "batch_max_records", "kafka_session_timeout_ms",
+        "batch_max_records",
+        "kafka_session_timeout_ms",
     ):
         env[f"METERING_{name.upper()}"] = str(getattr(settings, name))
     return env
@@ -233,6 +234,11 @@ class ProcessorProcess:
             return b"processor running" in self.log.read_bytes()
 
         await wait_until(running, timeout_s=timeout_s, what="processor start")
+
+    def stop_if_running(self) -> None:
+        """Kill the process if a failed test left it running (no leaked processes)."""
+        if self.proc.poll() is None:
+            self.kill()
 
     def kill(self) -> None:
         self.proc.kill()

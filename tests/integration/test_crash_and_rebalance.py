@@ -137,8 +137,8 @@ async def test_sigkill_at_random_points_loses_and_doubles_nothing(
     log = tmp_path / "processor.log"
     store = RedisStateStore.from_url(redis_url)
     kills = 0
+    proc = ProcessorProcess.start(settings, log, batch_max_records=200)
     try:
-        proc = ProcessorProcess.start(settings, log, batch_max_records=200)
         for _ in range(6):
             await produce(settings, encoded(stream(rng, 1500, truth)))
             await asyncio.sleep(rng.uniform(0.5, 2.5))
@@ -150,6 +150,7 @@ async def test_sigkill_at_random_points_loses_and_doubles_nothing(
         assert proc.terminate() == 0, log.read_text()[-3000:]
         await check(settings, store, truth, month)
     finally:
+        proc.stop_if_running()
         await store.close()
     assert kills == 6
     assert len(truth.seen_ids) > 8000
@@ -162,9 +163,9 @@ async def test_two_processors_one_stopped_mid_stream(
     truth = Truth()
     month = period_of(PeriodKind.CALENDAR_MONTH, now_ms(), "UTC").key
     store = RedisStateStore.from_url(redis_url)
+    first = ProcessorProcess.start(settings, tmp_path / "first.log", batch_max_records=200)
+    second = ProcessorProcess.start(settings, tmp_path / "second.log", batch_max_records=200)
     try:
-        first = ProcessorProcess.start(settings, tmp_path / "first.log", batch_max_records=200)
-        second = ProcessorProcess.start(settings, tmp_path / "second.log", batch_max_records=200)
         await first.ready()
         await second.ready()
         await produce(settings, encoded(stream(rng, 3000, truth)))
@@ -176,4 +177,6 @@ async def test_two_processors_one_stopped_mid_stream(
         assert second.terminate() == 0
         await check(settings, store, truth, month)
     finally:
+        first.stop_if_running()
+        second.stop_if_running()
         await store.close()

@@ -16,7 +16,6 @@ pytestmark = pytest.mark.integration
 TOPIC = "usage"
 AT_RISK = ThresholdRule("at_risk", 4, 5, "id-at-risk")
 EXCEEDED = ThresholdRule("exceeded", 1, 1, "id-exceeded", strict=True)
-NOW = time.time_ns() // 1_000_000  # dedup buckets expire against the server clock
 
 
 @pytest.fixture
@@ -48,23 +47,25 @@ async def apply_one(store: RedisStateStore, step: ApplyStep, now_ms: int) -> App
 
 
 async def test_apply_counts_and_reports_each_crossing_once(store: RedisStateStore) -> None:
-    first = await apply_one(store, sends("a1", 7, first_offset=0), NOW + 1)
+    now = time.time_ns() // 1_000_000  # dedup buckets expire by the server clock
+    first = await apply_one(store, sends("a1", 7, first_offset=0), now + 1)
     assert first.status is ApplyStatus.APPLIED
     assert first.crossings == ()
-    second = await apply_one(store, sends("a1", 1, first_offset=7), NOW + 2)
+    second = await apply_one(store, sends("a1", 1, first_offset=7), now + 2)
     assert second.crossings == ("id-at-risk",)
-    reaching = await apply_one(store, sends("a1", 2, first_offset=8), NOW + 3)
+    reaching = await apply_one(store, sends("a1", 2, first_offset=8), now + 3)
     assert reaching.crossings == ()  # 10 of 10 reaches the limit; "exceeded" is strict
-    third = await apply_one(store, sends("a1", 3, first_offset=10), NOW + 4)
+    third = await apply_one(store, sends("a1", 3, first_offset=10), now + 4)
     assert third.crossings == ("id-exceeded",)
     assert third.outbox_length == 2
     assert await emails(store, "a1") == 13
 
 
 async def test_replayed_step_is_a_no_op(store: RedisStateStore) -> None:
+    now = time.time_ns() // 1_000_000  # dedup buckets expire by the server clock
     step = sends("a2", 5, first_offset=10)
-    await store.apply([step], dedup_window_s=60, now_ms=NOW + 1)
-    [again] = await store.apply([step], dedup_window_s=60, now_ms=NOW + 2)
+    await store.apply([step], dedup_window_s=60, now_ms=now + 1)
+    [again] = await store.apply([step], dedup_window_s=60, now_ms=now + 2)
     assert again.status is ApplyStatus.ALREADY_APPLIED
     assert await emails(store, "a2") == 5
 
@@ -72,9 +73,10 @@ async def test_replayed_step_is_a_no_op(store: RedisStateStore) -> None:
 async def test_step_overlapping_the_fence_returns_it_and_writes_nothing(
     store: RedisStateStore,
 ) -> None:
-    await store.apply([sends("a3", 5, first_offset=0)], dedup_window_s=60, now_ms=NOW + 1)
+    now = time.time_ns() // 1_000_000  # dedup buckets expire by the server clock
+    await store.apply([sends("a3", 5, first_offset=0)], dedup_window_s=60, now_ms=now + 1)
     [partial] = await store.apply(
-        [sends("a3", 6, first_offset=2)], dedup_window_s=60, now_ms=NOW + 2
+        [sends("a3", 6, first_offset=2)], dedup_window_s=60, now_ms=now + 2
     )
     assert partial.status is ApplyStatus.PARTIAL
     assert partial.fence == 4
@@ -82,11 +84,12 @@ async def test_step_overlapping_the_fence_returns_it_and_writes_nothing(
 
 
 async def test_remembered_event_id_is_reported_and_nothing_written(store: RedisStateStore) -> None:
-    await store.apply([sends("a4", 3, first_offset=0)], dedup_window_s=60, now_ms=NOW + 1)
+    now = time.time_ns() // 1_000_000  # dedup buckets expire by the server clock
+    await store.apply([sends("a4", 3, first_offset=0)], dedup_window_s=60, now_ms=now + 1)
     # The producer retried event e1 and it landed again at offset 3.
     retry = sends("a4", 1, first_offset=3)
     retry.delta.event_ids[0] = "e1"
-    [dup] = await store.apply([retry], dedup_window_s=60, now_ms=NOW + 2)
+    [dup] = await store.apply([retry], dedup_window_s=60, now_ms=now + 2)
     assert dup.status is ApplyStatus.DUPLICATES
     assert dup.duplicates == ("e1",)
     assert await emails(store, "a4") == 3
@@ -95,6 +98,7 @@ async def test_remembered_event_id_is_reported_and_nothing_written(store: RedisS
 async def test_distinct_members_skip_contacts_suppressed_before_the_period(
     store: RedisStateStore,
 ) -> None:
+    now = time.time_ns() // 1_000_000  # dedup buckets expire by the server clock
     contributions = [
         Contribution("active", "2026-11", Aggregation.DISTINCT, member=m, period_start_ms=1_000)
         for m in ("c1", "c2", "c1", "c3")
@@ -104,18 +108,19 @@ async def test_distinct_members_skip_contacts_suppressed_before_the_period(
     delta.suppress("c3", 1_500)  # hard bounce during the month: it was active, it counts
     delta.note_event("x1", 0)
     rules = {("active", "2026-11"): MeterRule(limit=3)}
-    await store.apply([ApplyStep(delta, TOPIC, 0, rules)], dedup_window_s=60, now_ms=NOW)
+    await store.apply([ApplyStep(delta, TOPIC, 0, rules)], dedup_window_s=60, now_ms=now)
     assert await store.members("a5", "active", "2026-11") == {"c1", "c3"}
 
 
 async def test_gauge_counts_added_minus_deleted_members(store: RedisStateStore) -> None:
+    now = time.time_ns() // 1_000_000  # dedup buckets expire by the server clock
     ops = [("p1", True), ("p2", True), ("p3", True), ("p2", False), ("p3", False), ("p3", True)]
     delta = fold(
         "a6",
         [Contribution("profiles", "", Aggregation.GAUGE, member=m, present=p) for m, p in ops],
     )
     delta.note_event("g1", 0)
-    await store.apply([ApplyStep(delta, TOPIC, 0, {})], dedup_window_s=60, now_ms=NOW + 1)
+    await store.apply([ApplyStep(delta, TOPIC, 0, {})], dedup_window_s=60, now_ms=now + 1)
     amounts = await store.read_amounts("a6", [("profiles", "", Aggregation.GAUGE)])
     assert amounts[("profiles", "")] == 2
 
@@ -127,7 +132,8 @@ async def test_positions_never_move_backwards(store: RedisStateStore) -> None:
 
 
 async def test_outbox_entries_are_read_and_acknowledged(store: RedisStateStore) -> None:
-    await store.apply([sends("a7", 11, first_offset=0)], dedup_window_s=60, now_ms=NOW + 1)
+    now = time.time_ns() // 1_000_000  # dedup buckets expire by the server clock
+    await store.apply([sends("a7", 11, first_offset=0)], dedup_window_s=60, now_ms=now + 1)
     assert await store.sweep_outboxes() == ["a7"]
     entries = await store.read_outbox("a7")
     assert [e.fields["threshold"] for e in entries] == ["at_risk", "exceeded"]
@@ -139,13 +145,14 @@ async def test_outbox_entries_are_read_and_acknowledged(store: RedisStateStore) 
 
 
 async def test_event_ids_are_forgotten_after_the_dedup_window(store: RedisStateStore) -> None:
+    now = time.time_ns() // 1_000_000  # dedup buckets expire by the server clock
     window_s = 60
-    await store.apply([sends("a8", 1, first_offset=0)], dedup_window_s=window_s, now_ms=NOW)
+    await store.apply([sends("a8", 1, first_offset=0)], dedup_window_s=window_s, now_ms=now)
     again = sends("a8", 1, first_offset=1)
     again.delta.event_ids[0] = "e0"
-    [within] = await store.apply([again], dedup_window_s=window_s, now_ms=NOW + 59_000)
+    [within] = await store.apply([again], dedup_window_s=window_s, now_ms=now + 59_000)
     assert within.status is ApplyStatus.DUPLICATES
-    later = NOW + 2 * window_s * 1000
+    later = now + 2 * window_s * 1000
     [after] = await store.apply([again], dedup_window_s=window_s, now_ms=later)
     assert after.status is ApplyStatus.APPLIED
     assert await emails(store, "a8") == 2

@@ -1,0 +1,63 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2154 # repo and me are set by the command that sources this file
+# Set-up steps shared by deploy/demo and deploy/test. Sourced, not run; expects `repo` (the
+# repository root, already the working directory) and `me` (the calling command's name).
+
+say() { printf '%s: %s\n' "$me" "$*"; }
+die() { printf '%s: error: %s\n' "$me" "$*" >&2; exit 1; }
+
+# The first Python >= 3.11 on PATH.
+find_python() {
+    local c
+    for c in python3.11 python3 python; do
+        if command -v "$c" >/dev/null && "$c" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+            echo "$c"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# .venv exists and holds `pip install -e '.[dev]'` of the current pyproject.toml. The stamp
+# records the pyproject.toml hash it was installed from: unchanged -> nothing to do.
+ensure_venv() {
+    local py stamp=.venv/.metering-pyproject.sha256 want
+    if [[ ! -x .venv/bin/python ]]; then
+        py=$(find_python) || die "Python 3.11 or newer is needed (python3.11 / python3 on PATH)"
+        say "creating .venv with $py ($("$py" --version 2>&1))"
+        "$py" -m venv .venv
+    fi
+    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    if [[ ! -f $stamp || $(<"$stamp") != "$want" ]]; then
+        say "pip install -e '.[dev]' (pyproject.toml changed or first run)"
+        PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1 .venv/bin/python -m pip install -q -e '.[dev]'
+        echo "$want" >"$stamp"
+    fi
+    export VIRTUAL_ENV="$repo/.venv"
+    export PATH="$repo/.venv/bin:$PATH"
+}
+
+# redis-server from the distribution's packages (Debian/Ubuntu) when it is missing.
+ensure_redis_server() {
+    command -v redis-server >/dev/null && return 0
+    command -v apt-get >/dev/null ||
+        die "redis-server is missing and there is no apt-get: install Redis 7 yourself"
+    local sudo=()
+    if [[ $(id -u) != 0 ]]; then
+        command -v sudo >/dev/null || die "redis-server is missing; installing it needs root or sudo"
+        sudo=(sudo)
+        [[ -t 0 ]] || sudo=(sudo -n) # no terminal: never wait for a password prompt
+    fi
+    say "installing redis-server with apt-get (once)"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        redis-server >/dev/null
+    command -v redis-server >/dev/null || die "apt-get ran, but redis-server is still not on PATH"
+}
+
+# Everything both commands need before a stack can start.
+prepare() {
+    ensure_venv
+    ensure_redis_server
+    deploy/local/stack.sh fetch
+}
