@@ -12,10 +12,12 @@ import asyncio
 import cProfile
 import os
 import pstats
+import sys
 import time
 import uuid
 from dataclasses import replace
 
+import orjson
 import redis.asyncio as aioredis
 
 from benchmarks.run import preload, publish_config
@@ -26,7 +28,9 @@ from streams.app import running, tune_gc
 from streams.topics import ensure_topics
 
 
-async def main_async(events: int, accounts: int, out: str, profile: bool = True) -> None:
+async def main_async(
+    events: int, accounts: int, out: str, profile: bool = True, rate: float = 0
+) -> None:
     run_id = uuid.uuid4().hex[:8]
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:26379") + "/12"
     settings = replace(
@@ -57,6 +61,27 @@ async def main_async(events: int, accounts: int, out: str, profile: bool = True)
         if profile:
             profiler.enable()
         task = asyncio.create_task(app.processor.run(stop))
+        if rate:
+            # Steady load instead of a preloaded backlog: small batches, as in production.
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "benchmarks.loadgen",
+                "--bootstrap",
+                settings.kafka_bootstrap,
+                "--topic",
+                settings.events_topic,
+                "--rate",
+                str(rate),
+                "--seconds",
+                "10",
+                "--accounts",
+                str(accounts),
+                "--out",
+                "/tmp/loadgen.json",
+            )
+            await proc.wait()
+            events += int(orjson.loads(open("/tmp/loadgen.json", "rb").read())["sent"])
         while True:
             await asyncio.sleep(0.05)
             stored = await store.positions(
@@ -82,8 +107,9 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--out", default="/tmp/processor.prof")
     parser.add_argument("--no-profile", action="store_true", help="measure the rate only")
+    parser.add_argument("--rate", type=float, default=0, help="steady load for 10 s instead")
     args = parser.parse_args()
-    asyncio.run(main_async(args.events, args.accounts, args.out, not args.no_profile))
+    asyncio.run(main_async(args.events, args.accounts, args.out, not args.no_profile, args.rate))
 
 
 if __name__ == "__main__":

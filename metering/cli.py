@@ -143,6 +143,95 @@ def _subject(line: bytes) -> bytes | None:
     return subject.encode() if isinstance(subject, str) else None
 
 
+def _api(args: argparse.Namespace, settings: Settings) -> int:
+    from metering.api.context import ApiConfig  # noqa: PLC0415 - keep Starlette out of --help
+    from metering.api.server import main_api  # noqa: PLC0415
+
+    config = ApiConfig(rate_per_s=args.rate, burst=args.burst, secure_cookie=args.secure_cookie)
+    main_api(settings, config, access_log=not args.no_access_log)
+    return 0
+
+
+def _api_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """create / list / revoke API keys in Redis; a new key's token is printed once."""
+    from metering.api.auth import KeyRing, Scope  # noqa: PLC0415
+    from metering.state.redis_store import RedisStateStore  # noqa: PLC0415
+
+    async def run() -> int:
+        store = RedisStateStore.from_url(settings.redis_url)
+        ring = KeyRing(store)
+        try:
+            if args.keys_command == "create":
+                scope = Scope.ADMIN if args.admin else Scope.ACCOUNT
+                token, record = await ring.create(scope, None if args.admin else args.account)
+                owner = f" of {record.account}" if record.account else ""
+                print(f"created {record.id} ({scope.value}{owner}); token:", file=sys.stderr)
+                print(token)  # stdout holds the token alone: TOKEN=$(metering api-keys ...)
+            elif args.keys_command == "list":
+                for record in await ring.records():
+                    print(f"{record.id}  {record.scope.value:7}  {record.account or '-'}")
+            else:
+                if not await ring.revoke(key_id=args.key_id):
+                    print(f"no key {args.key_id}", file=sys.stderr)
+                    return 1
+                print(f"revoked {args.key_id}")
+        finally:
+            await store.close()
+        return 0
+
+    return asyncio.run(run())
+
+
+def _closer(args: argparse.Namespace, settings: Settings) -> int:
+    """Close due periods: statements and tier placements (ADR 0004), until SIGTERM or once."""
+    import signal  # noqa: PLC0415
+
+    from streams.period_close import run_closer  # noqa: PLC0415 - keep Kafka out of --help
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        report = await run_closer(settings, stop, once=args.once)
+        print(
+            f"closed {report.frozen} periods of {report.accounts} accounts: "
+            f"{report.statements} statements, {report.tiers} tier events"
+            + (f"; {report.waiting} accounts wait for an idle partition" if report.waiting else "")
+        )
+
+    asyncio.run(run())
+    return 0
+
+
+def _backfill(args: argparse.Namespace, settings: Settings) -> int:
+    """Rebuild counters, rollups, statements and tiers from the events topic (ADR 0004)."""
+    from metering.rfc3339 import parse_ms  # noqa: PLC0415
+    from streams.backfill import backfill  # noqa: PLC0415 - keep Kafka out of --help
+
+    try:
+        from_ms = parse_ms(args.from_time)
+    except ValueError:
+        raise MeteringError(f"--from: not an RFC 3339 time: {args.from_time!r}") from None
+    report = asyncio.run(
+        backfill(
+            settings,
+            from_ms=from_ms,
+            target_url=args.redis_url or settings.redis_url,
+            publish=args.publish,
+        )
+    )
+    closed = report.closed
+    print(
+        f"replayed {report.events} events in {report.seconds:.1f}s "
+        f"({report.rejected} rejected, {report.late} late); closed {closed.frozen} periods of "
+        f"{closed.accounts} accounts: {closed.statements} statements, {closed.tiers} tier events"
+        + ("" if report.gauges_closed else "; gauge months not closed (history not from offset 0)")
+        + (f"; published {report.published}" if args.publish else "")
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metering",
@@ -176,6 +265,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = accounts_sub.add_parser("put", help="create or update accounts from JSON (file or -)")
     p.add_argument("file", help="JSON file with one account or a list, or - for stdin")
     p.set_defaults(run=_accounts_put)
+
+    p = sub.add_parser("api", help="run the HTTP API and dashboard (METERING_API_HOST/PORT)")
+    p.add_argument("--rate", type=float, default=50.0, help="requests/s per API key (50)")
+    p.add_argument("--burst", type=int, default=100, help="burst per API key (100)")
+    p.add_argument("--secure-cookie", action="store_true", help="served over HTTPS")
+    p.add_argument("--no-access-log", action="store_true", help="no per-request log lines")
+    p.set_defaults(run=_api)
+
+    keys = sub.add_parser("api-keys", help="create, list and revoke API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    p = keys_sub.add_parser("create", help="create a key and print its token once")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--account", help="a key that reads this account only")
+    who.add_argument("--admin", action="store_true", help="a key for plan/account changes")
+    p.set_defaults(run=_api_keys)
+    p = keys_sub.add_parser("list", help="list keys (ids and scopes; tokens are not stored)")
+    p.set_defaults(run=_api_keys)
+    p = keys_sub.add_parser("revoke", help="revoke a key by its id (k_...)")
+    p.add_argument("key_id")
+    p.set_defaults(run=_api_keys)
+
+    p = sub.add_parser("closer", help="close due periods: statements and tiers (until SIGTERM)")
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.set_defaults(run=_closer)
+
+    p = sub.add_parser("backfill", help="rebuild rollups, statements and tiers from Kafka")
+    p.add_argument(
+        "--from", dest="from_time", required=True, help="replay from this time (RFC 3339)"
+    )
+    p.add_argument("--redis-url", help="target Redis, empty (default: METERING_REDIS_URL)")
+    p.add_argument("--publish", action="store_true", help="send statements and tiers to Kafka")
+    p.set_defaults(run=_backfill)
 
     p = sub.add_parser("produce", help="produce usage events from JSON lines (file or -)")
     p.add_argument("file", nargs="?", default="-", help="JSON-lines file, or - for stdin")

@@ -31,6 +31,9 @@ class Settings:
     """Comma-separated Kafka bootstrap servers."""
     redis_url: str = "redis://127.0.0.1:16379/0"
     """Redis URL (redis:// or rediss:// for TLS; a password in the URL is never logged)."""
+    redis_cluster: bool = False
+    """Group each batch's account steps by hash slot, as Redis Cluster needs (every key of an
+    account shares its slot); on a single Redis, steps of many accounts share one call."""
     kafka_security_protocol: str = "PLAINTEXT"
     """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
     kafka_sasl_mechanism: str = ""
@@ -92,7 +95,11 @@ class Settings:
             raw = env.get(name)
             if raw is None:
                 continue
-            if f.type in ("int", int):
+            if f.type in ("bool", bool):
+                if raw.lower() not in ("0", "1", "true", "false", "yes", "no"):
+                    raise ConfigError(name, f"expected true or false, got {raw!r}")
+                values[f.name] = raw.lower() in ("1", "true", "yes")
+            elif f.type in ("int", int):
                 try:
                     values[f.name] = int(raw)
                 except ValueError:

@@ -6,12 +6,18 @@ before deleting sends them again with the same deterministic `id`
 (`account:meter:period:threshold`), so billing sees each crossing at least once and can drop
 repeats by id; a crash before sending only delays them. The outbox index is a hint kept by the
 processor; `sweep()` scans Redis for outboxes whose note was lost.
+
+Routing by the entry's `kind` field: absent -> a threshold crossing (body built here) to the
+thresholds topic; `statement` / `tier` (written by the period closer, lua/close_period.lua) ->
+the statements / tiers topic, with the entry's `body` sent as is. One outbox per account keeps
+every event of an account in the order it was decided.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable
 
@@ -19,12 +25,18 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from metering.errors import MeteringError
+from metering.settings import Settings
 from metering.state.redis_store import OutboxEntry, RedisStateStore
 from streams.kafka import translated
 
 log = logging.getLogger(__name__)
 
 _INT_FIELDS = ("num", "den", "limit", "used", "before", "at_ms")
+_AGE_SAMPLE_ACCOUNTS = 100
+"""At most this many indexed outboxes are read for the oldest-entry age, per loop: bounds the
+cost when the index is long (publishing stuck); the age is then a lower bound, which still
+crosses an alert threshold as it keeps growing."""
+_DEFAULTS = Settings()
 
 
 def crossing_event(entry: OutboxEntry) -> dict[str, object]:
@@ -47,14 +59,26 @@ class OutboxPublisher:
         producer: AIOKafkaProducer,
         *,
         topic: str,
+        statements_topic: str = _DEFAULTS.statements_topic,
+        tiers_topic: str = _DEFAULTS.tiers_topic,
         on_published: Callable[[int], None] = lambda n: None,
         on_pending: Callable[[int], None] = lambda n: None,
+        on_oldest_age: Callable[[float], None] | None = None,
+        on_error: Callable[[Exception], None] = lambda exc: None,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
+        """`on_pending` gets the number of indexed outboxes and `on_oldest_age` the age in
+        seconds of their oldest entry (0 when none) on every `publish_indexed`, so that a stuck
+        outbox shows as a growing age; `on_error` gets each failure the `run` loop survives."""
         self._store = store
         self._producer = producer
         self._topic = topic
+        self._routes = {"statement": statements_topic, "tier": tiers_topic}
         self._on_published = on_published
         self._on_pending = on_pending
+        self._on_oldest_age = on_oldest_age
+        self._on_error = on_error
+        self._clock_ms = clock_ms
         self._owner = uuid.uuid4().hex
         self._lock = asyncio.Lock()
         self.published_total = 0
@@ -87,27 +111,65 @@ class OutboxPublisher:
             if not entries:
                 await self._store.ack_outbox(account, [])
                 return sent
+            unknown = next((e for e in entries if not self._routable(e)), None)
+            if unknown is not None:  # written by a newer version: leave it (and what follows)
+                entries = entries[: entries.index(unknown)]
+                log.error(
+                    "outbox of %s: entry %s of unknown kind %r left for a newer publisher",
+                    account,
+                    unknown.entry_id,
+                    unknown.fields.get("kind"),
+                )
             async with translated(f"publish crossings of {account}"):
                 futures = [await self._send(account, entry) for entry in entries]
                 await asyncio.gather(*futures)
             await self._store.ack_outbox(account, [e.entry_id for e in entries])
             sent += len(entries)
+            if unknown is not None:
+                return sent
 
     async def _send(self, account: str, entry: OutboxEntry) -> asyncio.Future[object]:
-        """Queue one crossing; the returned future resolves when the broker has it."""
+        """Queue one entry; the returned future resolves when the broker has it."""
+        kind = entry.fields.get("kind")
+        if kind is None:
+            topic, value = self._topic, orjson.dumps(crossing_event(entry))
+        else:
+            topic, value = self._routes[kind], entry.fields.get("body", "").encode()
         future: asyncio.Future[object] = await self._producer.send(
-            self._topic,
+            topic,
             key=account.encode(),
-            value=orjson.dumps(crossing_event(entry)),
+            value=value,
             headers=[("id", entry.fields.get("id", "").encode())],
         )
         return future
+
+    def _routable(self, entry: OutboxEntry) -> bool:
+        kind = entry.fields.get("kind")
+        return kind is None or kind in self._routes
 
     async def publish_indexed(self) -> int:
         """Publish the outboxes the processor noted."""
         accounts = await self._store.indexed_outboxes()
         self._on_pending(len(accounts))
+        if self._on_oldest_age is not None:
+            self._on_oldest_age(await self._oldest_age_s(accounts))
         return await self.publish_accounts(accounts)
+
+    async def _oldest_age_s(self, accounts: list[str]) -> float:
+        """Seconds since the oldest entry among (a sample of) these outboxes was decided.
+
+        Measured before publishing: when publishing works the outboxes are drained within a
+        loop and the age stays near 0; when it does not, the age grows with every loop.
+        """
+        if not accounts:
+            return 0.0
+        heads = await asyncio.gather(
+            *(self._store.read_outbox(a, count=1) for a in accounts[:_AGE_SAMPLE_ACCOUNTS])
+        )
+        decided = [int(h[0].fields["at_ms"]) for h in heads if h and "at_ms" in h[0].fields]
+        if not decided:
+            return 0.0
+        return max(0.0, (self._clock_ms() - min(decided)) / 1000)
 
     async def sweep(self) -> int:
         """Publish every non-empty outbox found by scanning Redis."""
@@ -126,6 +188,7 @@ class OutboxPublisher:
                 await self.publish_indexed()
                 delay = interval_s
             except MeteringError as exc:  # Redis or Kafka unavailable: back off, keep going
+                self._on_error(exc)
                 delay = min(delay * 2, 5.0)
                 log.warning("publishing crossings failed, retrying in %.1fs: %s", delay, exc)
             await asyncio.sleep(delay)

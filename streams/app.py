@@ -17,7 +17,12 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 from metering.directory import Directory
 from metering.settings import Settings
@@ -25,9 +30,11 @@ from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
 from sinks.side_outputs import SideOutputs
 from streams.config_follower import ConfigFollower
+from streams.gauge_months import GaugeMonths
 from streams.kafka import new_consumer, new_producer, translated
 from streams.mapper import MapperLimits, PlanMapper
 from streams.metrics import ProcessorMetrics
+from streams.period_close import CloserConfig, PeriodCloser
 from streams.processor import ProcessorConfig, UsageProcessor
 
 log = logging.getLogger(__name__)
@@ -43,6 +50,7 @@ class ProcessorApp:
     follower: ConfigFollower
     publisher: OutboxPublisher
     metrics: ProcessorMetrics
+    closer: PeriodCloser | None = None
 
 
 @contextlib.asynccontextmanager
@@ -53,7 +61,7 @@ async def running(
     registry = registry or CollectorRegistry()
     metrics = ProcessorMetrics.create(registry)
     client_id = name or f"metering-processor-{socket.gethostname()}-{os.getpid()}"
-    store = RedisStateStore.from_url(settings.redis_url)
+    store = RedisStateStore.from_url(settings.redis_url, cluster=settings.redis_cluster)
     producer = new_producer(settings, client_id=client_id)
     config_consumer = new_consumer(settings, group_id=None, client_id=f"{client_id}-config")
     consumer = new_consumer(
@@ -70,8 +78,12 @@ async def running(
         store,
         producer,
         topic=settings.thresholds_topic,
+        statements_topic=settings.statements_topic,
+        tiers_topic=settings.tiers_topic,
         on_published=metrics.published.inc,
         on_pending=metrics.outbox_accounts.set,
+        on_oldest_age=metrics.outbox_oldest_age_seconds.set,
+        on_error=metrics.count_error,
     )
     mapper = PlanMapper(
         directory,
@@ -82,6 +94,25 @@ async def running(
             retention_ms=settings.retention_days * 86_400_000,
         ),
     )
+    # Ladder gauges also feed month shadows; the closer freezes periods (ADR 0004).
+    shadowing = GaugeMonths(
+        mapper,
+        directory,
+        grace_ms=settings.grace_s * 1000,
+        retention_ms=settings.retention_days * 86_400_000,
+    )
+
+    async def partitions() -> set[int]:
+        async with translated("read partitions"):
+            return set(await producer.partitions_for(settings.events_topic))
+
+    closer = PeriodCloser(
+        store,
+        directory,
+        CloserConfig.from_settings(settings),
+        partitions=partitions,
+        publisher=publisher,
+    )
     processor = UsageProcessor(
         config=ProcessorConfig(
             topic=settings.events_topic,
@@ -91,7 +122,7 @@ async def running(
         ),
         consumer=consumer,
         store=store,
-        mapper=mapper,
+        mapper=shadowing,
         side_outputs=SideOutputs(
             producer,
             dead_letter_topic=settings.dead_letter_topic,
@@ -112,7 +143,7 @@ async def running(
             started.append(consumer)
         await follower.catch_up()
         consumer.subscribe([settings.events_topic], listener=processor.listener())
-        yield ProcessorApp(settings, registry, processor, follower, publisher, metrics)
+        yield ProcessorApp(settings, registry, processor, follower, publisher, metrics, closer)
     finally:
         for client in reversed(started):
             with contextlib.suppress(Exception):
@@ -138,6 +169,8 @@ async def run_until_stopped(
             asyncio.create_task(app.follower.run(stop), name="config-follower"),
             asyncio.create_task(app.publisher.run(), name="outbox-publisher"),
         ]
+        if app.closer is not None:
+            tasks.append(asyncio.create_task(app.closer.run(), name="period-closer"))
         try:
             await app.processor.run(stop)
         finally:
@@ -161,8 +194,14 @@ def tune_gc() -> None:
 
 
 def main_processor(settings: Settings) -> None:
-    """Entry point of `metering processor`: metrics endpoint, signals, run."""
+    """Entry point of `metering processor`: metrics endpoint, signals, run.
+
+    The endpoint also carries the standard `process_*` (CPU, memory, file descriptors) and
+    `python_info` series, so the dashboard can show a processor's resources next to its work.
+    """
     registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
 

@@ -1,7 +1,12 @@
 """Prometheus metrics of the processor and the publisher, as one typed bundle.
 
 The registry is injected (tests read a fresh `CollectorRegistry` with `get_sample_value`); no
-module-level metric objects. Label sets are bounded: no account ids as labels.
+module-level metric objects. Label sets are bounded: no account ids as labels (an account label
+would make one series per customer and per metric: unbounded memory in Prometheus); the only
+labels are a reject `reason` (a closed enum) and a Kafka `partition` (bounded by the topic).
+Names follow the Prometheus conventions: `metering_` prefix, base units in the name
+(`_seconds`, `_records`, `_events`), `_total` on counters. docs/observability.md lists them with
+the alert rules and the dashboard that use them; tests/observability/ checks both.
 """
 
 from __future__ import annotations
@@ -9,6 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from metering.errors import RejectReason
+from metering.state.errors import StateStoreError
+from streams.errors import StreamError
 
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -35,13 +44,16 @@ class ProcessorMetrics:
     crossings: Counter
     published: Counter
     outbox_accounts: Gauge
+    outbox_oldest_age_seconds: Gauge
+    statements_published: Counter
+    tiers_published: Counter
     assigned_partitions: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ProcessorMetrics:
         """Register the bundle's metrics on `registry`."""
         ns = "metering"
-        return cls(
+        metrics = cls(
             consumed=Counter(
                 "events_consumed",
                 "Records read from the usage topic.",
@@ -105,14 +117,20 @@ class ProcessorMetrics:
                 registry=registry,
             ),
             redis_errors=Counter(
-                "redis_errors", "Redis operations that failed.", namespace=ns, registry=registry
+                "redis_errors",
+                "Redis operations that failed (processor and outbox publisher).",
+                namespace=ns,
+                registry=registry,
             ),
             kafka_errors=Counter(
-                "kafka_errors", "Kafka operations that failed.", namespace=ns, registry=registry
+                "kafka_errors",
+                "Kafka operations that failed (processor and outbox publisher).",
+                namespace=ns,
+                registry=registry,
             ),
             retries=Counter(
                 "retries",
-                "Batches retried after a transient failure.",
+                "Operations retried after a transient Redis or Kafka failure.",
                 namespace=ns,
                 registry=registry,
             ),
@@ -134,6 +152,24 @@ class ProcessorMetrics:
                 namespace=ns,
                 registry=registry,
             ),
+            outbox_oldest_age_seconds=Gauge(
+                "outbox_oldest_entry_age_seconds",
+                "Age of the oldest crossing waiting in an indexed outbox (0: none waiting).",
+                namespace=ns,
+                registry=registry,
+            ),
+            statements_published=Counter(
+                "statement_events_published",
+                "Period statements (frozen totals of closed periods) delivered to Kafka.",
+                namespace=ns,
+                registry=registry,
+            ),
+            tiers_published=Counter(
+                "tier_events_published",
+                "Tier placements (first placement and changes) delivered to Kafka.",
+                namespace=ns,
+                registry=registry,
+            ),
             assigned_partitions=Gauge(
                 "assigned_partitions",
                 "Partitions this processor owns.",
@@ -141,3 +177,19 @@ class ProcessorMetrics:
                 registry=registry,
             ),
         )
+        # Every reason exists from the start at 0: Prometheus's rate() sees no increase in a
+        # series whose first sample is already 3, so a first burst of rejects would be missed.
+        for reason in RejectReason:
+            metrics.rejected.labels(reason=reason.value)
+        return metrics
+
+    def count_error(self, exc: BaseException) -> None:
+        """Count a transient failure handled elsewhere (the publisher's loop) by system, and
+        the retry that follows it; other errors are not Redis's or Kafka's."""
+        if isinstance(exc, StateStoreError):
+            self.redis_errors.inc()
+        elif isinstance(exc, StreamError):
+            self.kafka_errors.inc()
+        else:
+            return
+        self.retries.inc()

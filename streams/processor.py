@@ -65,6 +65,7 @@ class ProcessorConfig:
     batch_max_records: int = 5000
     poll_timeout_ms: int = 200
     max_backoff_s: float = 5.0
+    kafka_commit_interval_s: float = 5.0
 
 
 @dataclass(slots=True)
@@ -101,6 +102,8 @@ class UsageProcessor:
         self._metrics = metrics
         self._clock_ms = clock_ms
         self._watermarks: dict[TopicPartition, int] = {}
+        self._to_commit: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
         self._lock = asyncio.Lock()
         self.batches = 0
 
@@ -137,6 +140,7 @@ class UsageProcessor:
         finally:
             if inflight is not None:
                 await inflight
+            await self._commit_to_kafka({}, now=True)
 
     async def process(self, records: dict[TopicPartition, list[Any]]) -> None:
         """Apply one `getmany()` result following the commit order (no pipelining)."""
@@ -269,8 +273,24 @@ class UsageProcessor:
             pending = again
         return outboxes
 
-    async def _commit_to_kafka(self, positions: dict[TopicPartition, tuple[int, int]]) -> None:
-        offsets = {tp: offset + 1 for tp, (offset, _) in positions.items()}
+    async def _commit_to_kafka(
+        self, positions: dict[TopicPartition, tuple[int, int]], *, now: bool = False
+    ) -> None:
+        """Commit offsets to Kafka every `kafka_commit_interval_s` (lag tooling and Redis-loss
+        detection need an offset there; exactness does not), not after every batch: a commit
+        is a broker round trip, which small batches would pay per batch."""
+        for tp, (offset, _) in positions.items():
+            self._to_commit[tp] = offset + 1
+        clock = time.monotonic()
+        if not self._to_commit or (
+            not now and clock - self._last_commit < self._config.kafka_commit_interval_s
+        ):
+            return
+        offsets = {tp: o for tp, o in self._to_commit.items() if tp in self._consumer.assignment()}
+        self._to_commit.clear()
+        self._last_commit = clock
+        if not offsets:
+            return
         try:
             async with translated("commit offsets"):
                 await self._consumer.commit(offsets)
@@ -336,10 +356,14 @@ class UsageProcessor:
         self._watermarks[tp] = 0
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Wait for the batch in hand to finish, then forget the revoked partitions."""
+        """Wait for the batch in hand to finish, commit, then forget the revoked partitions."""
         async with self._lock:
+            await self._commit_to_kafka({}, now=True)
             for tp in revoked:
                 self._watermarks.pop(tp, None)
+                # The partition's new owner reports its lag; a stale value here would be
+                # counted twice by sums over processors.
+                self._metrics.consumer_lag.remove(str(tp.partition))
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

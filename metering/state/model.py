@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-import orjson
-
 from metering.deltas import AccountDelta, Aggregation
 from metering.state import keys
 
@@ -48,6 +46,22 @@ class MeterRule:
     """When the counter may be dropped (period end + retention); 0 = never."""
     scope: str = ""
     """What a crossing is once per: the period key, or `L<limit>` for unwindowed meters."""
+    wire: tuple[object, ...] = field(init=False, repr=False, compare=False)
+    """The rule's part of a meter entry in the script's JSON, built once per rule: rules are
+    cached per (account, meter, period) while steps are encoded per batch."""
+
+    def __post_init__(self) -> None:
+        thresholds = [
+            [t.name, t.num, t.den, 1 if t.strict else 0, t.crossing_id] for t in self.thresholds
+        ]
+        wire = (
+            self.period_end_ms,
+            self.expire_at_s,
+            -1 if self.limit is None else self.limit,
+            self.scope,
+            thresholds,
+        )
+        object.__setattr__(self, "wire", wire)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +106,10 @@ def dedup_bucket_s(dedup_window_s: int) -> int:
     return max(1, (dedup_window_s + 1) // 2)
 
 
-def encode_apply(step: ApplyStep, *, dedup_window_s: int, now_ms: int) -> tuple[str, bytes]:
-    """Return (fence key, the step as one JSON argument) for `lua/apply.lua`."""
+def encode_step(
+    step: ApplyStep, *, dedup_window_s: int, now_ms: int
+) -> tuple[str, list[object]]:
+    """Return (fence key, the step as the JSON-ready list `lua/apply.lua` reads)."""
     delta = step.delta
     account = delta.account
     meters: list[list[object]] = []
@@ -105,6 +121,7 @@ def encode_apply(step: ApplyStep, *, dedup_window_s: int, now_ms: int) -> tuple[
             members = [[m, 1 if present else 0] for m, present in meter.members.items()]
         else:
             members = list(meter.members)
+        period_end, expire_at, limit, scope, thresholds = rule.wire
         meters.append(
             [
                 meter.meter,
@@ -112,14 +129,11 @@ def encode_apply(step: ApplyStep, *, dedup_window_s: int, now_ms: int) -> tuple[
                 code,
                 meter.amount,
                 meter.period_start_ms,
-                rule.period_end_ms,
-                rule.expire_at_s,
-                -1 if rule.limit is None else rule.limit,
-                rule.scope or meter.period,
-                [
-                    [t.name, t.num, t.den, 1 if t.strict else 0, t.crossing_id]
-                    for t in rule.thresholds
-                ],
+                period_end,
+                expire_at,
+                limit,
+                scope or meter.period,
+                thresholds,
                 members,
             ]
         )
@@ -134,7 +148,7 @@ def encode_apply(step: ApplyStep, *, dedup_window_s: int, now_ms: int) -> tuple[
         [[member, at_ms] for member, at_ms in delta.suppressions.items()],
         meters,
     ]
-    return keys.fence_key(account, step.topic, step.partition), orjson.dumps(payload)
+    return keys.fence_key(account, step.topic, step.partition), payload
 
 
 def decode_outcome(reply: object) -> ApplyOutcome:

@@ -13,14 +13,17 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 
 from metering.deltas import Aggregation
-from metering.state import keys
+from metering.rollups import gauge_month_meter
+from metering.state import closing, keys
 from metering.state.errors import StateStoreError, StateStoreUnavailable
-from metering.state.model import ApplyOutcome, ApplyStep, decode_outcome, encode_apply
+from metering.state.model import ApplyOutcome, ApplyStep, decode_outcome, encode_step
 
 
 def _load_script(name: str) -> str:
@@ -51,15 +54,21 @@ async def _translated(what: str) -> AsyncIterator[None]:
 class RedisStateStore:
     """Counters, sets, fences, positions and outboxes of every account, in Redis."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(
+        self, client: aioredis.Redis, *, cluster: bool = False, steps_per_call: int = 200
+    ) -> None:
         self._client = client
+        self._cluster = cluster
+        self._steps_per_call = steps_per_call
         self._apply: AsyncScript = client.register_script(_load_script("apply.lua"))
         self._advance: AsyncScript = client.register_script(_load_script("advance_position.lua"))
         self._ack: AsyncScript = client.register_script(_load_script("ack_outbox.lua"))
         self._release: AsyncScript = client.register_script(_load_script("release.lua"))
 
     @classmethod
-    def from_url(cls, url: str, *, timeout_s: float = 5.0) -> RedisStateStore:
+    def from_url(
+        cls, url: str, *, timeout_s: float = 5.0, cluster: bool = False
+    ) -> RedisStateStore:
         """Connect lazily to `url` (redis:// or rediss://; credentials stay out of logs)."""
         client = aioredis.Redis.from_url(
             url,
@@ -67,7 +76,7 @@ class RedisStateStore:
             socket_connect_timeout=timeout_s,
             health_check_interval=30,
         )
-        return cls(client)
+        return cls(client, cluster=cluster)
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -83,16 +92,40 @@ class RedisStateStore:
     async def apply(
         self, steps: Sequence[ApplyStep], *, dedup_window_s: int, now_ms: int
     ) -> list[ApplyOutcome]:
-        """Apply every step in one round trip; each step is atomic on its own account slot."""
+        """Apply every step in one round trip (a pipeline of script calls); each step is atomic.
+
+        Steps are grouped into calls of at most `steps_per_call`: by hash slot when the store
+        serves a Redis Cluster (a call touches one slot), across slots on a single Redis, where
+        grouping makes the per-call cost (script dispatch, argument packing) shared by hundreds
+        of accounts instead of paid by each.
+        """
         if not steps:
             return []
+        groups: dict[int, list[int]] = {}
+        encoded = [encode_step(s, dedup_window_s=dedup_window_s, now_ms=now_ms) for s in steps]
+        for index, (fence, _) in enumerate(encoded):
+            group = key_slot(fence.encode()) if self._cluster else 0
+            groups.setdefault(group, []).append(index)
+        size = self._steps_per_call
+        calls = [
+            members[start : start + size]
+            for members in groups.values()
+            for start in range(0, len(members), size)
+        ]
         async with _translated("apply"):
             pipe = self._client.pipeline(transaction=False)
-            for step in steps:
-                fence, payload = encode_apply(step, dedup_window_s=dedup_window_s, now_ms=now_ms)
-                await self._apply(keys=[fence], args=[payload], client=pipe)
+            for call in calls:
+                await self._apply(
+                    keys=[encoded[i][0] for i in call],
+                    args=[orjson.dumps([encoded[i][1] for i in call])],
+                    client=pipe,
+                )
             replies = await pipe.execute()
-        return [decode_outcome(reply) for reply in replies]
+        outcomes: list[ApplyOutcome | None] = [None] * len(steps)
+        for call, reply in zip(calls, replies, strict=True):
+            for index, step_reply in zip(call, reply, strict=True):
+                outcomes[index] = decode_outcome(step_reply)
+        return [o for o in outcomes if o is not None]
 
     async def positions(
         self, group: str, topic: str, partitions: Iterable[int]
@@ -222,6 +255,136 @@ class RedisStateStore:
         async with _translated("read members"):
             raw = await self._client.smembers(keys.distinct_key(account, meter, period))
         return {_text(m) for m in raw}
+
+    # -- rollups, statements and tiers ---------------------------------------------------------
+    # Added for period close (streams/period_close.py, docs/decisions/0004-period-close.md).
+    # The close itself is one Lua step per account (lua/close_period.lua); the other methods
+    # are the reads the closer decides on, its claims, and reads for tests and the API.
+
+    _close: AsyncScript | None = None
+
+    async def open_accounts(self) -> list[str]:
+        """Accounts with an open-period index (periods with data not closed yet), by scanning."""
+        async with _translated("scan open periods"):
+            found = [
+                _text(raw)[len("mtr:{") : -len("}:p")]
+                async for raw in self._client.scan_iter(match="mtr:{*}:p", count=1000, _type="hash")
+            ]
+        return sorted(found)
+
+    async def open_periods(self, accounts: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Per account, its open-period index: `meter:period` -> period end (epoch ms)."""
+        async with _translated("read open periods"):
+            pipe = self._client.pipeline(transaction=False)
+            for account in accounts:
+                pipe.hgetall(keys.open_periods_key(account))
+            replies = await pipe.execute()
+        return {
+            account: {_text(k): int(v) for k, v in reply.items()}
+            for account, reply in zip(accounts, replies, strict=True)
+        }
+
+    async def fenced_partitions(
+        self, accounts: Sequence[str], topic: str, partitions: Sequence[int]
+    ) -> dict[str, list[int]]:
+        """Per account, the partitions of `topic` it has a fence for (events were applied)."""
+        async with _translated("read fences"):
+            pipe = self._client.pipeline(transaction=False)
+            for account in accounts:
+                for partition in partitions:
+                    pipe.exists(keys.fence_key(account, topic, partition))
+            replies = await pipe.execute()
+        width = len(partitions)
+        return {
+            account: [p for j, p in enumerate(partitions) if replies[i * width + j]]
+            for i, account in enumerate(accounts)
+        }
+
+    async def rollups(self, account: str, meters: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Frozen totals per meter: period -> total."""
+        async with _translated("read rollups"):
+            pipe = self._client.pipeline(transaction=False)
+            for meter in meters:
+                pipe.hgetall(closing.rollup_key(account, meter))
+            replies = await pipe.execute()
+        return {
+            meter: {_text(k): int(v) for k, v in reply.items()}
+            for meter, reply in zip(meters, replies, strict=True)
+        }
+
+    async def placements(self, account: str) -> dict[str, dict[str, Any]]:
+        """The last placement decided per ladder (see metering.rollups.placement_record)."""
+        async with _translated("read placements"):
+            raw = await self._client.hgetall(closing.placements_key(account))
+        return {
+            _text(k): orjson.loads(v) for k, v in raw.items() if not _text(k).startswith("as_of:")
+        }
+
+    async def gauge_month_ops(
+        self, account: str, meter: str, months: Sequence[str]
+    ) -> list[set[str]]:
+        """Entries (`+member` / `-member`) of a gauge's month shadows, in the order given."""
+        async with _translated("read gauge months"):
+            pipe = self._client.pipeline(transaction=False)
+            for month in months:
+                pipe.smembers(keys.gauge_key(account, gauge_month_meter(meter, month)))
+            replies = await pipe.execute()
+        return [{_text(m) for m in reply} for reply in replies]
+
+    async def gauge_snapshot(
+        self, account: str, meter: str, members: Sequence[str]
+    ) -> tuple[int, dict[str, bool]]:
+        """Level of a gauge's month-end snapshot, and whether each of `members` is in it."""
+        key = closing.gauge_snapshot_key(account, meter)
+        async with _translated("read gauge snapshot"):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.scard(key)
+            for start in range(0, len(members), 2000):
+                pipe.smismember(key, list(members[start : start + 2000]))
+            replies = await pipe.execute()
+        flags = [bool(flag) for reply in replies[1:] for flag in reply]
+        return int(replies[0]), dict(zip(members, flags, strict=True))
+
+    async def close_periods(self, step: closing.CloseStep) -> closing.CloseOutcome:
+        """Run one account's close step (lua/close_period.lua) atomically."""
+        if self._close is None:
+            self._close = self._client.register_script(_load_script("close_period.lua"))
+        key, payload = closing.encode_close(step)
+        async with _translated("close periods"):
+            reply = await self._close(keys=[key], args=[payload])
+        return closing.decode_close(reply)
+
+    async def claim_close(self, account: str, owner: str, ttl_ms: int = 60_000) -> bool:
+        """Take the right to close `account`'s periods for `ttl_ms` (False: someone has it)."""
+        async with _translated("claim close"):
+            got = await self._client.set(
+                closing.close_claim_key(account), owner, nx=True, px=ttl_ms
+            )
+        return bool(got)
+
+    async def release_close(self, account: str, owner: str) -> None:
+        """Give the close claim back if we still hold it."""
+        async with _translated("release close"):
+            await self._release(keys=[closing.close_claim_key(account)], args=[owner])
+
+    async def take_close_lease(self, owner: str, ttl_ms: int) -> bool:
+        """Take (or extend, when ours) the right to run a close pass."""
+        async with _translated("take close lease"):
+            if await self._client.set(closing.CLOSE_LEASE, owner, nx=True, px=ttl_ms):
+                return True
+            if _text(await self._client.get(closing.CLOSE_LEASE)) == owner:
+                await self._client.pexpire(closing.CLOSE_LEASE, ttl_ms)
+                return True
+        return False
+
+    async def release_close_lease(self, owner: str) -> None:
+        async with _translated("release close lease"):
+            await self._release(keys=[closing.CLOSE_LEASE], args=[owner])
+
+    async def key_count(self) -> int:
+        """Keys in this database (a backfill refuses a target that is not empty)."""
+        async with _translated("count keys"):
+            return int(await self._client.dbsize())
 
     # -- admission and API reads --------------------------------------------------------------
     # Added for the HTTP API (metering/api). Admission reserves new members of a distinct set

@@ -11,8 +11,9 @@ import pytest
 import metering.deltas
 
 PACKAGE = Path(metering.deltas.__file__).parent
-NOT_DOMAIN = {"state", "api", "cli"}
-"""Sub-packages/modules of `metering` that are faces or adapters, not the pure core."""
+NOT_DOMAIN = {"state", "api", "cli", "client"}
+"""Sub-packages/modules of `metering` that are faces (API, CLI, producer SDK) or the Redis
+adapter (`state`), not the pure core."""
 FORBIDDEN = {"aiokafka", "redis", "starlette", "uvicorn", "httpx", "prometheus_client"}
 ALLOWED_THIRD_PARTY = {"orjson"}
 

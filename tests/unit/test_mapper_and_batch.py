@@ -13,7 +13,7 @@ from metering.errors import EventRejected, RejectReason
 from metering.periods import PeriodKind, period_of
 from metering.plan_loading import load_plan
 from metering.rfc3339 import parse_ms
-from metering.state.model import encode_apply
+from metering.state.model import encode_step
 from metering.thresholds import crossing_id
 from streams.batch import AccountWork
 from streams.mapper import MapperLimits, PlanMapper
@@ -137,13 +137,12 @@ def test_work_drops_duplicate_ids_but_its_fence_still_covers_them() -> None:
     assert (step.delta.first_offset, step.delta.last_offset, step.delta.event_ids) == (1, 2, [])
 
 
-def test_the_apply_step_travels_as_one_json_argument() -> None:
+def test_the_apply_step_is_encoded_as_the_script_reads_it() -> None:
     m = mapper(directory())
     work = AccountWork("acme", "usage", 3)
     work.add(7, m.map(record(), now_ms=NOW, watermark_ms=0))
-    fence, payload = encode_apply(work.step(), dedup_window_s=60, now_ms=NOW)
+    fence, decoded = encode_step(work.step(), dedup_window_s=60, now_ms=NOW)
     assert fence == "mtr:{acme}:f:usage:3"
-    decoded = orjson.loads(payload)
     assert decoded[:7] == ["mtr:{acme}:", "acme", 7, 7, 30, NOW, ["e1"]]
     emails = decoded[8][0]
     assert emails[:4] == ["emails", "2026-11", "c", 1]

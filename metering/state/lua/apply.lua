@@ -1,5 +1,11 @@
 --[==[
-apply.lua: apply one account's batch delta atomically (one slot: every key carries {account}).
+apply.lua: apply account steps of one batch; each step is one account's delta, applied
+atomically (the whole call is atomic; in Redis Cluster the caller groups steps by hash slot,
+since every key of a step carries {account}; on a single Redis it sends a few hundred steps
+per call, which bounds how long one call blocks the server).
+
+KEYS[i] = fence key of step i; ARGV[1] = JSON array of steps. Returns one reply per step.
+The order inside one step:
 
 Order inside the step (all or nothing, Redis runs a script atomically):
   1. account fence  : if this partition's offsets up to `last` were applied -> status 1 (no-op);
@@ -16,12 +22,11 @@ Order inside the step (all or nothing, Redis runs a script atomically):
   4. thresholds     : a crossing is decided here, exactly once per (meter, scope, threshold),
                       guarded by a mark key; it goes into the account's outbox stream.
   5. dedup ids and the fence move forward last.
-Returns {0, outbox_length, crossing ids...}; status 1 also carries the outbox length so a caller
-that crashed before indexing the outbox indexes it on replay.
+A step's reply is {0, outbox_length, crossing ids...}; status 1 also carries the outbox length
+so a caller that crashed before indexing the outbox indexes it on replay.
 
-KEYS[1] = fence key  mtr:{A}:f:<topic>:<partition>   (declares the slot)
-ARGV[1] = the step as JSON (one argument: packing thousands of small arguments was the
-          processor's largest cost in the client; cjson decodes in C):
+Fence key of a step: mtr:{A}:f:<topic>:<partition>. Steps travel as JSON (packing thousands
+of small arguments was the processor's largest client-side cost; cjson decodes in C). A step:
   [prefix, account, first, last, bucket_s, now_ms, [ids], [[member, ms]...],
    [[meter, period, agg (c|d|g|b), amount, period_start_ms, period_end_ms, expire_at_s,
      limit (-1 = none), scope, [[name, num, den, strict 0|1, crossing id]...],
@@ -29,49 +34,6 @@ ARGV[1] = the step as JSON (one argument: packing thousands of small arguments w
 A threshold is reached when used > 0 and used*den >= limit*num (> when strict); its mark key is
 x:<meter>:<scope>:<name>, scope being the period key (or "L<limit>" for unwindowed meters).
 ]==]
-local fence_key = KEYS[1]
-local step = cjson.decode(ARGV[1])
-local prefix, account = step[1], step[2]
-local first, last = step[3], step[4]
-local bucket_s, now_ms = step[5], step[6]
-local bucket = math.floor(now_ms / 1000 / bucket_s)
-local now_text = string.format('%d', now_ms)
-local outbox = prefix .. 'o'
-
-local fence = redis.call('GET', fence_key)
-if fence then
-  fence = tonumber(fence)
-  if fence >= last then
-    return {1, redis.call('XLEN', outbox)}
-  end
-  if fence >= first then
-    return {2, fence}
-  end
-end
-
-local ids = step[7]
-local n_ids = #ids
-if n_ids > 0 then
-  local dups = {}
-  for b = bucket - 2, bucket do
-    local seen = redis.call('SMISMEMBER', prefix .. 'd:' .. b, unpack(ids))
-    for j = 1, n_ids do
-      if seen[j] == 1 then dups[#dups + 1] = ids[j] end
-    end
-  end
-  if #dups > 0 then
-    return {3, dups}
-  end
-end
-
-local sup_key = prefix .. 'sup'
-for _, pair in ipairs(step[8]) do
-  local member, ms = pair[1], pair[2]
-  local known = redis.call('HGET', sup_key, member)
-  if (not known) or ms < tonumber(known) then
-    redis.call('HSET', sup_key, member, string.format('%d', ms))
-  end
-end
 
 local CHUNK = 2000
 local function each_chunk(command, key, list)
@@ -80,89 +42,149 @@ local function each_chunk(command, key, list)
   end
 end
 
-local result = {0, 0}
-local updates = {}
-local opens = {}
-for _, m in ipairs(step[9]) do
-  local meter, period, agg, amount = m[1], m[2], m[3], m[4]
-  local period_start, period_end, expire_at, limit = m[5], m[6], m[7], m[8]
-  local scope, thresholds, members = m[9], m[10], m[11]
-  local slot = meter .. ':' .. period
-  local before, after, key
+local function apply_step(fence_key, step)
+  local prefix, account = step[1], step[2]
+  local first, last = step[3], step[4]
+  local bucket_s, now_ms = step[5], step[6]
+  local bucket = math.floor(now_ms / 1000 / bucket_s)
+  local now_text = string.format('%d', now_ms)
+  local outbox = prefix .. 'o'
 
-  if agg == 'c' then
-    key = prefix .. 'c:' .. slot
-    after = redis.call('INCRBY', key, amount)
-    before = after - amount
-  elseif agg == 'b' then
-    key = prefix .. 'b:' .. meter
-    after = redis.call('INCRBY', key, amount)
-    before = after - amount
-  elseif agg == 'd' then
-    key = prefix .. 's:' .. slot
-    before = redis.call('SCARD', key)
-    local counted = members
-    if period_start > 0 and redis.call('EXISTS', sup_key) == 1 then
-      counted = {}
-      local sup = redis.call('HMGET', sup_key, unpack(members))
-      for j = 1, #members do
-        if not (sup[j] and tonumber(sup[j]) < period_start) then
-          counted[#counted + 1] = members[j]
+  local fence = redis.call('GET', fence_key)
+  if fence then
+    fence = tonumber(fence)
+    if fence >= last then
+      return {1, redis.call('XLEN', outbox)}
+    end
+    if fence >= first then
+      return {2, fence}
+    end
+  end
+
+  local ids = step[7]
+  local n_ids = #ids
+  if n_ids > 0 then
+    local dups = {}
+    for b = bucket - 2, bucket do
+      local dkey = prefix .. 'd:' .. b
+      for s = 1, n_ids, CHUNK do
+        local e = math.min(s + CHUNK - 1, n_ids)
+        local seen = redis.call('SMISMEMBER', dkey, unpack(ids, s, e))
+        for j = s, e do
+          if seen[j - s + 1] == 1 then dups[#dups + 1] = ids[j] end
         end
       end
     end
-    if #counted > 0 then each_chunk('SADD', key, counted) end
-    after = redis.call('SCARD', key)
-  else -- 'g': a gauge of known members: present (1) or gone (0) after the batch
-    key = prefix .. 'g:' .. meter
-    before = redis.call('SCARD', key)
-    local adds, rems = {}, {}
-    for _, pair in ipairs(members) do
-      if pair[2] == 1 then adds[#adds + 1] = pair[1] else rems[#rems + 1] = pair[1] end
+    if #dups > 0 then
+      return {3, dups}
     end
-    if #adds > 0 then each_chunk('SADD', key, adds) end
-    if #rems > 0 then each_chunk('SREM', key, rems) end
-    after = redis.call('SCARD', key)
   end
 
-  if expire_at > 0 then
-    redis.call('EXPIREAT', key, expire_at)
-  end
-  updates[#updates + 1] = slot
-  updates[#updates + 1] = now_text
-  if period ~= '' then
-    opens[#opens + 1] = slot
-    opens[#opens + 1] = string.format('%d', period_end)
+  local sup_key = prefix .. 'sup'
+  for _, pair in ipairs(step[8]) do
+    local member, ms = pair[1], pair[2]
+    local known = redis.call('HGET', sup_key, member)
+    if (not known) or ms < tonumber(known) then
+      redis.call('HSET', sup_key, member, string.format('%d', ms))
+    end
   end
 
-  if limit >= 0 and after > 0 then
-    for _, t in ipairs(thresholds) do
-      local name, num, den, strict, id = t[1], t[2], t[3], t[4], t[5]
-      local lhs, rhs = after * den, limit * num
-      local is_reached
-      if strict == 1 then is_reached = lhs > rhs else is_reached = lhs >= rhs end
-      if is_reached then
-        local mark = prefix .. 'x:' .. meter .. ':' .. scope .. ':' .. name
-        if redis.call('SET', mark, now_text, 'NX') then
-          if expire_at > 0 then redis.call('EXPIREAT', mark, expire_at) end
-          redis.call('XADD', outbox, '*', 'id', id, 'account', account, 'meter', meter,
-            'period', period, 'scope', scope, 'threshold', name, 'num', num, 'den', den,
-            'strict', strict, 'limit', limit, 'used', after, 'before', before,
-            'at_ms', now_text)
-          result[#result + 1] = id
+
+  local result = {0, 0}
+  local updates = {}
+  local opens = {}
+  for _, m in ipairs(step[9]) do
+    local meter, period, agg, amount = m[1], m[2], m[3], m[4]
+    local period_start, period_end, expire_at, limit = m[5], m[6], m[7], m[8]
+    local scope, thresholds, members = m[9], m[10], m[11]
+    local slot = meter .. ':' .. period
+    local before, after, key
+
+    if agg == 'c' then
+      key = prefix .. 'c:' .. slot
+      after = redis.call('INCRBY', key, amount)
+      before = after - amount
+    elseif agg == 'b' then
+      key = prefix .. 'b:' .. meter
+      after = redis.call('INCRBY', key, amount)
+      before = after - amount
+    elseif agg == 'd' then
+      key = prefix .. 's:' .. slot
+      before = redis.call('SCARD', key)
+      local counted = members
+      if period_start > 0 and redis.call('EXISTS', sup_key) == 1 then
+        counted = {}
+        for s = 1, #members, CHUNK do
+          local e = math.min(s + CHUNK - 1, #members)
+          local sup = redis.call('HMGET', sup_key, unpack(members, s, e))
+          for j = s, e do
+            local at = sup[j - s + 1]
+            if not (at and tonumber(at) < period_start) then
+              counted[#counted + 1] = members[j]
+            end
+          end
+        end
+      end
+      if #counted > 0 then each_chunk('SADD', key, counted) end
+      after = redis.call('SCARD', key)
+    else -- 'g': a gauge of known members: present (1) or gone (0) after the batch
+      key = prefix .. 'g:' .. meter
+      before = redis.call('SCARD', key)
+      local adds, rems = {}, {}
+      for _, pair in ipairs(members) do
+        if pair[2] == 1 then adds[#adds + 1] = pair[1] else rems[#rems + 1] = pair[1] end
+      end
+      if #adds > 0 then each_chunk('SADD', key, adds) end
+      if #rems > 0 then each_chunk('SREM', key, rems) end
+      after = redis.call('SCARD', key)
+    end
+
+    if expire_at > 0 then
+      redis.call('EXPIREAT', key, expire_at)
+    end
+    updates[#updates + 1] = slot
+    updates[#updates + 1] = now_text
+    if period ~= '' then
+      opens[#opens + 1] = slot
+      opens[#opens + 1] = string.format('%d', period_end)
+    end
+
+    if limit >= 0 and after > 0 then
+      for _, t in ipairs(thresholds) do
+        local name, num, den, strict, id = t[1], t[2], t[3], t[4], t[5]
+        local lhs, rhs = after * den, limit * num
+        local is_reached
+        if strict == 1 then is_reached = lhs > rhs else is_reached = lhs >= rhs end
+        if is_reached then
+          local mark = prefix .. 'x:' .. meter .. ':' .. scope .. ':' .. name
+          if redis.call('SET', mark, now_text, 'NX') then
+            if expire_at > 0 then redis.call('EXPIREAT', mark, expire_at) end
+            redis.call('XADD', outbox, '*', 'id', id, 'account', account, 'meter', meter,
+              'period', period, 'scope', scope, 'threshold', name, 'num', num, 'den', den,
+              'strict', strict, 'limit', limit, 'used', after, 'before', before,
+              'at_ms', now_text)
+            result[#result + 1] = id
+          end
         end
       end
     end
   end
-end
-if #updates > 0 then redis.call('HSET', prefix .. 'u', unpack(updates)) end
-if #opens > 0 then redis.call('HSET', prefix .. 'p', unpack(opens)) end
+  if #updates > 0 then redis.call('HSET', prefix .. 'u', unpack(updates)) end
+  if #opens > 0 then redis.call('HSET', prefix .. 'p', unpack(opens)) end
 
-if n_ids > 0 then
-  local dkey = prefix .. 'd:' .. bucket
-  each_chunk('SADD', dkey, ids)
-  redis.call('EXPIREAT', dkey, (bucket + 3) * bucket_s + 1)
+  if n_ids > 0 then
+    local dkey = prefix .. 'd:' .. bucket
+    each_chunk('SADD', dkey, ids)
+    redis.call('EXPIREAT', dkey, (bucket + 3) * bucket_s + 1)
+  end
+  redis.call('SET', fence_key, string.format('%d', last))
+  result[2] = redis.call('XLEN', outbox)
+  return result
 end
-redis.call('SET', fence_key, string.format('%d', last))
-result[2] = redis.call('XLEN', outbox)
-return result
+
+local steps = cjson.decode(ARGV[1])
+local replies = {}
+for i, step in ipairs(steps) do
+  replies[i] = apply_step(KEYS[i], step)
+end
+return replies

@@ -1,0 +1,274 @@
+"""Admission-check latency of the HTTP API at a fixed, open-loop 1,000 requests per second.
+
+    python -m benchmarks.admission [--rate 1000] [--seconds 10] [--redis-url URL]
+
+The API runs under uvicorn in its own process on 127.0.0.1 (a free port), over Redis (the test
+stack's by default, database 0, only keys of the account `bench` and its own API key, all
+removed at the end). The admission path touches no Kafka, so the server is built without it.
+
+The client is open-loop: request i is due at start + i / rate whatever happened to earlier
+ones, and its latency is measured from when it was *due* to when its response was read, so a
+slow response delays the requests behind it and that delay is counted (no coordinated
+omission). It speaks HTTP/1.1 keep-alive over a pool of raw asyncio connections, to keep the
+client's own cost small next to the server's. Each request asks to message one new contact
+(reserved atomically in Redis by admit_members.lua) and one already active.
+
+Target: p99 < 5 ms. Not a test: it prints figures; nothing fails on them. Loopback only,
+bounded in time (warm-up + `--seconds`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+ACCOUNT = "bench"
+PLAN = "acton-active-contacts"
+
+
+# -- the server process -------------------------------------------------------------------------
+
+
+def serve(redis_url: str, port: int, token_file: Path) -> None:
+    """Run the API (no Kafka) on 127.0.0.1:`port`; write an account key's token to a file."""
+    import uvicorn  # noqa: PLC0415
+    from starlette.applications import Starlette  # noqa: PLC0415
+
+    from metering.account_codec import account_from_json  # noqa: PLC0415
+    from metering.accounts import Account  # noqa: PLC0415
+    from metering.api.app import create_app  # noqa: PLC0415
+    from metering.api.auth import KeyRing, Scope  # noqa: PLC0415
+    from metering.api.context import ApiConfig, ApiContext  # noqa: PLC0415
+    from metering.directory import Directory  # noqa: PLC0415
+    from metering.plan_loading import example_plans  # noqa: PLC0415
+    from metering.state.redis_store import RedisStateStore  # noqa: PLC0415
+
+    class Nowhere:
+        """Admission publishes nothing; admin calls are not part of this benchmark."""
+
+        async def put_account(self, account: Account) -> None:
+            raise RuntimeError("not in the benchmark")
+
+        async def delete_account(self, account_id: str) -> None:
+            raise RuntimeError("not in the benchmark")
+
+        async def publish(self, account: str, value: bytes) -> None:
+            raise RuntimeError("not in the benchmark")
+
+    config = ApiConfig(rate_per_s=1_000_000, burst=1_000_000)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = RedisStateStore.for_api(redis_url)
+        directory = Directory()
+        for plan in example_plans().values():
+            directory.put_plan(plan)
+        directory.put_account(
+            account_from_json(
+                {"id": ACCOUNT, "plan": PLAN, "limits": {"active_contacts": 1_000_000_000}}
+            )
+        )
+        keys = KeyRing(store, cache_s=30.0)
+        token, record = await keys.create(Scope.ACCOUNT, ACCOUNT)
+        token_file.write_text(f"{token}\n{record.id}\n")  # noqa: ASYNC240 - once, at start
+        nowhere = Nowhere()
+        app.state.ctx = ApiContext(store, directory, nowhere, nowhere, keys, config)
+        try:
+            yield
+        finally:
+            await keys.revoke(key_id=record.id)
+            await store.close()
+
+    uvicorn.run(
+        create_app(config=config, lifespan=lifespan),
+        host="127.0.0.1",
+        port=port,
+        access_log=False,
+        log_level="warning",
+        http=os.environ.get("METERING_BENCH_HTTP", "auto"),
+        loop=os.environ.get("METERING_BENCH_LOOP", "auto"),
+    )
+
+
+# -- the client ---------------------------------------------------------------------------------
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection that sends a request and reads one response."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def request(self, raw: bytes) -> int:
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        await self.reader.readexactly(length)
+        return status
+
+
+def request_bytes(port: int, token: str, n: int) -> bytes:
+    body = orjson.dumps({"contacts": [f"new-{n}", "regular-0"]})
+    return (
+        f"POST /v1/accounts/{ACCOUNT}/admission/messages HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def run_load(
+    port: int, token: str, rate: int, seconds: float, connections: int, first: int
+) -> tuple[list[float], int, float]:
+    """Open-loop load; returns latencies (s), errors and the elapsed time."""
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(connections):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.transport.get_extra_info("socket").setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )
+        pool.put_nowait(Connection(reader, writer))
+    total = int(rate * seconds)
+    latencies: list[float] = []
+    errors = 0
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+
+    async def one(i: int) -> None:
+        nonlocal errors
+        due = start + i / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        connection = await pool.get()
+        try:
+            status = await connection.request(request_bytes(port, token, first + i))
+        except (OSError, asyncio.IncompleteReadError):
+            errors += 1
+            return
+        pool.put_nowait(connection)
+        latencies.append(loop.time() - due)
+        if status != 200:
+            errors += 1
+
+    tasks = []
+    for i in range(total):  # spawn each request just before it is due (a small, steady loop)
+        delay = start + i / rate - loop.time() - 0.002
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    elapsed = loop.time() - start
+    while not pool.empty():
+        pool.get_nowait().writer.close()
+    return latencies, errors, elapsed
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=int, default=1000, help="requests per second (1000)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds (10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (2)")
+    parser.add_argument("--connections", type=int, default=32, help="keep-alive connections")
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("METERING_BENCH_REDIS_URL", "redis://127.0.0.1:26379/0"),
+    )
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--token-file", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.redis_url, args.serve, args.token_file)
+        return 0
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token_file = Path(f"/tmp/metering-bench-token-{os.getpid()}")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.admission",
+            "--serve",
+            str(port),
+            "--token-file",
+            str(token_file),
+            "--redis-url",
+            args.redis_url,
+        ],
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (token_file.exists() and token_file.read_text().count("\n") == 2):
+            if time.monotonic() > deadline or server.poll() is not None:
+                print("the API server did not start", file=sys.stderr)
+                return 1
+            time.sleep(0.05)
+        time.sleep(0.3)
+        token = token_file.read_text().split("\n")[0]
+
+        async def both() -> tuple[list[float], int, float]:
+            await run_load(port, token, args.rate, args.warmup, args.connections, 0)
+            first = int(args.rate * args.warmup)
+            return await run_load(port, token, args.rate, args.seconds, args.connections, first)
+
+        latencies, errors, elapsed = asyncio.run(both())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        token_file.unlink(missing_ok=True)
+        _clean(args.redis_url)
+
+    ms = [x * 1000 for x in latencies]
+    print(
+        f"admission checks: {len(ms)} at {args.rate}/s open-loop over {elapsed:.1f} s "
+        f"({len(ms) / elapsed:.0f}/s achieved), {errors} errors, "
+        f"{args.connections} keep-alive connections, uvicorn + Starlette, 1 worker"
+    )
+    print(
+        f"latency ms: p50 {percentile(ms, 50):.2f}  p90 {percentile(ms, 90):.2f}  "
+        f"p99 {percentile(ms, 99):.2f}  p99.9 {percentile(ms, 99.9):.2f}  "
+        f"max {max(ms):.2f}  mean {statistics.fmean(ms):.2f}"
+    )
+    print(f"target p99 < 5 ms: {'met' if percentile(ms, 99) < 5 else 'NOT met'}")
+    return 0
+
+
+def _clean(redis_url: str) -> None:
+    """Remove the benchmark account's keys (its admission sets) from Redis."""
+    import redis  # noqa: PLC0415
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        names = list(client.scan_iter(match=f"mtr:{{{ACCOUNT}}}:*", count=1000))
+        if names:
+            client.delete(*names)
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,353 @@
+"""Admission: may this account do X now? Reads the state store, applies `metering.enforcement`.
+
+One decision per item (a contact, an SMS, a campaign) with a stable reason code and the meter
+that decided it. The rules are the domain's; what this module adds is which meters an action
+touches (the plan's routes for the event type the action will produce, through the same field
+filters the processor applies) and the order of checks:
+
+1. read-only checks (count/sum meters, gates, balances) decide first;
+2. the survivors go to distinct meters, where `admit_members.lua` checks membership and the
+   limit and reserves admitted new members in one atomic step (Act-On active contacts), so
+   concurrent senders can never together overshoot. Members refused by step 1 are never
+   reserved.
+
+Only distinct-set admission reserves. Counters, gauges and balances are read, not reserved:
+reserving there would count twice when the processor applies the real events, so two
+concurrent requests may both see the last unit as free (documented in docs/api.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from metering.accounts import Account, effective_limit
+from metering.api.views import MeterSlot, current_slot
+from metering.deltas import Aggregation
+from metering.enforcement import (
+    Decision,
+    EnforcementMode,
+    GatedAction,
+    Reason,
+    decide_action,
+    decide_add,
+    decide_members,
+    decide_prepaid,
+    decide_use,
+)
+from metering.events import ContactOrigin, EmailKind, EventType, UsageEvent
+from metering.plans import Effect, MeterSpec, Plan
+from metering.state.redis_store import RedisStateStore
+
+_HARD = (EnforcementMode.NEW_MEMBERS, EnforcementMode.LIMIT, EnforcementMode.PREPAID)
+_CODES = {
+    "c": (True, Reason.ALREADY_COUNTED),
+    "s": (True, Reason.SUPPRESSED_NOT_COUNTED),
+    "o": (True, Reason.ADVISORY_OVER_LIMIT),
+    "r": (False, Reason.NEW_MEMBER_OVER_LIMIT),
+}
+_DAY_MS = 86_400_000
+
+
+@dataclass
+class Item:
+    """The decisions of every meter for one item; the verdict is derived from them."""
+
+    index: int
+    item: str | None
+    decisions: list[tuple[str, Decision, bool]] = field(default_factory=list)
+    """(meter, decision, meter is enforcing)."""
+
+    @property
+    def allowed(self) -> bool:
+        return all(d.allowed for _, d, _ in self.decisions)
+
+    def verdict(self) -> tuple[bool, str, str | None]:
+        """(allowed, reason, meter): the first refusal, else what an enforcing meter said,
+        else an advisory over-limit note, else the first decision (no meter: no limit)."""
+        for meter, d, _ in self.decisions:
+            if not d.allowed:
+                return False, d.reason.value, meter
+        for meter, d, hard in self.decisions:
+            if hard:
+                return True, d.reason.value, meter
+        for meter, d, _ in self.decisions:
+            if d.reason is Reason.ADVISORY_OVER_LIMIT:
+                return True, d.reason.value, meter
+        if self.decisions:
+            meter, d, _ = self.decisions[0]
+            return True, d.reason.value, meter
+        return True, Reason.NO_LIMIT.value, None
+
+    def json(self) -> dict[str, Any]:
+        allowed, reason, meter = self.verdict()
+        return {
+            "index": self.index,
+            "item": self.item,
+            "allowed": allowed,
+            "reason": reason,
+            "meter": meter,
+        }
+
+
+def _fed_by(plan: Plan, probe: UsageEvent, effect: Effect = Effect.ADD) -> list[MeterSpec]:
+    """Meters an event like `probe` would feed with `effect` (plan order, each once)."""
+    found: dict[str, MeterSpec] = {}
+    for route in plan.routes(probe.type):
+        if route.match.effect is effect and route.match.accepts(probe):
+            found.setdefault(route.meter.name, route.meter)
+    return list(found.values())
+
+
+def _probe(account: str, event_type: EventType, now_ms: int, **data: Any) -> UsageEvent:
+    return UsageEvent(
+        id="admission-probe",
+        source="api",
+        type=event_type,
+        account=account,
+        time_ms=now_ms,
+        contact="probe",
+        **data,
+    )
+
+
+class Admission:
+    """Admission checks of one account at one instant."""
+
+    def __init__(
+        self,
+        store: RedisStateStore,
+        account: Account,
+        plan: Plan,
+        *,
+        now_ms: int,
+        retention_days: int,
+    ) -> None:
+        self._store = store
+        self._account = account
+        self._plan = plan
+        self._now = now_ms
+        self._retention_ms = retention_days * _DAY_MS
+        self._summary: dict[str, dict[str, Any]] = {}
+
+    def _slot(self, meter: MeterSpec) -> tuple[MeterSlot, int | None]:
+        slot = current_slot(self._account, self._plan, meter, self._now)
+        limit = effective_limit(self._account, self._plan, meter.name, slot.key)
+        return slot, limit
+
+    async def _levels(
+        self, meters: Sequence[MeterSpec]
+    ) -> dict[str, tuple[MeterSlot, int, int | None]]:
+        """Current slot, amount and effective limit of each meter (one round trip)."""
+        slots = {m.name: self._slot(m) for m in meters}
+        if not slots:
+            return {}
+        amounts = await self._store.read_amounts(
+            self._account.id, [(m.name, slots[m.name][0].key, m.aggregation) for m in meters]
+        )
+        levels = {}
+        for m in meters:
+            slot, limit = slots[m.name]
+            levels[m.name] = (slot, amounts[(m.name, slot.key)], limit)
+            self._note(m, slot, amounts[(m.name, slot.key)], limit)
+        return levels
+
+    def _note(self, meter: MeterSpec, slot: MeterSlot, used: int, limit: int | None) -> None:
+        self._summary[meter.name] = {
+            "meter": meter.name,
+            "period": slot.period.key if slot.period else None,
+            "used": used,
+            "limit": limit,
+            "enforcement": meter.enforcement.mode.value,
+        }
+
+    def meters(self) -> list[dict[str, Any]]:
+        return list(self._summary.values())
+
+    # -- sending messages to contacts ------------------------------------------------------
+
+    async def messages(self, contacts: Sequence[str], kind: EmailKind) -> list[Item]:
+        """Sending one e-mail of `kind` to each of `contacts`."""
+        probe = _probe(self._account.id, EventType.EMAIL_SENT, self._now, kind=kind)
+        meters = _fed_by(self._plan, probe)
+        items = [Item(i, c) for i, c in enumerate(contacts)]
+        counters = [m for m in meters if m.aggregation in (Aggregation.COUNT, Aggregation.SUM)]
+        levels = await self._levels(counters)
+        for meter in counters:
+            _, used, limit = levels[meter.name]
+            self._use(meter, items, used, limit, [1] * len(items))
+        for meter in meters:
+            if meter.aggregation is Aggregation.DISTINCT:
+                await self._distinct(meter, items)
+        return items
+
+    def _use(
+        self, meter: MeterSpec, items: list[Item], used: int, limit: int | None, amounts: list[int]
+    ) -> None:
+        """Counter items in order; only items still allowed consume."""
+        live = [(item, amount) for item, amount in zip(items, amounts, strict=True) if item.allowed]
+        decisions = decide_use(
+            meter.enforcement, used=used, limit=limit, amounts=[a for _, a in live]
+        )
+        hard = meter.enforcement.mode in _HARD
+        for (item, _), decision in zip(live, decisions, strict=True):
+            item.decisions.append((meter.name, decision, hard))
+
+    async def _distinct(self, meter: MeterSpec, items: list[Item], *, reserve: bool = True) -> None:
+        slot, limit = self._slot(meter)
+        assert slot.period is not None
+        live = [item for item in items if item.allowed]
+        hard = meter.enforcement.mode in _HARD
+        if not live:
+            used = (
+                await self._store.read_amounts(
+                    self._account.id, [(meter.name, slot.key, meter.aggregation)]
+                )
+            )[(meter.name, slot.key)]
+            self._note(meter, slot, used, limit)
+            return
+        size, codes = await self._store.admit_members(
+            self._account.id,
+            meter.name,
+            slot.key,
+            [item.item or "" for item in live],
+            limit=limit,
+            hard=hard and reserve,
+            period_start_ms=slot.period.start_ms if meter.exclude_suppressed else 0,
+            period_end_ms=slot.period.end_ms,
+            expire_at_s=(slot.period.end_ms + self._retention_ms) // 1000,
+        )
+        for item, code in zip(live, codes, strict=True):
+            if code == "a":
+                reason = Reason.NO_LIMIT if limit is None else Reason.WITHIN_LIMIT
+                decision = Decision(True, reason, item.item)
+            elif code == "o" and hard:  # evaluated without reserving, on an enforcing meter
+                decision = Decision(False, Reason.NEW_MEMBER_OVER_LIMIT, item.item)
+            else:
+                allowed, reason = _CODES[code]
+                decision = Decision(allowed, reason, item.item)
+            item.decisions.append((meter.name, decision, hard))
+        self._note(meter, slot, size, limit)
+
+    # -- adding contacts ---------------------------------------------------------------------
+
+    async def contacts(self, members: Sequence[str], origin: ContactOrigin) -> list[Item]:
+        """Adding `members` through `origin` (ActiveCampaign: per-origin rules)."""
+        probe = _probe(self._account.id, EventType.CONTACT_ADDED, self._now, origin=origin)
+        meters = _fed_by(self._plan, probe)
+        items = [Item(i, c) for i, c in enumerate(members)]
+        levels = await self._levels(
+            [m for m in meters if m.aggregation is not Aggregation.DISTINCT]
+        )
+        for meter in meters:
+            if meter.aggregation is Aggregation.GAUGE:
+                _, used, limit = levels[meter.name]
+                await self._gauge(meter, items, used, limit, origin)
+            elif meter.aggregation in (Aggregation.COUNT, Aggregation.SUM):
+                _, used, limit = levels[meter.name]
+                self._use(meter, items, used, limit, [1] * len(items))
+            elif meter.aggregation is Aggregation.DISTINCT:
+                await self._distinct(meter, items, reserve=False)
+        return items
+
+    async def _gauge(
+        self,
+        meter: MeterSpec,
+        items: list[Item],
+        used: int,
+        limit: int | None,
+        origin: ContactOrigin,
+    ) -> None:
+        live = [item for item in items if item.allowed]
+        present = await self._store.gauge_flags(
+            self._account.id, meter.name, [item.item or "" for item in live]
+        )
+        hard = meter.enforcement.mode in _HARD
+        seen: set[str] = set()
+        new: list[Item] = []
+        for item, here in zip(live, present, strict=True):
+            name = item.item or ""
+            if here or name in seen:
+                item.decisions.append(
+                    (meter.name, Decision(True, Reason.ALREADY_COUNTED, name), hard)
+                )
+            else:
+                seen.add(name)
+                new.append(item)
+        decisions = decide_add(
+            meter.enforcement,
+            origin=origin,
+            used=used,
+            limit=limit,
+            members=[item.item or "" for item in new],
+        )
+        for item, decision in zip(new, decisions, strict=True):
+            item.decisions.append((meter.name, decision, hard))
+
+    # -- campaigns and automations -------------------------------------------------------------
+
+    async def campaign(
+        self, action: GatedAction, recipients: int, via_api: bool, kind: EmailKind
+    ) -> Item:
+        """One campaign action (gates), plus its `recipients` e-mails on counter meters."""
+        item = Item(0, action.value)
+        gated = [m for m in self._plan.meters if m.enforcement.gate(action) is not None]
+        probe = _probe(self._account.id, EventType.EMAIL_SENT, self._now, kind=kind)
+        counters = []
+        if action is GatedAction.CAMPAIGN_SEND and recipients > 0:
+            counters = [
+                m
+                for m in _fed_by(self._plan, probe)
+                if m.aggregation in (Aggregation.COUNT, Aggregation.SUM)
+            ]
+        levels = await self._levels(gated + [m for m in counters if m not in gated])
+        for meter in gated:
+            _, used, limit = levels[meter.name]
+            decision = decide_action(
+                meter.enforcement, action=action, used=used, limit=limit, via_api=via_api
+            )
+            item.decisions.append((meter.name, decision, True))
+        for meter in counters:
+            _, used, limit = levels[meter.name]
+            self._use(meter, [item], used, limit, [recipients])
+        return item
+
+    # -- SMS -----------------------------------------------------------------------------------
+
+    async def sms(self, messages: int, segments: int) -> list[Item]:
+        """Sending `messages` SMS of `segments` segments each (prepaid credits)."""
+        items = [Item(i, None) for i in range(messages)]
+        probe = _probe(self._account.id, EventType.SMS_SENT, self._now)
+        spends = _fed_by(self._plan, probe, Effect.REMOVE)
+        counters = [
+            m
+            for m in _fed_by(self._plan, probe)
+            if m.aggregation in (Aggregation.COUNT, Aggregation.SUM)
+        ]
+        balances = [m for m in spends if m.aggregation is Aggregation.BALANCE]
+        levels = await self._levels(balances + counters)
+        for meter in counters:
+            _, used, limit = levels[meter.name]
+            per = segments if meter.aggregation is Aggregation.SUM else 1
+            self._use(meter, items, used, limit, [per] * len(items))
+        for meter in balances:
+            _, balance, _ = levels[meter.name]
+            live = [item for item in items if item.allowed]
+            hard = meter.enforcement.mode is EnforcementMode.PREPAID
+            decisions = decide_prepaid(balance=balance, amounts=[segments] * len(live))
+            for item, decided in zip(live, decisions, strict=True):
+                decision = decided
+                if not hard and not decided.allowed:
+                    decision = Decision(True, Reason.ADVISORY_OVER_LIMIT)
+                item.decisions.append((meter.name, decision, hard))
+        return items
+
+
+def members_rule(
+    meter: MeterSpec, *, used: int, limit: int | None, counted: set[str], members: Sequence[str]
+) -> list[Decision]:
+    """The pure rule the Lua script implements (kept for tests that compare the two)."""
+    return decide_members(
+        meter.enforcement, used=used, limit=limit, counted=counted, suppressed=(), members=members
+    )

@@ -1,0 +1,163 @@
+"""The Starlette application: routes, body limit, security headers, error translation.
+
+Errors: a `Problem` is sent as it is; Redis and Kafka failures arrive as the store's and the
+streams' own exception types (never `redis.*` or `aiokafka.*`) and become 503 (unavailable,
+retry later) or 500 problem documents; anything else is a 500 problem document and a log line
+without request headers (which carry keys).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from metering.api import dashboard, routes_admin, routes_admission, routes_usage
+from metering.api.context import ApiConfig, ApiContext
+from metering.api.openapi import openapi_document
+from metering.api.problems import Problem
+from metering.api.responses import context, json_response
+from metering.errors import MeteringError
+from metering.state.errors import StateStoreError, StateStoreUnavailable
+from streams.errors import StreamError, StreamUnavailable
+
+log = logging.getLogger(__name__)
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cache-control", b"no-store"),
+]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class GuardMiddleware:
+    """Refuses bodies over `max_body_bytes` (413) and adds security headers to responses.
+
+    The declared Content-Length is checked first; a chunked body is counted as it streams in,
+    so a client cannot make the server buffer more than the limit either way.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = Problem(413, "body_too_large", f"the body must be at most {self.max} bytes")
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.max):
+                await too_large.response()(scope, receive, send)
+                return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max:
+                    raise _TooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except _TooLarge:
+            if not started:
+                await too_large.response()(scope, receive, guarded_send)
+
+
+async def _problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return exc.response()
+
+
+async def _http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    headers = dict(exc.headers or {})
+    return Problem(exc.status_code, code, str(exc.detail), headers=headers).response()
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("%s %s: dependency unavailable: %s", request.method, request.url.path, exc)
+    return Problem(
+        503,
+        "unavailable",
+        "the state store or Kafka is unavailable; retry later",
+        headers={"Retry-After": "1"},
+    ).response()
+
+
+async def _failed(request: Request, exc: Exception) -> Response:
+    log.error("%s %s: dependency error: %s", request.method, request.url.path, exc)
+    return Problem(
+        500, "dependency_error", "the state store or Kafka refused the request"
+    ).response()
+
+
+async def _domain(request: Request, exc: Exception) -> Response:
+    return Problem(409, "configuration_conflict", str(exc)).response()
+
+
+async def health(request: Request) -> Response:
+    """Liveness and Redis reachability (no authentication, no details)."""
+    await context(request).store.ping()
+    return json_response({"status": "ok"})
+
+
+async def openapi(request: Request) -> Response:
+    return json_response(openapi_document())
+
+
+def create_app(
+    ctx: ApiContext | None = None, *, config: ApiConfig | None = None, lifespan: Any = None
+) -> Starlette:
+    """The ASGI application over `ctx`, or over the context `lifespan` puts in
+    `app.state.ctx` at start-up (server.py wires it with Kafka that way)."""
+    config = config or (ctx.config if ctx is not None else ApiConfig())
+    routes = [
+        Route("/healthz", health, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        *routes_usage.ROUTES,
+        *routes_admission.ROUTES,
+        *routes_admin.ROUTES,
+        *dashboard.ROUTES,
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            Problem: _problem,
+            HTTPException: _http,
+            StateStoreUnavailable: _unavailable,
+            StreamUnavailable: _unavailable,
+            StateStoreError: _failed,
+            StreamError: _failed,
+            MeteringError: _domain,
+        },
+        lifespan=lifespan,
+    )
+    if ctx is not None:
+        app.state.ctx = ctx
+    app.add_middleware(GuardMiddleware, max_body_bytes=config.max_body_bytes)
+    return app

@@ -1,0 +1,132 @@
+"""What every route needs, in one object: store, directory, publishers, keys, limits, clock.
+
+Routes depend on the two publishing protocols rather than on Kafka clients so that the HTTP
+logic is tested against real Redis without a broker; `server.py` plugs in `ConfigWriter` and a
+Kafka producer, and the API follows the accounts topic into the same `Directory` type the
+processors use, so both read the same configuration.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from starlette.requests import Request
+
+from metering.accounts import Account
+from metering.api.auth import KeyRecord, KeyRing, Scope, presented_token
+from metering.api.problems import Problem
+from metering.api.ratelimit import RateLimiter
+from metering.directory import Directory
+from metering.plans import Plan
+from metering.state.redis_store import RedisStateStore
+
+
+class ConfigPublisher(Protocol):
+    """Publishes account configuration (sinks.config_writer.ConfigWriter implements it)."""
+
+    async def put_account(self, account: Account) -> None: ...
+    async def delete_account(self, account_id: str) -> None: ...
+
+
+class EventPublisher(Protocol):
+    """Produces one usage event (JSON bytes) to the events topic, keyed by account."""
+
+    async def publish(self, account: str, value: bytes) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """Limits of the HTTP face."""
+
+    rate_per_s: float = 50.0
+    """Requests per second per API key (token bucket), and per client address for failures."""
+    burst: int = 100
+    max_body_bytes: int = 64 * 1024
+    key_cache_s: float = 5.0
+    """How long a key lookup is cached (a revoked key works at most this much longer)."""
+    secure_cookie: bool = False
+    """Mark the dashboard cookie Secure (set when served over HTTPS)."""
+    retention_days: int = 400
+    """Reserved members expire with their set, like the processor's (period end + this)."""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class ApiContext:
+    store: RedisStateStore
+    directory: Directory
+    config_publisher: ConfigPublisher
+    events: EventPublisher
+    keys: KeyRing
+    config: ApiConfig = field(default_factory=ApiConfig)
+    clock_ms: Callable[[], int] = _now_ms
+    limiter: RateLimiter = field(init=False)
+    failures: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = RateLimiter(self.config.rate_per_s, self.config.burst)
+        # Failed authentications per client address: slows down token guessing and floods.
+        self.failures = RateLimiter(max(1.0, self.config.rate_per_s / 5), self.config.burst)
+
+    async def principal(self, request: Request) -> KeyRecord:
+        """The key of the request (401 without a valid one; 429 past the key's rate)."""
+        token = presented_token(request)
+        record = await self.keys.find(token) if token else None
+        if record is None:
+            client = request.client.host if request.client else "?"
+            wait = self.failures.take(f"ip:{client}")
+            if wait is not None:
+                raise _too_many(wait)
+            raise Problem(
+                401,
+                "unauthenticated",
+                "a valid API key is required (Authorization: Bearer <key>)",
+                headers={"WWW-Authenticate": 'Bearer realm="metering"'},
+            )
+        wait = self.limiter.take(record.id)
+        if wait is not None:
+            raise _too_many(wait)
+        return record
+
+    async def reader(self, request: Request, account: str) -> KeyRecord:
+        """A key that may read `account` (its own account key, or an admin key)."""
+        record = await self.principal(request)
+        if not record.may_read(account):
+            raise Problem(403, "forbidden", "this API key may not read that account")
+        return record
+
+    async def admin(self, request: Request) -> KeyRecord:
+        record = await self.principal(request)
+        if record.scope is not Scope.ADMIN:
+            raise Problem(403, "forbidden", "this operation needs an admin API key")
+        return record
+
+    def lookup(self, account_id: str) -> tuple[Account, Plan]:
+        """The account and its plan (404 when unknown; 409 when its plan is missing)."""
+        found = self.directory.lookup(account_id)
+        if found is not None:
+            return found
+        account = self.directory.account(account_id)
+        if account is None:
+            raise Problem(404, "unknown_account", f"no account {account_id!r}", field="account")
+        raise Problem(
+            409,
+            "unknown_plan",
+            f"account {account_id!r} is on plan {account.plan_id!r}, which is not loaded",
+            field="plan",
+        )
+
+
+def _too_many(wait_s: float) -> Problem:
+    return Problem(
+        429,
+        "rate_limited",
+        f"too many requests; retry in {wait_s:.2f} s",
+        headers={"Retry-After": str(max(1, int(wait_s + 0.999)))},
+    )

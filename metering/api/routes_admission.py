@@ -1,0 +1,120 @@
+"""Admission endpoints: "may this account do X now?", one decision per item.
+
+Account keys may ask for their own account (the producing application is the caller), admin
+keys for any. Bodies are validated here; the decisions come from `admission.Admission`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from metering.api import validation as v
+from metering.api.admission import Admission, Item
+from metering.api.problems import invalid
+from metering.api.responses import context, json_response
+from metering.enforcement import GatedAction
+from metering.events import ContactOrigin, EmailKind
+
+MAX_RECIPIENTS = 100_000_000
+MAX_SEGMENTS = 100
+
+
+async def _admission(request: Request) -> tuple[Admission, dict[str, Any], str]:
+    ctx = context(request)
+    account_id = v.path(request, "account", v.ACCOUNT_ID)
+    await ctx.reader(request, account_id)
+    body = await v.json_object(request)
+    account, plan = ctx.lookup(account_id)
+    admission = Admission(
+        ctx.store,
+        account,
+        plan,
+        now_ms=ctx.clock_ms(),
+        retention_days=ctx.config.retention_days,
+    )
+    return admission, body, account_id
+
+
+def _items(account: str, action: str, admission: Admission, items: list[Item]) -> Response:
+    docs = [item.json() for item in items]
+    allowed = sum(1 for d in docs if d["allowed"])
+    return json_response(
+        {
+            "account": account,
+            "action": action,
+            "allowed": allowed,
+            "refused": len(docs) - allowed,
+            "items": docs,
+            "meters": admission.meters(),
+        }
+    )
+
+
+async def messages(request: Request) -> Response:
+    admission, body, account = await _admission(request)
+    v.only(body, ("contacts", "kind"))
+    contacts = v.contacts(body)
+    kind = EmailKind(v.choice(body, "kind", [k.value for k in EmailKind], "marketing"))
+    items = await admission.messages(contacts, kind)
+    return _items(account, "message.send", admission, items)
+
+
+async def contacts(request: Request) -> Response:
+    admission, body, account = await _admission(request)
+    v.only(body, ("contacts", "origin"))
+    members = v.contacts(body)
+    if "origin" not in body:
+        origins = ", ".join(o.value for o in ContactOrigin)
+        raise invalid("origin", f"is required (one of: {origins})")
+    origin = ContactOrigin(v.choice(body, "origin", [o.value for o in ContactOrigin], "api"))
+    items = await admission.contacts(members, origin)
+    return _items(account, "contact.add", admission, items)
+
+
+async def campaigns(request: Request) -> Response:
+    admission, body, account = await _admission(request)
+    v.only(body, ("action", "recipients", "contacts_via_api", "kind"))
+    action = GatedAction(
+        v.choice(body, "action", [a.value for a in GatedAction], GatedAction.CAMPAIGN_SEND.value)
+    )
+    recipients = v.integer(body, "recipients", minimum=0, maximum=MAX_RECIPIENTS, default=0)
+    via_api = v.boolean(body, "contacts_via_api", default=False)
+    kind = EmailKind(v.choice(body, "kind", [k.value for k in EmailKind], "marketing"))
+    item = await admission.campaign(action, recipients, via_api, kind)
+    doc = item.json()
+    return json_response(
+        {
+            "account": account,
+            "action": action.value,
+            "recipients": recipients,
+            "allowed": doc["allowed"],
+            "reason": doc["reason"],
+            "meter": doc["meter"],
+            "checks": [
+                {"meter": meter, "allowed": d.allowed, "reason": d.reason.value}
+                for meter, d, _ in item.decisions
+            ],
+            "meters": admission.meters(),
+        }
+    )
+
+
+async def sms(request: Request) -> Response:
+    admission, body, account = await _admission(request)
+    v.only(body, ("messages", "segments"))
+    count = v.integer(body, "messages", minimum=1, maximum=v.MAX_ITEMS)
+    segments = v.integer(body, "segments", minimum=1, maximum=MAX_SEGMENTS, default=1)
+    items = await admission.sms(count, segments)
+    return _items(account, "sms.send", admission, items)
+
+
+ROUTES = [
+    Route("/v1/accounts/{account}/admission/messages", messages, methods=["POST"]),
+    Route("/v1/accounts/{account}/admission/contacts", contacts, methods=["POST"]),
+    Route("/v1/accounts/{account}/admission/campaigns", campaigns, methods=["POST"]),
+    Route("/v1/accounts/{account}/admission/sms", sms, methods=["POST"]),
+]

@@ -1,0 +1,190 @@
+"""Reads: who am I, usage of an account, history of a meter, members of a period, tiers.
+
+Usage reads the state store (amounts in one pipeline, last updates in one HGETALL) and shapes
+them with `views.meter_usage`. History enumerates previous periods with
+`metering.periods.previous_period` and reads their counters/sets, which the processor keeps
+for `retention_days` after each period ends. Tier placements are computed from those same
+closed-period counters (`metering.tiers.place`); gauges have no per-month totals until the
+period-close rollups exist, which the response says (docs/api.md, "Tiers").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from metering.accounts import effective_limit
+from metering.api import validation as v
+from metering.api.problems import Problem, conflict
+from metering.api.responses import context, json_response
+from metering.api.views import current_slot, meter_usage, past_periods, placement_json
+from metering.deltas import Aggregation
+from metering.plans import MeterSpec, Plan
+from metering.rfc3339 import format_ms
+from metering.status import colour_of
+from metering.tiers import place
+
+MAX_HISTORY = 36
+MAX_MEMBERS_PAGE = 10_000
+
+
+async def me(request: Request) -> Response:
+    record = await context(request).principal(request)
+    return json_response(
+        {"key_id": record.id, "scope": record.scope.value, "account": record.account}
+    )
+
+
+async def usage(request: Request) -> Response:
+    ctx = context(request)
+    account_id = v.path(request, "account", v.ACCOUNT_ID)
+    await ctx.reader(request, account_id)
+    account, plan = ctx.lookup(account_id)
+    now = ctx.clock_ms()
+    slots = [current_slot(account, plan, meter, now) for meter in plan.meters]
+    amounts = await ctx.store.read_amounts(
+        account_id, [(s.meter.name, s.key, s.meter.aggregation) for s in slots]
+    )
+    updates = await ctx.store.last_updates(account_id)
+    meters = [
+        meter_usage(
+            account,
+            plan,
+            slot,
+            amounts[(slot.meter.name, slot.key)],
+            last_update_ms=updates.get(f"{slot.meter.name}:{slot.key}"),
+            now_ms=now,
+        )
+        for slot in slots
+    ]
+    return json_response(
+        {
+            "account": account.id,
+            "plan": {"id": plan.id, "name": plan.name},
+            "timezone": account.timezone or plan.timezone,
+            "contract_date": None
+            if account.contract_date is None
+            else account.contract_date.isoformat(),
+            "as_of": format_ms(now),
+            "meters": meters,
+        }
+    )
+
+
+def _meter(request: Request, plan: Plan) -> MeterSpec:
+    name = v.path(request, "meter", v.METER_NAME)
+    if not plan.has_meter(name):
+        raise Problem(
+            404, "unknown_meter", f"plan {plan.id!r} has no meter {name!r}", field="meter"
+        )
+    return plan.meter(name)
+
+
+async def history(request: Request) -> Response:
+    ctx = context(request)
+    account_id = v.path(request, "account", v.ACCOUNT_ID)
+    await ctx.reader(request, account_id)
+    account, plan = ctx.lookup(account_id)
+    meter = _meter(request, plan)
+    count = v.query_int(request, "periods", minimum=1, maximum=MAX_HISTORY, default=12)
+    if meter.period is None:
+        raise conflict("meter", f"{meter.aggregation.value} meters have no periods, so no history")
+    now = ctx.clock_ms()
+    periods = past_periods(account, plan, meter, now, count)
+    amounts = await ctx.store.read_amounts(
+        account_id, [(meter.name, p.key, meter.aggregation) for p in periods]
+    )
+    rows = []
+    for period in periods:
+        used = amounts[(meter.name, period.key)]
+        limit = effective_limit(account, plan, meter.name, period.key)
+        rows.append(
+            {
+                "period": period.key,
+                "start": format_ms(period.start_ms),
+                "end": format_ms(period.end_ms),
+                "used": used,
+                "limit": limit,
+                "status": colour_of(used, limit, meter.thresholds).value,
+                "closed": period.end_ms <= now,
+            }
+        )
+    return json_response(
+        {"account": account_id, "meter": meter.name, "kind": meter.period.value, "periods": rows}
+    )
+
+
+async def members(request: Request) -> Response:
+    ctx = context(request)
+    account_id = v.path(request, "account", v.ACCOUNT_ID)
+    await ctx.reader(request, account_id)
+    account, plan = ctx.lookup(account_id)
+    meter = _meter(request, plan)
+    period = v.query_text(request, "period", v.PERIOD_KEY)
+    offset = v.query_int(request, "offset", minimum=0, maximum=10**9, default=0)
+    limit = v.query_int(request, "limit", minimum=1, maximum=MAX_MEMBERS_PAGE, default=1000)
+    if meter.aggregation is not Aggregation.DISTINCT:
+        raise conflict("meter", "only distinct meters keep the members of each period")
+    if period is None:
+        period = current_slot(account, plan, meter, ctx.clock_ms()).key
+    found = sorted(await ctx.store.members(account_id, meter.name, period))
+    return json_response(
+        {
+            "account": account_id,
+            "meter": meter.name,
+            "period": period,
+            "count": len(found),
+            "offset": offset,
+            "members": found[offset : offset + limit],
+        }
+    )
+
+
+async def tiers(request: Request) -> Response:
+    ctx = context(request)
+    account_id = v.path(request, "account", v.ACCOUNT_ID)
+    await ctx.reader(request, account_id)
+    account, plan = ctx.lookup(account_id)
+    now = ctx.clock_ms()
+    result: list[dict[str, Any]] = []
+    for ladder in plan.ladders:
+        meter = plan.meter(ladder.meter)
+        if meter.period is None:
+            result.append(
+                {
+                    "ladder": ladder.name,
+                    "meter": meter.name,
+                    "source": "unavailable",
+                    "note": "gauges have no monthly totals until period-close rollups exist",
+                    "placement": None,
+                }
+            )
+            continue
+        closed = past_periods(account, plan, meter, now, ladder.window + 1)[:-1]
+        amounts = await ctx.store.read_amounts(
+            account_id, [(meter.name, p.key, meter.aggregation) for p in closed]
+        )
+        months = {p.key: amounts[(meter.name, p.key)] for p in closed}
+        placement = place(ladder, list(months.values()))
+        result.append(
+            {
+                "ladder": ladder.name,
+                "meter": meter.name,
+                "source": "counters",
+                "note": None,
+                "placement": placement_json(placement, meter.name, months),
+            }
+        )
+    return json_response({"account": account_id, "ladders": result})
+
+
+ROUTES = [
+    Route("/v1/me", me, methods=["GET"]),
+    Route("/v1/accounts/{account}/usage", usage, methods=["GET"]),
+    Route("/v1/accounts/{account}/meters/{meter}/history", history, methods=["GET"]),
+    Route("/v1/accounts/{account}/meters/{meter}/members", members, methods=["GET"]),
+    Route("/v1/accounts/{account}/tiers", tiers, methods=["GET"]),
+]

@@ -1,0 +1,150 @@
+"""The API wired to the real Kafka and Redis of the test stack, next to a real processor:
+configuration flows both ways through the accounts topic, a top-up flows through the events
+topic exactly once, and reservations and the processor's counting agree."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from metering.api.app import create_app
+from metering.api.auth import Scope
+from metering.api.context import ApiConfig, ApiContext
+from metering.api.server import running
+from metering.deltas import Aggregation
+from metering.periods import PeriodKind, period_of
+from metering.settings import Settings
+from metering.state.redis_store import RedisStateStore
+from metering.thresholds import crossing_id
+from streams.app import run_until_stopped
+from tests.integration.harness import (
+    TopicFactory,
+    caught_up,
+    encoded,
+    event,
+    make_settings,
+    now_ms,
+    produce,
+    publish_config,
+    read_topic,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@asynccontextmanager
+async def processor(settings: Settings) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_until_stopped(settings, stop, registry=CollectorRegistry()))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+@asynccontextmanager
+async def api_client(settings: Settings) -> AsyncIterator[tuple[ApiContext, httpx.AsyncClient]]:
+    async with running(settings, ApiConfig(rate_per_s=1000, burst=1000)) as ctx:
+        transport = httpx.ASGITransport(app=create_app(ctx))
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield ctx, client
+
+
+@pytest.fixture
+async def settings(kafka_bootstrap: str, redis_url: str, topic_factory: TopicFactory) -> Settings:
+    s = await make_settings(kafka_bootstrap, redis_url, topic_factory)
+    await publish_config(s, [{"id": "acme", "plan": "it-plan"}])
+    return s
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[RedisStateStore]:
+    s = RedisStateStore.from_url(settings.redis_url)
+    yield s
+    await s.close()
+
+
+async def test_admin_changes_reach_the_running_processor_and_other_api_processes(
+    settings: Settings, store: RedisStateStore
+) -> None:
+    month = period_of(PeriodKind.CALENDAR_MONTH, now_ms(), "UTC").key
+    async with processor(settings), api_client(settings) as (ctx, client):
+        token, _ = await ctx.keys.create(Scope.ADMIN)
+        admin = {"Authorization": f"Bearer {token}"}
+        usage = await client.get("/v1/accounts/acme/usage", headers=admin)
+        assert usage.status_code == 200, usage.text  # caught up with the topic at start
+        changed = await client.put(
+            "/v1/accounts/acme/limits/emails", json={"limit": 3}, headers=admin
+        )
+        assert changed.status_code == 200, changed.text
+        await asyncio.sleep(1.5)  # the processor's follower polls every 0.5 s
+        docs = [event("acme", "email.sent", contact=f"c{i}", kind="marketing") for i in range(4)]
+        await produce(settings, encoded(docs))
+        await wait_until(lambda: caught_up(settings, store), what="processor to catch up")
+        # A second API process, started now, reads the change from the topic.
+        async with running(settings, ApiConfig()) as other:
+            account = other.directory.account("acme")
+            assert account is not None
+            assert dict(account.limit_overrides) == {"emails": 3}
+        usage = await client.get("/v1/accounts/acme/usage", headers=admin)
+        emails = next(m for m in usage.json()["meters"] if m["meter"] == "emails")
+        assert (emails["used"], emails["limit"]) == (4, 3)
+        assert emails["thresholds_reached"] == ["at_risk", "exceeded"]  # it-plan: no red colour
+        assert emails["last_update"] is not None
+    records = await read_topic(settings, settings.thresholds_topic, expect=2)
+    ids = {orjson.loads(r.value)["id"] for r in records}
+    assert crossing_id("acme", "emails", month, "exceeded") in ids
+
+
+async def test_sms_top_up_is_counted_once_however_often_it_is_retried(
+    settings: Settings, store: RedisStateStore
+) -> None:
+    async with processor(settings), api_client(settings) as (ctx, client):
+        token, _ = await ctx.keys.create(Scope.ADMIN)
+        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
+        for _ in range(3):
+            response = await client.post(
+                "/v1/accounts/acme/sms-credits", json={"credits": 250}, headers=headers
+            )
+            assert response.status_code == 202, response.text
+        await wait_until(lambda: caught_up(settings, store), what="top-ups to be applied")
+        amounts = await store.read_amounts("acme", [("sms_credits", "", Aggregation.BALANCE)])
+        assert amounts[("sms_credits", "")] == 250
+        other = await client.post(
+            "/v1/accounts/acme/sms-credits",
+            json={"credits": 5},
+            headers={**headers, "Idempotency-Key": "another-order"},
+        )
+        assert other.status_code == 202
+        await wait_until(lambda: caught_up(settings, store), what="the second top-up")
+        usage = await client.get("/v1/accounts/acme/usage", headers=headers)
+        sms = next(m for m in usage.json()["meters"] if m["meter"] == "sms_credits")
+        assert sms["used"] == 255
+
+
+async def test_reserved_contacts_are_not_counted_twice_by_the_processor(
+    settings: Settings, store: RedisStateStore
+) -> None:
+    month = period_of(PeriodKind.CALENDAR_MONTH, now_ms(), "UTC").key
+    async with processor(settings), api_client(settings) as (ctx, client):
+        token, _ = await ctx.keys.create(Scope.ACCOUNT, "acme")
+        headers = {"Authorization": f"Bearer {token}"}
+        admitted = await client.post(
+            "/v1/accounts/acme/admission/messages",
+            json={"contacts": ["a", "b"]},
+            headers=headers,
+        )
+        assert admitted.json()["allowed"] == 2
+        docs = [event("acme", "email.sent", contact=c, kind="marketing") for c in "abc"]
+        await produce(settings, encoded(docs))
+        await wait_until(lambda: caught_up(settings, store), what="the e-mails")
+    assert await store.members("acme", "active_contacts", month) == {"a", "b", "c"}
