@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -232,6 +233,93 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _api_target(args: argparse.Namespace) -> tuple[str, str]:
+    url = args.api_url or os.environ.get("METERING_API_URL", "http://127.0.0.1:8080")
+    key = args.key or os.environ.get("METERING_API_KEY", "")
+    if not key:
+        raise MeteringError("an API key is needed: --key or METERING_API_KEY")
+    return url, key
+
+
+def _colour(args: argparse.Namespace) -> bool:
+    return args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+
+
+def _usage(args: argparse.Namespace, settings: Settings) -> int:
+    from metering.console import call_api, usage_table  # noqa: PLC0415
+
+    url, key = _api_target(args)
+    usage = call_api(url, key, "GET", f"/v1/accounts/{args.account}/usage")
+    print(usage_table(usage, colour=_colour(args)))
+    return 0
+
+
+def _admit(args: argparse.Namespace, settings: Settings) -> int:
+    from metering.console import call_api, decisions_table  # noqa: PLC0415
+
+    url, key = _api_target(args)
+    body: dict[str, object]
+    if args.what == "messages":
+        body = {"contacts": args.items, "kind": args.kind}
+    elif args.what == "contacts":
+        body = {"contacts": args.items, "origin": args.origin}
+    elif args.what == "campaign":
+        body = {
+            "action": "campaign.send",
+            "recipients": args.recipients,
+            "contacts_via_api": args.via_api,
+        }
+    else:
+        body = {"messages": args.recipients}
+    path = {"campaign": "campaigns"}.get(args.what, args.what)
+    result = call_api(url, key, "POST", f"/v1/accounts/{args.account}/admission/{path}", body)
+    print(decisions_table(result, colour=_colour(args)))
+    return 0
+
+
+def _publisher(args: argparse.Namespace, settings: Settings) -> int:
+    from sinks.run_publisher import main_publisher  # noqa: PLC0415
+
+    main_publisher(settings)
+    return 0
+
+
+def _add_api_client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--api-url", help="API base URL (METERING_API_URL, default 127.0.0.1:8080)")
+    p.add_argument("--key", help="API key (METERING_API_KEY)")
+    p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+
+
+def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`produce`, `usage`, `admit` (through the API) and `publisher`."""
+    p = sub.add_parser("produce", help="produce usage events from JSON lines (file or -)")
+    p.add_argument("file", nargs="?", default="-", help="JSON-lines file, or - for stdin")
+    p.set_defaults(run=_produce)
+
+    p = sub.add_parser("usage", help="an account's usage as a table with coloured status")
+    p.add_argument("account")
+    _add_api_client_options(p)
+    p.set_defaults(run=_usage)
+
+    p = sub.add_parser("admit", help="ask whether an account may do something now")
+    p.add_argument("account")
+    p.add_argument(
+        "what",
+        choices=["messages", "contacts", "campaign", "sms"],
+        help="messages/contacts: to the given contacts; campaign/sms: --recipients of them",
+    )
+    p.add_argument("items", nargs="*", help="contact ids (messages, contacts)")
+    p.add_argument("--kind", default="marketing", help="e-mail kind (messages)")
+    p.add_argument("--origin", default="api", help="api, form, import or manual (contacts)")
+    p.add_argument("--recipients", type=int, default=1, help="campaign recipients / SMS count")
+    p.add_argument("--via-api", action="store_true", help="campaign: contacts came via the API")
+    _add_api_client_options(p)
+    p.set_defaults(run=_admit)
+
+    p = sub.add_parser("publisher", help="run a standalone outbox publisher (until SIGTERM)")
+    p.set_defaults(run=_publisher)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metering",
@@ -298,9 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--publish", action="store_true", help="send statements and tiers to Kafka")
     p.set_defaults(run=_backfill)
 
-    p = sub.add_parser("produce", help="produce usage events from JSON lines (file or -)")
-    p.add_argument("file", nargs="?", default="-", help="JSON-lines file, or - for stdin")
-    p.set_defaults(run=_produce)
+    _add_client_commands(sub)
     return parser
 
 

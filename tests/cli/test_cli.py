@@ -1,0 +1,114 @@
+"""The `metering` command: --help everywhere, usage tables and admission through a real API."""
+
+from __future__ import annotations
+
+import pytest
+
+from metering.cli import build_parser, main
+from metering.console import usage_table
+from tests.api.server import ServerThread
+
+SUBCOMMANDS = [
+    [],
+    ["processor"],
+    ["topics"],
+    ["topics", "create"],
+    ["plans"],
+    ["plans", "validate"],
+    ["plans", "apply"],
+    ["accounts"],
+    ["accounts", "put"],
+    ["api"],
+    ["api-keys"],
+    ["closer"],
+    ["backfill"],
+    ["produce"],
+    ["usage"],
+    ["admit"],
+    ["publisher"],
+]
+
+
+@pytest.mark.parametrize("words", SUBCOMMANDS, ids=lambda w: " ".join(w) or "metering")
+def test_every_command_has_help(words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args([*words, "--help"])
+    assert done.value.code == 0
+    assert "usage: metering" in capsys.readouterr().out
+
+
+def test_plans_validate_names_the_file_field_and_problem(
+    tmp_path: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.toml"  # type: ignore[operator]
+    bad.write_text('id = "x"\nname = "x"\n[meters.m]\naggregation = "count"\nperiod = "weekly"\n')
+    assert main(["plans", "validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml" in err
+    assert "meters.m.period" in err
+
+
+def test_plans_validate_accepts_every_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plans", "validate", "--examples"]) == 0
+    out = capsys.readouterr().out
+    for plan in ("acton-active-contacts", "activecampaign-lite", "apsis-essential", "clerk"):
+        assert f"plan {plan}" in out
+
+
+def test_the_usage_table_colours_the_status() -> None:
+    usage = {
+        "account": "acme",
+        "plan": "p",
+        "meters": [
+            {
+                "meter": "emails",
+                "used": 8500,
+                "limit": 10000,
+                "remaining": 1500,
+                "ratio": 0.85,
+                "status": "yellow",
+                "period": {"start": "2026-11-01T00:00:00Z"},
+                "last_update": "2026-11-23T10:00:00Z",
+            },
+            {
+                "meter": "sms",
+                "used": 0,
+                "limit": None,
+                "remaining": 0,
+                "ratio": None,
+                "status": "red",
+                "period": None,
+                "last_update": None,
+            },
+        ],
+    }
+    plain = usage_table(usage, colour=False)
+    assert (
+        "emails  8,500  10,000      1,500  85%  at risk  2026-11-01  2026-11-23T10:00:00" in plain
+    )
+    coloured = usage_table(usage, colour=True)
+    assert "\033[33mat risk\033[0m" in coloured
+    assert "\033[31mover\033[0m" in coloured
+
+
+@pytest.mark.integration
+def test_usage_and_admission_through_the_api(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = ServerThread(redis_url).start()
+    try:
+        token = server.tokens["acton"]  # Act-On plan with a limit of 5 active contacts
+        base = ["--api-url", server.url, "--key", token, "--color", "never"]
+        assert main(["usage", "acton", *base]) == 0
+        out = capsys.readouterr().out
+        assert "acton (plan acton-active-contacts)" in out
+        assert "active_contacts" in out
+        contacts = [f"c{i}" for i in range(7)]
+        assert main(["admit", "acton", "messages", *contacts, *base]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert [line.split()[0] for line in lines] == ["allow"] * 5 + ["deny"] * 2
+        assert "new_member_over_limit" in lines[-1]
+        assert main(["usage", "other", *base]) == 2  # another account's data: refused
+        assert "403" in capsys.readouterr().err
+    finally:
+        server.stop()
