@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from dataclasses import replace
+from pathlib import Path
 
 import orjson
 import redis.asyncio as aioredis
@@ -81,7 +82,7 @@ async def main_async(
                 "/tmp/loadgen.json",
             )
             await proc.wait()
-            events += int(orjson.loads(open("/tmp/loadgen.json", "rb").read())["sent"])
+            events += int(orjson.loads(Path("/tmp/loadgen.json").read_bytes())["sent"])  # noqa: ASYNC240
         while True:
             await asyncio.sleep(0.05)
             stored = await store.positions(

@@ -326,7 +326,7 @@ async def latency_at(
         result = orjson.loads(out.read_bytes())
         probes: list[float] = result["probe_times"]
         deadline = time.monotonic() + 60
-        while len(seen_at) < len(probes) and time.monotonic() < deadline:
+        while len(seen_at) < len(probes) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         done.set()
         await watcher

@@ -380,7 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backfill", help="rebuild rollups, statements and tiers from Kafka")
     p.add_argument(
-        "--from", dest="from_time", required=True, help="replay from this time (RFC 3339)"
+        "--from",
+        dest="from_time",
+        metavar="TIME",
+        required=True,
+        help="replay records appended from this time (RFC 3339); close periods starting then",
     )
     p.add_argument("--redis-url", help="target Redis, empty (default: METERING_REDIS_URL)")
     p.add_argument("--publish", action="store_true", help="send statements and tiers to Kafka")

@@ -59,7 +59,7 @@ def _number(value: object) -> str:
 
 def usage_table(usage: dict[str, Any], *, colour: bool) -> str:
     """The usage of an account as a table (one line per meter)."""
-    header = ("meter", "used", "limit", "remaining", "%", "status", "since", "last update")
+    header = ("meter", "used", "limit", "remaining", "%", "status", "period", "last update")
     rows = [header]
     for m in usage["meters"]:
         ratio = m.get("ratio")
@@ -72,7 +72,7 @@ def usage_table(usage: dict[str, Any], *, colour: bool) -> str:
                 _number(m["remaining"]),
                 "-" if ratio is None else f"{100 * ratio:.0f}%",
                 m["status"],
-                str(period.get("start", "-"))[:10],
+                str(period.get("key", "-")),
                 str(m.get("last_update") or "-")[:19],
             )
         )

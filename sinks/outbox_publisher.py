@@ -62,6 +62,7 @@ class OutboxPublisher:
         statements_topic: str = _DEFAULTS.statements_topic,
         tiers_topic: str = _DEFAULTS.tiers_topic,
         on_published: Callable[[int], None] = lambda n: None,
+        on_kind_published: Callable[[str, int], None] = lambda kind, n: None,
         on_pending: Callable[[int], None] = lambda n: None,
         on_oldest_age: Callable[[float], None] | None = None,
         on_error: Callable[[Exception], None] = lambda exc: None,
@@ -69,12 +70,15 @@ class OutboxPublisher:
     ) -> None:
         """`on_pending` gets the number of indexed outboxes and `on_oldest_age` the age in
         seconds of their oldest entry (0 when none) on every `publish_indexed`, so that a stuck
-        outbox shows as a growing age; `on_error` gets each failure the `run` loop survives."""
+        outbox shows as a growing age; `on_error` gets each failure the `run` loop survives.
+        `on_published` gets the number of crossings delivered, `on_kind_published` the number
+        of entries of another kind (`statement`, `tier`)."""
         self._store = store
         self._producer = producer
         self._topic = topic
         self._routes = {"statement": statements_topic, "tier": tiers_topic}
         self._on_published = on_published
+        self._on_kind_published = on_kind_published
         self._on_pending = on_pending
         self._on_oldest_age = on_oldest_age
         self._on_error = on_error
@@ -92,19 +96,24 @@ class OutboxPublisher:
         """
         async with self._lock:
             sent = 0
+            kinds: dict[str, int] = {}
             for account in accounts:
                 if not await self._store.claim_outbox(account, self._owner):
                     continue
                 try:
-                    sent += await self._drain(account)
+                    sent += await self._drain(account, kinds)
                 finally:
                     await self._store.release_outbox(account, self._owner)
         self.published_total += sent
-        if sent:
-            self._on_published(sent)
+        crossings = kinds.pop("", 0)
+        if crossings:
+            self._on_published(crossings)
+        for kind, count in kinds.items():
+            self._on_kind_published(kind, count)
         return sent
 
-    async def _drain(self, account: str) -> int:
+    async def _drain(self, account: str, kinds: dict[str, int]) -> int:
+        """Publish one account's outbox; counts what was sent per kind ("" for crossings)."""
         sent = 0
         while True:
             entries = await self._store.read_outbox(account)
@@ -125,6 +134,9 @@ class OutboxPublisher:
                 await asyncio.gather(*futures)
             await self._store.ack_outbox(account, [e.entry_id for e in entries])
             sent += len(entries)
+            for entry in entries:
+                kind = entry.fields.get("kind", "")
+                kinds[kind] = kinds.get(kind, 0) + 1
             if unknown is not None:
                 return sent
 

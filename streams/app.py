@@ -61,7 +61,11 @@ async def running(
     registry = registry or CollectorRegistry()
     metrics = ProcessorMetrics.create(registry)
     client_id = name or f"metering-processor-{socket.gethostname()}-{os.getpid()}"
-    store = RedisStateStore.from_url(settings.redis_url, cluster=settings.redis_cluster)
+    # No resend inside redis-py: the processor retries itself, after re-checking the store
+    # marker (streams/processor.py), so nothing is written into a Redis that came back empty.
+    store = RedisStateStore.from_url(
+        settings.redis_url, cluster=settings.redis_cluster, client_retries=0
+    )
     producer = new_producer(settings, client_id=client_id)
     config_consumer = new_consumer(settings, group_id=None, client_id=f"{client_id}-config")
     consumer = new_consumer(
@@ -74,6 +78,11 @@ async def running(
     )
     directory = Directory()
     follower = ConfigFollower(config_consumer, settings.accounts_topic, directory)
+
+    def published_kind(kind: str, count: int) -> None:
+        counter = metrics.statements_published if kind == "statement" else metrics.tiers_published
+        counter.inc(count)
+
     publisher = OutboxPublisher(
         store,
         producer,
@@ -81,6 +90,7 @@ async def running(
         statements_topic=settings.statements_topic,
         tiers_topic=settings.tiers_topic,
         on_published=metrics.published.inc,
+        on_kind_published=published_kind,
         on_pending=metrics.outbox_accounts.set,
         on_oldest_age=metrics.outbox_oldest_age_seconds.set,
         on_error=metrics.count_error,

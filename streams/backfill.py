@@ -176,11 +176,6 @@ async def backfill(
     """Replay the events topic from `from_ms` into the (empty) Redis at `target_url`, close
     the periods it covers, and optionally publish the outboxes. See the module docstring."""
     target = RedisStateStore.from_url(target_url, cluster=settings.redis_cluster)
-    client_id = f"metering-backfill-{uuid.uuid4().hex[:8]}"
-    consumer = new_consumer(settings, group_id=None, client_id=client_id)
-    config_consumer = new_consumer(settings, group_id=None, client_id=f"{client_id}-config")
-    producer = new_producer(settings, client_id=client_id)
-    started: list[Any] = []
     try:
         await target.ping()
         keys_found = await target.key_count()
@@ -188,14 +183,35 @@ async def backfill(
             raise BackfillRefused(
                 f"the target Redis holds {keys_found} keys; backfill rebuilds into an empty one"
             )
+        return await _with_kafka(
+            settings, target, from_ms=from_ms, publish=publish, progress=progress
+        )
+    finally:
+        await target.close()
+
+
+async def _with_kafka(
+    settings: Settings,
+    target: RedisStateStore,
+    *,
+    from_ms: int,
+    publish: bool,
+    progress: TextIO | None,
+) -> BackfillReport:
+    """Start the Kafka clients, read the configuration, run, stop the clients."""
+    client_id = f"metering-backfill-{uuid.uuid4().hex[:8]}"
+    consumer = new_consumer(settings, group_id=None, client_id=client_id)
+    config_consumer = new_consumer(settings, group_id=None, client_id=f"{client_id}-config")
+    producer = new_producer(settings, client_id=client_id)
+    started: list[Any] = []
+    try:
         async with translated("start Kafka clients"):
             await config_consumer.start()
             started.append(config_consumer)
             await consumer.start()
             started.append(consumer)
-            if publish:
-                await producer.start()
-                started.append(producer)
+            await producer.start()  # its metadata gives the partitions; it publishes if asked
+            started.append(producer)
         directory = Directory()
         await ConfigFollower(config_consumer, settings.accounts_topic, directory).catch_up()
         return await _run(
@@ -203,8 +219,9 @@ async def backfill(
             directory,
             consumer,
             target,
-            producer if publish else None,
+            producer,
             from_ms=from_ms,
+            publish=publish,
             progress=progress,
         )
     finally:
@@ -213,7 +230,6 @@ async def backfill(
                 await client.stop()
             except Exception as exc:  # noqa: BLE001 - closing down; nothing left to do
                 log.debug("stopping a Kafka client: %s", exc)
-        await target.close()
 
 
 async def _run(
@@ -224,14 +240,12 @@ async def _run(
     producer: Any,
     *,
     from_ms: int,
+    publish: bool,
     progress: TextIO | None,
 ) -> BackfillReport:
     topic = settings.events_topic
     async with translated(f"read {topic} offsets"):
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer.topics()  # fetches metadata
-            parts = consumer.partitions_for_topic(topic)
+        parts = await producer.partitions_for(topic)
         if not parts:
             raise MeteringError(f"topic {topic} not found")
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
@@ -289,7 +303,7 @@ async def _run(
     bar.finish()
     whole = all(starts[tp] == 0 for tp in tps)
     publisher = None
-    if producer is not None:
+    if publish:
         publisher = OutboxPublisher(
             target,
             producer,

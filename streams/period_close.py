@@ -129,6 +129,8 @@ class PassReport:
     """Close steps refused because something moved meanwhile (planned again)."""
     claimed_elsewhere: int = 0
     unknown_accounts: int = 0
+    errors: int = 0
+    """Accounts skipped because closing them raised (logged with the traceback)."""
     waiting: int = 0
     """Accounts with a period a day past its end + grace by the wall clock that their
     partition's watermark has not passed yet (the partition is idle or behind)."""
@@ -193,8 +195,14 @@ class PeriodCloser:
                 wm = account_watermark(fences[account_id], watermarks)
                 if wm is None:
                     continue
-                if await self._close_account(account_id, wm, opens[account_id], report):
-                    touched.append(account_id)
+                try:
+                    if await self._close_account(account_id, wm, opens[account_id], report):
+                        touched.append(account_id)
+                except MeteringError:
+                    raise  # Redis or Kafka unavailable: the pass stops, the next one resumes
+                except Exception:  # one account's bad data must not stop the rest
+                    report.errors += 1
+                    log.exception("closing periods of %s failed; skipped in this pass", account_id)
         if touched:
             await self._store.index_outboxes(touched)
             if self._publisher is not None:
@@ -394,8 +402,12 @@ class PeriodCloser:
         """Current totals of the due periods: counters, distinct sets and gauge month levels."""
         windowed = [s for s in slots if s.code != Code.GAUGE_MONTH]
         agg = {Code.COUNTER: Aggregation.COUNT, Code.DISTINCT: Aggregation.DISTINCT}
-        totals = await self._store.read_amounts(
-            account.id, [(s.meter, s.period.key, agg[s.code]) for s in windowed]
+        totals = (
+            await self._store.read_amounts(
+                account.id, [(s.meter, s.period.key, agg[s.code]) for s in windowed]
+            )
+            if windowed
+            else {}
         )
         months: dict[str, list[str]] = {}
         for slot in slots:
@@ -446,6 +458,9 @@ class PeriodCloser:
             except MeteringError as exc:  # Redis or Kafka unavailable: back off, keep going
                 delay = min(max(delay, 0.1) * 2, 10.0)
                 log.warning("closing periods failed, retrying in %.1fs: %s", delay, exc)
+            except Exception:  # a bug must not end the task silently inside a processor
+                delay = min(max(delay, 0.1) * 2, 60.0)
+                log.exception("close pass failed, retrying in %.1fs", delay)
             await asyncio.sleep(delay)
 
 

@@ -19,6 +19,15 @@ Commit order for every `getmany()` batch (what a crash between two steps means):
 On assignment each partition is sought to its Redis position + 1. With no position in Redis:
 if Kafka holds a committed offset the Redis state was lost — we replay from the beginning of
 the log to rebuild it, and refuse (StateLost) when retention has already deleted part of it.
+
+A Redis that comes back empty *while* processors run is noticed through the store marker: a
+random value written when a processor first uses the store, read on every assignment and before
+every apply and position write (one GET). Missing or different => StateLost: the processor
+stops instead of counting the open periods from zero at its in-memory offsets; restarted, it
+rebuilds as above. A store with fences but neither marker nor positions lost its state and then
+took writes; replaying over those fences would skip events, so that is StateLost too (flush
+Redis, restart). A failure while seeking stops the processor: aiokafka only logs a listener's
+exception, and the consumer would silently resume from Kafka's committed offsets.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -105,6 +115,10 @@ class UsageProcessor:
         self._to_commit: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
         self._lock = asyncio.Lock()
+        self._marker: str | None = None
+        """The store marker this processor started on (None until the first assignment)."""
+        self._fatal: BaseException | None = None
+        """Raised by `run`: the rebalance listener cannot stop the consumer itself."""
         self.batches = 0
 
     def listener(self) -> ConsumerRebalanceListener:
@@ -128,6 +142,8 @@ class UsageProcessor:
                         max_records=self._config.batch_max_records,
                     ),
                 )
+                if self._fatal is not None:
+                    raise self._fatal
                 if not records:
                     if inflight is not None:
                         await inflight
@@ -179,7 +195,9 @@ class UsageProcessor:
         for topic, parts in by_topic.items():
             await self._retrying(
                 "advance positions",
-                lambda t=topic, p=parts: self._store.advance_positions(self._config.group, t, p),  # type: ignore[misc]
+                lambda t=topic, p=parts: self._verified(  # type: ignore[misc]
+                    lambda: self._store.advance_positions(self._config.group, t, p)
+                ),
             )
         await self._commit_to_kafka(prepared.positions)
         if prepared.works:
@@ -248,8 +266,10 @@ class UsageProcessor:
             started = time.perf_counter()
             outcomes = await self._retrying(
                 "apply",
-                lambda s=steps: self._store.apply(  # type: ignore[misc]
-                    s, dedup_window_s=self._config.dedup_window_s, now_ms=self._clock_ms()
+                lambda s=steps: self._verified(  # type: ignore[misc]
+                    lambda: self._store.apply(
+                        s, dedup_window_s=self._config.dedup_window_s, now_ms=self._clock_ms()
+                    )
                 ),
             )
             self._metrics.apply_seconds.observe(time.perf_counter() - started)
@@ -314,8 +334,31 @@ class UsageProcessor:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._config.max_backoff_s)
 
+    async def _verified(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()` once the store marker is still the one we started on (else StateLost).
+
+        Inside the retried call, so a write is re-sent only after the check passed again on a
+        new connection: a Redis that restarted empty gets nothing written into it.
+        """
+        if self._marker is not None:
+            self._marker_in_force(await self._store.store_marker())
+        return await call()
+
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        """Seek every assigned partition to its Redis position + 1 (see module docstring)."""
+        """Check the store, seek every assigned partition (see module docstring); a failure is
+        kept for `run` to raise, since aiokafka would only log it."""
+        try:
+            await self._on_assigned(assigned)
+        except Exception as exc:  # noqa: BLE001 - every failure here must stop the processor
+            log.error("cannot resume the assigned partitions, stopping: %s", exc)  # noqa: TRY400
+            self._fatal = exc
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        marker = await self._retrying("read store marker", self._store.store_marker)
+        if self._marker is not None:
+            self._marker_in_force(marker)
+        elif marker is None:
+            await self._refuse_partial_state()
         by_topic: dict[str, list[int]] = {}
         for tp in assigned:
             by_topic.setdefault(tp.topic, []).append(tp.partition)
@@ -332,7 +375,43 @@ class UsageProcessor:
                     self._watermarks[tp] = watermark
                 else:
                     await self._seek_without_position(tp)
+        if self._marker is None:
+            if marker is None:
+                token = uuid.uuid4().hex
+                marker = await self._retrying(
+                    "write store marker", lambda: self._store.claim_store_marker(token)
+                )
+            self._marker = marker
         self._metrics.assigned_partitions.set(len(self._consumer.assignment()))
+
+    def _marker_in_force(self, found: str | None) -> None:
+        if found != self._marker:
+            raise StateLost(
+                f"Redis lost its state while this processor was running: the store marker is "
+                f"{'gone' if found is None else 'another one'} (Redis restarted empty, was "
+                "flushed or replaced). Stopping instead of counting from zero; restart the "
+                "processor to rebuild the open periods from Kafka."
+            )
+
+    async def _refuse_partial_state(self) -> None:
+        """No store marker: fresh, or lost. Positions without a marker were written by a
+        backfill or before markers existed: adopted. Fences without positions mean a store that
+        lost its state and then took writes, which a replay cannot repair (StateLost)."""
+        topic = self._config.topic
+        parts = self._consumer.partitions_for_topic(topic) or set()
+        stored = await self._retrying(
+            "read positions", lambda: self._store.positions(self._config.group, topic, parts)
+        )
+        if stored:
+            log.info("%s: positions found without a store marker; adopting them", topic)
+            return
+        if await self._retrying("scan fences", lambda: self._store.has_fences(topic)):
+            raise StateLost(
+                f"{topic}: Redis holds account fences but neither positions nor a store "
+                "marker: it lost its state and then received writes, and replaying over those "
+                "fences would skip events. Empty the database (FLUSHDB) and restart to rebuild "
+                "from Kafka, or restore Redis from its append-only file or backup."
+            )
 
     async def _seek_without_position(self, tp: TopicPartition) -> None:
         committed = await self._consumer.committed(tp)

@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
@@ -67,14 +69,28 @@ class RedisStateStore:
 
     @classmethod
     def from_url(
-        cls, url: str, *, timeout_s: float = 5.0, cluster: bool = False
+        cls,
+        url: str,
+        *,
+        timeout_s: float = 5.0,
+        cluster: bool = False,
+        client_retries: int | None = None,
     ) -> RedisStateStore:
-        """Connect lazily to `url` (redis:// or rediss://; credentials stay out of logs)."""
+        """Connect lazily to `url` (redis:// or rediss://; credentials stay out of logs).
+
+        `client_retries` 0 turns off redis-py's own reconnect-and-resend (10 tries by
+        default): the processor retries itself and checks the store marker before it sends
+        a write again, so a write is never silently re-sent to a Redis that came back empty.
+        """
+        options: dict[str, Any] = {}
+        if client_retries is not None:
+            options["retry"] = Retry(NoBackoff(), client_retries)
         client = aioredis.Redis.from_url(
             url,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=30,
+            **options,
         )
         return cls(client, cluster=cluster)
 
@@ -162,14 +178,44 @@ class RedisStateStore:
             await pipe.execute()
 
     async def mark_initialised(self) -> None:
-        """Record that this store holds processed state (see `is_initialised`)."""
+        """Record that this store holds processed state (see `is_initialised`); never replaces
+        a marker already there (running processors compare it with the one they started on)."""
         async with _translated("mark initialised"):
-            await self._client.set(keys.STORE_MARKER, 1)
+            await self._client.set(keys.STORE_MARKER, 1, nx=True)
 
     async def is_initialised(self) -> bool:
         """False on an empty Redis: a processor that expected state must rebuild or stop."""
         async with _translated("read marker"):
             return bool(await self._client.exists(keys.STORE_MARKER))
+
+    async def store_marker(self) -> str | None:
+        """The store marker's value, None when absent.
+
+        A processor writes a random marker when it first uses a store and checks it before
+        every write: Redis that restarted empty, was flushed or was swapped for another one has
+        no marker (or another), which positions alone cannot tell once they were written again.
+        """
+        async with _translated("read store marker"):
+            value = await self._client.get(keys.STORE_MARKER)
+        return None if value is None else _text(value)
+
+    async def claim_store_marker(self, token: str) -> str:
+        """Write `token` as the marker unless one exists; return the marker now in force."""
+        async with _translated("write store marker"):
+            await self._client.set(keys.STORE_MARKER, token, nx=True)
+            value = await self._client.get(keys.STORE_MARKER)
+        return _text(value)
+
+    async def has_fences(self, topic: str) -> bool:
+        """Whether any account has a fence for `topic` (SCAN, stops at the first found).
+
+        Without a store marker and without positions, fences mean that a store lost its state
+        and then received some writes: replaying over them would skip events below them.
+        """
+        async with _translated("scan fences"):
+            async for _ in self._client.scan_iter(match=f"mtr:{{*}}:f:{topic}:*", count=1000):
+                return True
+        return False
 
     # -- outbox -------------------------------------------------------------------------------
 

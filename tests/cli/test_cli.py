@@ -67,7 +67,7 @@ def test_the_usage_table_colours_the_status() -> None:
                 "remaining": 1500,
                 "ratio": 0.85,
                 "status": "yellow",
-                "period": {"start": "2026-11-01T00:00:00Z"},
+                "period": {"key": "2026-11", "start": "2026-10-31T23:00:00Z"},
                 "last_update": "2026-11-23T10:00:00Z",
             },
             {
@@ -83,9 +83,7 @@ def test_the_usage_table_colours_the_status() -> None:
         ],
     }
     plain = usage_table(usage, colour=False)
-    assert (
-        "emails  8,500  10,000      1,500  85%  at risk  2026-11-01  2026-11-23T10:00:00" in plain
-    )
+    assert "emails  8,500  10,000      1,500  85%  at risk  2026-11  2026-11-23T10:00:00" in plain
     coloured = usage_table(usage, colour=True)
     assert "\033[33mat risk\033[0m" in coloured
     assert "\033[31mover\033[0m" in coloured

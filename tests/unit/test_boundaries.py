@@ -11,9 +11,9 @@ import pytest
 import metering.deltas
 
 PACKAGE = Path(metering.deltas.__file__).parent
-NOT_DOMAIN = {"state", "api", "cli", "client"}
-"""Sub-packages/modules of `metering` that are faces (API, CLI, producer SDK) or the Redis
-adapter (`state`), not the pure core."""
+NOT_DOMAIN = {"state", "api", "cli", "client", "console", "demo"}
+"""Sub-packages/modules of `metering` that are faces (API, CLI, console, producer SDK, demo)
+or the Redis adapter (`state`), not the pure core."""
 FORBIDDEN = {"aiokafka", "redis", "starlette", "uvicorn", "httpx", "prometheus_client"}
 ALLOWED_THIRD_PARTY = {"orjson"}
 
