@@ -463,7 +463,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         events_partitions=args.partitions,
         metrics_port=0,
     )
-    naive_url = f"{redis_base}/{args.redis_db + 1}"
+    # The naive consumer's keys (naive:*) share our database: both start from a flushed one.
+    naive_url = settings.redis_url
     log(f"generating {args.events:,} events over {args.accounts:,} accounts")
     workload = generate(args.events, args.accounts)
     await ensure_topics(settings)
@@ -472,7 +473,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     log(f"preloaded in {seconds:.1f}s ({len(workload.records) / seconds:,.0f} events/s)")
     client = aioredis.Redis.from_url(settings.redis_url)
     await client.flushdb()
-    await aioredis.Redis.from_url(naive_url).flushdb()
     store = RedisStateStore(client)
 
     results: list[PathResult] = []
@@ -504,7 +504,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    memory = await memory_costs(f"{redis_base}/{args.redis_db + 2}", args.memory_members)
+    memory: dict[str, float] = {}
+    if args.memory_members:
+        memory = await memory_costs(f"{redis_base}/{args.redis_db + 1}", args.memory_members)
     log(f"memory {memory}")
     await client.aclose()
     return {
@@ -529,7 +531,9 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--memory-members", type=int, default=1_000_000)
-    parser.add_argument("--redis-db", type=int, default=10)
+    parser.add_argument(
+        "--redis-db", type=int, default=10, help="our database (flushed); the next one for memory"
+    )
     parser.add_argument("--no-faust", action="store_true")
     parser.add_argument(
         "--ours-only", action="store_true", help="only the plain consumer and ours (quick look)"
@@ -538,7 +542,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny run: checks totals only")
     args = parser.parse_args()
     if args.smoke:
-        args.events, args.accounts, args.latency_seconds, args.memory_members = 3000, 200, 0, 2000
+        args.events, args.accounts, args.latency_seconds, args.memory_members = 3000, 200, 0, 0
     report = asyncio.run(main_async(args))
     if not args.smoke:
         write_report(args.out, report)
