@@ -32,9 +32,12 @@ NO_PERIOD = ""
 """Period key of meters that are not windowed (gauge levels, balances)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Contribution:
-    """What one event adds to one meter in one period."""
+    """What one event adds to one meter in one period.
+
+    Treated as immutable but not frozen: a frozen dataclass costs about five times as much to
+    build (1.2 us against 0.25 us here), and the processor builds one or more per event."""
 
     meter: str
     """Meter name, unique within a plan."""

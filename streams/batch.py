@@ -15,9 +15,10 @@ from metering.deltas import AccountDelta, Contribution
 from metering.state.model import ApplyStep, MeterRule
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MappedEvent:
-    """An accepted event, mapped to what it does to its account's meters."""
+    """An accepted event, mapped to what it does to its account's meters (treated as
+    immutable; not frozen for the same reason as `metering.deltas.Contribution`)."""
 
     account: str
     event_id: str
@@ -39,7 +40,12 @@ class _Item:
 
 @dataclass(slots=True)
 class AccountWork:
-    """Events of one account from one partition batch, in offset order."""
+    """Events of one account from one partition batch, in offset order.
+
+    The delta is folded as events arrive (the common case applies it as is); the events are
+    kept too, so that a cut (a fence inside the batch, remembered ids) can fold again what is
+    left.
+    """
 
     account: str
     topic: str
@@ -49,6 +55,8 @@ class AccountWork:
     last_offset: int = -1
     dropped_duplicates: int = 0
     _ids: set[str] = field(default_factory=set)
+    _delta: AccountDelta | None = None
+    _rules: dict[tuple[str, str], MeterRule] = field(default_factory=dict)
 
     def add(self, offset: int, event: MappedEvent) -> bool:
         """Append the next event of this account (offsets grow); False when its id is already
@@ -62,6 +70,9 @@ class AccountWork:
             return False
         self._ids.add(event.event_id)
         self.items.append(_Item(offset, event))
+        if self._delta is None:
+            self._delta = AccountDelta(self.account)
+        _fold(self._delta, self._rules, event)
         return True
 
     @property
@@ -72,25 +83,22 @@ class AccountWork:
     def step(self) -> ApplyStep:
         """The store step for what is left; its offsets span the whole range still unfenced,
         so the fence moves past dropped duplicates too."""
-        delta = AccountDelta(self.account)
-        rules: dict[tuple[str, str], MeterRule] = {}
-        for item in self.items:
-            event = item.event
-            for contribution in event.contributions:
-                delta.add(contribution)
-            for member, at_ms in event.suppressions:
-                delta.suppress(member, at_ms)
-            delta.event_ids.append(event.event_id)
-            rules.update(event.rules)
+        if self._delta is None:  # nothing folded yet, or a cut: fold what is left
+            self._delta = AccountDelta(self.account)
+            self._rules = {}
+            for item in self.items:
+                _fold(self._delta, self._rules, item.event)
+        delta = self._delta
         delta.first_offset = self.first_offset
         delta.last_offset = self.last_offset
-        return ApplyStep(delta, self.topic, self.partition, rules)
+        return ApplyStep(delta, self.topic, self.partition, self._rules)
 
     def cut_to_fence(self, fence: int) -> int:
         """Forget events at or below `fence` (already applied); returns how many."""
         before = len(self.items)
         self.items = [item for item in self.items if item.offset > fence]
         self.first_offset = fence + 1
+        self._delta = None
         return before - len(self.items)
 
     def drop_ids(self, event_ids: tuple[str, ...]) -> int:
@@ -98,6 +106,16 @@ class AccountWork:
         ids = set(event_ids)
         before = len(self.items)
         self.items = [item for item in self.items if item.event.event_id not in ids]
+        self._delta = None
         dropped = before - len(self.items)
         self.dropped_duplicates += dropped
         return dropped
+
+
+def _fold(delta: AccountDelta, rules: dict[tuple[str, str], MeterRule], event: MappedEvent) -> None:
+    for contribution in event.contributions:
+        delta.add(contribution)
+    for member, at_ms in event.suppressions:
+        delta.suppress(member, at_ms)
+    delta.event_ids.append(event.event_id)
+    rules.update(event.rules)  # the newest configuration of the batch wins

@@ -101,7 +101,7 @@ class CloserConfig:
     min_interval_s: float = 1.0
     sweep_every_s: float = 300.0
     claim_ttl_ms: int = 60_000
-    lease_ttl_ms: int = 300_000
+    lease_ttl_ms: int = 60_000
     chunk: int = 500
     attempts: int = 5
 

@@ -66,16 +66,34 @@ class Services:
         raise RuntimeError(f"{url} did not answer in {timeout_s}s")
 
 
-def stop_all(root: Path) -> list[str]:
-    """Stop every process a demo left running (SIGTERM); returns what was stopped."""
-    stopped = []
+def stop_all(root: Path, timeout_s: float = 30) -> list[str]:
+    """Stop every process a demo left running: SIGTERM, a wait for the clean exit (the
+    processor finishes its batch and leaves its group), SIGKILL after `timeout_s`."""
+    stopped: list[str] = []
+    pids: list[int] = []
     for pid_file in sorted(root.glob(f"*/{PID_FILE}")):
         for line in pid_file.read_text().splitlines():
             pid_text, name = line.split(" ", 1)
             try:
                 os.kill(int(pid_text), signal.SIGTERM)
-                stopped.append(f"{name} (pid {pid_text})")
             except ProcessLookupError:
-                pass
+                continue
+            pids.append(int(pid_text))
+            stopped.append(f"{name} (pid {pid_text})")
         pid_file.unlink()
+    deadline = time.monotonic() + timeout_s
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if _alive(pid)]
+        time.sleep(0.2)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
     return stopped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of ours would count as alive; the demo's children are reparented.
+    return not Path(f"/proc/{pid}/stat").read_text().split(")")[-1].strip().startswith("Z")

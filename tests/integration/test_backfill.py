@@ -320,8 +320,17 @@ async def test_backfill_from_kafka_equals_live_processing(
     live, rebuilt = await snapshot(settings.redis_url), await snapshot(second_redis_url)
     assert sorted(live) == sorted(rebuilt)
     assert live == rebuilt
-    frozen = sum(len(v) for k, v in live.items() if ":r:" in k)
-    assert len(live_statements) == frozen > 100
+    frozen = {
+        (key.split("}")[0][len("mtr:{") :], key.rsplit(":", 1)[1], period.decode())
+        for key, fields in live.items()
+        if ":r:" in key
+        for period in fields
+    }
+    published = {
+        (s["account"], s["meter"], s["period"]) for s in map(orjson.loads, live_statements.values())
+    }
+    assert published == frozen, (sorted(frozen - published), sorted(published - frozen))
+    assert len(frozen) > 100
     assert sum(1 for k in live if ":gs:" in k) == len(ACCOUNTS)  # gauge month-end snapshots
     assert sum(1 for k in live if k.endswith(":t")) == len(ACCOUNTS)  # placements
     backfill_statements = bodies(await read_all(again, again.statements_topic))
