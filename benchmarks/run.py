@@ -426,6 +426,37 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> None:
         )
     table = "\n".join(lines)
     (out_dir / "benchmarks-table.md").write_text(table + "\n")
+    ratios = report["ratios"]
+    latency = report["latency_at_half_rate"]
+    memory = report["redis_memory"]
+    targets = [
+        f"- ours ÷ plain consumer: {ratios.get('plain', 0):.2f} (target >= 0.60)",
+        f"- ours ÷ naive consumer: {ratios.get('naive') or 0:.1f}x (target >= 15x)",
+        f"- ours ÷ faust-streaming: {ratios.get('faust') or 0:.1f}x (target >= 5x)",
+        f"- ours: {ours['rate']:,.0f} events/s (issue 4's target: >= 100,000 events/s)",
+    ]
+    if latency:
+        targets.append(
+            f"- event-to-counter latency at {latency['achieved_rate']:,.0f} events/s (half our "
+            f"rate): p50 {latency['p50_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms, max "
+            f"{latency['max_ms']:.0f} ms over {latency['probes']} probes (target p99 < 1,000 ms)"
+        )
+    for name, value in memory.items():
+        targets.append(f"- Redis {name.replace('_', ' ')}: {value:.1f}")
+    results = [
+        f"# Benchmark results of {report['date']}",
+        "",
+        (
+            f"{report['events']:,} events, {report['accounts']:,} Zipf-skewed accounts, "
+            f"{report['partitions']} partitions; load average at start {report.get('load', '?')}."
+        ),
+        "",
+        table,
+        "",
+        *targets,
+        "",
+    ]
+    (out_dir / "benchmarks-results.md").write_text("\n".join(results))
     try:
         import matplotlib  # noqa: PLC0415
 
@@ -510,6 +541,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     log(f"memory {memory}")
     await client.aclose()
     return {
+        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "events": args.events,
         "accounts": args.accounts,
