@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from pathlib import Path
+
+import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from metering.cli import build_parser, main
 from metering.console import usage_table
@@ -110,3 +116,66 @@ def test_usage_and_admission_through_the_api(
         assert "403" in capsys.readouterr().err
     finally:
         server.stop()
+
+
+@pytest.mark.integration
+async def test_topics_plans_accounts_and_produce_through_the_cli(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    env = {
+        "METERING_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "METERING_EVENTS_TOPIC": f"cli.{run}.events",
+        "METERING_ACCOUNTS_TOPIC": f"cli.{run}.accounts",
+        "METERING_DEAD_LETTER_TOPIC": f"cli.{run}.dlq",
+        "METERING_LATE_TOPIC": f"cli.{run}.late",
+        "METERING_THRESHOLDS_TOPIC": f"cli.{run}.thresholds",
+        "METERING_STATEMENTS_TOPIC": f"cli.{run}.statements",
+        "METERING_TIERS_TOPIC": f"cli.{run}.tiers",
+        "METERING_EVENTS_PARTITIONS": "2",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    events = tmp_path / "events.jsonl"
+    lines = [
+        orjson.dumps(
+            {
+                "specversion": "1.0",
+                "id": f"e{i}",
+                "source": "cli",
+                "type": "search.viewed",
+                "subject": f"acct-{i % 3}",
+                "time": "2026-11-23T10:00:00Z",
+                "data": {"surface": "page"},
+            }
+        )
+        for i in range(9)
+    ]
+    events.write_bytes(b"\n".join(lines) + b"\n")
+    account = tmp_path / "account.json"
+    account.write_text('{"id": "acct-0", "plan": "clerk"}')
+    assert await asyncio.to_thread(main, ["topics", "create"]) == 0
+    assert await asyncio.to_thread(main, ["plans", "apply", "--examples"]) == 0
+    assert await asyncio.to_thread(main, ["accounts", "put", str(account)]) == 0
+    assert await asyncio.to_thread(main, ["produce", str(events)]) == 0
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign(
+            [TopicPartition(env["METERING_EVENTS_TOPIC"], p) for p in (0, 1)]
+            + [TopicPartition(env["METERING_ACCOUNTS_TOPIC"], 0)]
+        )
+        seen: list[tuple[str, bytes | None]] = []
+        for _ in range(50):
+            for tp, records in (await consumer.getmany(timeout_ms=200)).items():
+                seen.extend((tp.topic, r.key) for r in records)
+            if len(seen) >= 9 + 6:
+                break
+    finally:
+        await consumer.stop()
+    produced = [key for topic, key in seen if topic == env["METERING_EVENTS_TOPIC"]]
+    assert sorted(produced) == sorted(f"acct-{i % 3}".encode() for i in range(9))
+    config = {key for topic, key in seen if topic == env["METERING_ACCOUNTS_TOPIC"]}
+    assert b"account:acct-0" in config
+    assert b"plan:clerk" in config
