@@ -10,13 +10,14 @@ falls in the current window, so the table's current values are the totals.
 from __future__ import annotations
 
 import os
-import resource
 import time
 from datetime import timedelta
 from typing import Any
 
 import faust
 import orjson
+
+from benchmarks.paths import peak_rss_mb
 
 BOOTSTRAP = os.environ.get("BENCH_BOOTSTRAP", "127.0.0.1:29092")
 TOPIC = os.environ.get("BENCH_TOPIC", "bench")
@@ -58,7 +59,7 @@ async def count(stream: Any) -> None:
                 "events": state["seen"],
                 "seconds": seconds,
                 "totals": totals,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_rss_mb": peak_rss_mb(),
             }
             with open(RESULT, "wb") as out:  # noqa: ASYNC230 - once, at the end
                 out.write(orjson.dumps(result))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import resource
 import sys
 import time
 from collections import Counter
@@ -32,8 +31,14 @@ async def _consumer(bootstrap: str, topic: str) -> AIOKafkaConsumer:
     return consumer
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Not `ru_maxrss`: across fork + exec it keeps the
+    parent's peak, and the harness that forks us holds the whole workload in memory."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 async def plain(bootstrap: str, topic: str, expect: int) -> dict[str, object]:
@@ -100,7 +105,7 @@ def main() -> None:
         result = asyncio.run(plain(args.bootstrap, args.topic, args.expect))
     else:
         result = asyncio.run(naive(args.bootstrap, args.topic, args.expect, args.redis))
-    result["peak_rss_mb"] = _peak_rss_mb()
+    result["peak_rss_mb"] = peak_rss_mb()
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
 
 
