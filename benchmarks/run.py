@@ -465,7 +465,8 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> None:
 
         fig, ax = plt.subplots(figsize=(7, 3.5))
         ax.barh([r["path"] for r in rows], [r["rate"] for r in rows], color="#4a7bb7")
-        ax.set_xlabel("events/s (one process, same topic, same run)")
+        ax.set_xscale("log")
+        ax.set_xlabel("events/s, log scale (one process each, same topic, same run)")
         ax.set_title(f"{report['events']:,} events, {report['accounts']:,} accounts")
         for i, r in enumerate(rows):
             ax.text(r["rate"], i, f" {r['rate']:,.0f}", va="center")
