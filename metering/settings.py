@@ -29,8 +29,9 @@ class Settings:
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     """Comma-separated Kafka bootstrap servers."""
-    redis_url: str = "redis://127.0.0.1:16379/0"
-    """Redis URL (redis:// or rediss:// for TLS; a password in the URL is never logged)."""
+    redis_url: str = field(default="redis://127.0.0.1:16379/0", repr=False)
+    """Redis URL (redis:// or rediss:// for TLS; a password in the URL is never logged, so
+    the URL is left out of the repr)."""
     redis_cluster: bool = False
     """Group each batch's account steps by hash slot, as Redis Cluster needs (every key of an
     account shares its slot); on a single Redis, steps of many accounts share one call."""

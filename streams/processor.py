@@ -22,9 +22,13 @@ the log to rebuild it, and refuse (StateLost) when retention has already deleted
 
 A Redis that comes back empty *while* processors run is noticed through the store marker: a
 random value written when a processor first uses the store, read on every assignment and before
-every apply and position write (one GET). Missing or different => StateLost: the processor
-stops instead of counting the open periods from zero at its in-memory offsets; restarted, it
-rebuilds as above. A store with fences but neither marker nor positions lost its state and then
+every apply and position write (one MGET with the positions of the partitions it owns). Missing
+or different => StateLost: the processor stops instead of counting the open periods from zero
+at its in-memory offsets; restarted, it rebuilds as above. A Redis that comes back *older*
+(restored from a backup, or the last second of `appendfsync everysec` lost in a host crash)
+keeps its marker but shows a position below the one this processor stored => StateLost too;
+restarted, it resumes from the restored positions (fences and dedup marks went back with them).
+A store with fences but neither marker nor positions lost its state and then
 took writes; replaying over those fences would skip events, so that is StateLost too (flush
 Redis, restart). A failure while seeking stops the processor: aiokafka only logs a listener's
 exception, and the consumer would silently resume from Kafka's committed offsets.
@@ -76,6 +80,7 @@ class ProcessorConfig:
     poll_timeout_ms: int = 200
     max_backoff_s: float = 5.0
     kafka_commit_interval_s: float = 5.0
+    batch_linger_ms: int = 50
 
 
 @dataclass(slots=True)
@@ -119,6 +124,10 @@ class UsageProcessor:
         """The store marker this processor started on (None until the first assignment)."""
         self._fatal: BaseException | None = None
         """Raised by `run`: the rebalance listener cannot stop the consumer itself."""
+        self._positioned: set[TopicPartition] = set()
+        """Partitions `on_assigned` has sought; `run` applies records of these only."""
+        self._written: dict[TopicPartition, int] = {}
+        """Per owned partition, the position Redis must hold at least (read or written)."""
         self.batches = 0
 
     def listener(self) -> ConsumerRebalanceListener:
@@ -135,15 +144,10 @@ class UsageProcessor:
         inflight: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
-                records = await self._retrying(
-                    "fetch",
-                    lambda: self._consumer.getmany(
-                        timeout_ms=self._config.poll_timeout_ms,
-                        max_records=self._config.batch_max_records,
-                    ),
-                )
+                records = await self._fetch()
                 if self._fatal is not None:
                     raise self._fatal
+                records = self._only_positioned(records)
                 if not records:
                     if inflight is not None:
                         await inflight
@@ -157,6 +161,55 @@ class UsageProcessor:
             if inflight is not None:
                 await inflight
             await self._commit_to_kafka({}, now=True)
+
+    async def _fetch(self) -> dict[TopicPartition, list[Any]]:
+        """One batch: the first `getmany`, then more for up to `batch_linger_ms` while the
+        batch is small. Under a steady load each fetch brings a few records of many accounts;
+        one account step per account and batch made small batches cost several times more per
+        event than large ones (ADR 0005), so waiting a few milliseconds buys capacity."""
+        config = self._config
+        records: dict[TopicPartition, list[Any]] = await self._retrying(
+            "fetch",
+            lambda: self._consumer.getmany(
+                timeout_ms=config.poll_timeout_ms, max_records=config.batch_max_records
+            ),
+        )
+        total = sum(len(batch) for batch in records.values())
+        if not total or config.batch_linger_ms <= 0:
+            return records
+        deadline = time.monotonic() + config.batch_linger_ms / 1000
+        while total < config.batch_max_records and self._fatal is None:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                break
+            more = await self._retrying(
+                "fetch",
+                lambda t=left_ms, n=total: self._consumer.getmany(  # type: ignore[misc]
+                    timeout_ms=t, max_records=config.batch_max_records - n
+                ),
+            )
+            for tp, batch in more.items():
+                records.setdefault(tp, []).extend(batch)
+                total += len(batch)
+        return records
+
+    def _only_positioned(
+        self, records: dict[TopicPartition, list[Any]]
+    ) -> dict[TopicPartition, list[Any]]:
+        """Drop records of partitions not sought by `on_assigned` yet.
+
+        aiokafka resets a new partition to Kafka's committed offset and may hand its records
+        to `getmany` while the listener is still reading Redis. Applied, they would set fences
+        above the replay that `on_assigned` is about to start (Redis lost: from the log's
+        beginning), and the replay would then skip everything below them. The listener pauses
+        the partitions first, so this is a second line of defence; the seek that follows
+        repositions the consumer, so nothing dropped here is lost.
+        """
+        stray = [tp for tp in records if tp not in self._positioned]
+        if not stray:
+            return records
+        log.info("ignoring records of partitions not positioned yet: %s", sorted(stray))
+        return {tp: batch for tp, batch in records.items() if tp in self._positioned}
 
     async def process(self, records: dict[TopicPartition, list[Any]]) -> None:
         """Apply one `getmany()` result following the commit order (no pipelining)."""
@@ -199,6 +252,9 @@ class UsageProcessor:
                     lambda: self._store.advance_positions(self._config.group, t, p)
                 ),
             )
+            for partition, (offset, _) in parts.items():
+                tp = TopicPartition(topic, partition)
+                self._written[tp] = max(offset, self._written.get(tp, -1))
         await self._commit_to_kafka(prepared.positions)
         if prepared.works:
             lag_s = max(0.0, (self._clock_ms() - prepared.oldest_ts) / 1000)
@@ -335,23 +391,46 @@ class UsageProcessor:
             delay = min(delay * 2, self._config.max_backoff_s)
 
     async def _verified(self, call: Callable[[], Awaitable[T]]) -> T:
-        """`call()` once the store marker is still the one we started on (else StateLost).
+        """`call()` once Redis is still the store we have been writing (else StateLost): its
+        marker is the one we started on, and no position of ours went back.
 
         Inside the retried call, so a write is re-sent only after the check passed again on a
-        new connection: a Redis that restarted empty gets nothing written into it.
+        new connection: a Redis that restarted empty gets nothing written into it, and one
+        that came back older (restored from a backup, or a host crash that lost the last
+        second of `appendfsync everysec`) is not written on from our in-memory offsets, which
+        would skip what it lost.
         """
         if self._marker is not None:
-            self._marker_in_force(await self._store.store_marker())
+            owned = [tp.partition for tp in self._written if tp.topic == self._config.topic]
+            marker, stored = await self._store.marker_and_positions(
+                self._config.group, self._config.topic, owned
+            )
+            self._marker_in_force(marker)
+            for partition in owned:
+                tp = TopicPartition(self._config.topic, partition)
+                if stored.get(partition, -1) < self._written[tp]:
+                    raise StateLost(
+                        f"{tp.topic}/{partition}: Redis went back in time: its position is "
+                        f"{stored.get(partition)}, this processor stored {self._written[tp]} "
+                        "(Redis restored from a backup or lost its last writes). Stopping "
+                        "instead of skipping what it lost; restart the processor to resume "
+                        "from Redis' positions."
+                    )
         return await call()
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         """Check the store, seek every assigned partition (see module docstring); a failure is
         kept for `run` to raise, since aiokafka would only log it."""
+        # Before any await: no record of these partitions reaches `run` until each is sought.
+        self._consumer.pause(*assigned)
         try:
             await self._on_assigned(assigned)
         except Exception as exc:  # noqa: BLE001 - every failure here must stop the processor
             log.error("cannot resume the assigned partitions, stopping: %s", exc)  # noqa: TRY400
             self._fatal = exc
+            return
+        self._positioned |= assigned
+        self._consumer.resume(*assigned)
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         marker = await self._retrying("read store marker", self._store.store_marker)
@@ -373,6 +452,7 @@ class UsageProcessor:
                     offset, watermark = stored[partition]
                     self._consumer.seek(tp, offset + 1)
                     self._watermarks[tp] = watermark
+                    self._written[tp] = offset
                 else:
                     await self._seek_without_position(tp)
         if self._marker is None:
@@ -439,6 +519,8 @@ class UsageProcessor:
         async with self._lock:
             await self._commit_to_kafka({}, now=True)
             for tp in revoked:
+                self._positioned.discard(tp)
+                self._written.pop(tp, None)
                 self._watermarks.pop(tp, None)
                 # The partition's new owner reports its lag; a stale value here would be
                 # counted twice by sums over processors.

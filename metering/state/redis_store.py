@@ -199,6 +199,18 @@ class RedisStateStore:
             value = await self._client.get(keys.STORE_MARKER)
         return None if value is None else _text(value)
 
+    async def marker_and_positions(
+        self, group: str, topic: str, partitions: Sequence[int]
+    ) -> tuple[str | None, dict[int, int]]:
+        """The store marker and the stored positions of `partitions`, in one round trip (what
+        a processor checks before every write: Redis neither emptied nor gone back in time)."""
+        names = [keys.STORE_MARKER] + [keys.position_key(group, topic, p) for p in partitions]
+        async with _translated("read store marker"):
+            values = await self._client.mget(names)
+        marker = None if values[0] is None else _text(values[0])
+        stored = {p: int(v) for p, v in zip(partitions, values[1:], strict=True) if v is not None}
+        return marker, stored
+
     async def claim_store_marker(self, token: str) -> str:
         """Write `token` as the marker unless one exists; return the marker now in force."""
         async with _translated("write store marker"):
