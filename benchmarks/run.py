@@ -448,7 +448,7 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> None:
         "",
         (
             f"{report['events']:,} events, {report['accounts']:,} Zipf-skewed accounts, "
-            f"{report['partitions']} partitions; load average at start {report.get('load', '?')}."
+            f"{report['partitions']} partitions; load average when the run ended {report.get('load', '?')}."
         ),
         "",
         table,
