@@ -126,6 +126,8 @@ class UsageProcessor:
         """Raised by `run`: the rebalance listener cannot stop the consumer itself."""
         self._positioned: set[TopicPartition] = set()
         """Partitions `on_assigned` has sought; `run` applies records of these only."""
+        self._assignments = 0
+        """Counts rebalance callbacks: a batch never merges fetches from both sides of one."""
         self._written: dict[TopicPartition, int] = {}
         """Per owned partition, the position Redis must hold at least (read or written)."""
         self.batches = 0
@@ -168,26 +170,37 @@ class UsageProcessor:
         one account step per account and batch made small batches cost several times more per
         event than large ones (ADR 0005), so waiting a few milliseconds buys capacity."""
         config = self._config
-        records: dict[TopicPartition, list[Any]] = await self._retrying(
-            "fetch",
-            lambda: self._consumer.getmany(
-                timeout_ms=config.poll_timeout_ms, max_records=config.batch_max_records
-            ),
+        records = self._only_positioned(
+            await self._retrying(
+                "fetch",
+                lambda: self._consumer.getmany(
+                    timeout_ms=config.poll_timeout_ms, max_records=config.batch_max_records
+                ),
+            )
         )
         total = sum(len(batch) for batch in records.values())
         if not total or config.batch_linger_ms <= 0:
             return records
         deadline = time.monotonic() + config.batch_linger_ms / 1000
+        epoch = self._assignments
         while total < config.batch_max_records and self._fatal is None:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0:
                 break
-            more = await self._retrying(
-                "fetch",
-                lambda t=left_ms, n=total: self._consumer.getmany(  # type: ignore[misc]
-                    timeout_ms=t, max_records=config.batch_max_records - n
-                ),
+            # Each chunk is filtered when it arrives: a partition positioned later must not
+            # let records fetched before its seek through (see `_only_positioned`).
+            more = self._only_positioned(
+                await self._retrying(
+                    "fetch",
+                    lambda t=left_ms, n=total: self._consumer.getmany(  # type: ignore[misc]
+                        timeout_ms=t, max_records=config.batch_max_records - n
+                    ),
+                )
             )
+            if self._assignments != epoch:
+                # A rebalance during the linger: every partition still ours was sought again,
+                # so what was gathered before it is stale; keep only what came after.
+                return more
             for tp, batch in more.items():
                 records.setdefault(tp, []).extend(batch)
                 total += len(batch)
@@ -423,6 +436,7 @@ class UsageProcessor:
         kept for `run` to raise, since aiokafka would only log it."""
         # Before any await: no record of these partitions reaches `run` until each is sought.
         self._consumer.pause(*assigned)
+        self._assignments += 1
         try:
             await self._on_assigned(assigned)
         except Exception as exc:  # noqa: BLE001 - every failure here must stop the processor
@@ -516,6 +530,7 @@ class UsageProcessor:
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Wait for the batch in hand to finish, commit, then forget the revoked partitions."""
+        self._assignments += 1
         async with self._lock:
             await self._commit_to_kafka({}, now=True)
             for tp in revoked:

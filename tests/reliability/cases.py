@@ -1,0 +1,697 @@
+"""The fault cases: each streams a known event set, injects one kind of fault mid-stream, lets a
+processor catch up, waits until the outboxes are drained, and compares everything with the
+truth (tests/reliability/workload.py).
+
+Shared by the test suite (`test_faults.py`, reduced `Scale`) and the full-length runner
+(`run_faults.py`). A case owns everything it uses: topics it creates (and deletes), a private
+Redis in a temporary folder (AOF on, fsync always), processor subprocesses
+(`python -m metering.cli processor`), and for the broker case a private Kafka. Every wait is
+bounded; a case that cannot finish raises instead of hanging.
+
+Faults per case (counted in `CaseResult.faults`):
+
+| case | fault |
+|---|---|
+| `baseline` | none: the control |
+| `sigkill` | processor SIGKILLed at random points (starting, joining, mid-batch, publishing) |
+| `redis_restart` | private Redis stopped (SIGTERM or SIGKILL) and started again on its AOF |
+| `redis_outage` | private Redis unreachable for several seconds: paused (SIGSTOP) or down |
+| `kafka_restart` | private broker stopped and started again (stack.sh stop/start/wait) |
+| `rebalance` | up to three processors joining and leaving (SIGTERM or SIGKILL) |
+| `redis_flushed_while_down` | FLUSHALL while no processor runs; restart rebuilds from the log |
+| `redis_flushed_while_running` | FLUSHALL under a running processor: StateLost, no count from 0 |
+| `redis_restored_from_backup` | Redis restored from an older backup under a running processor |
+| `log_start_deleted` | Redis emptied and the log's start deleted: StateLost, exit non-zero |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+
+from metering.settings import Settings
+from metering.state.errors import StateStoreUnavailable
+from metering.state.redis_store import RedisStateStore
+from tests.integration.harness import ProcessorProcess, caught_up, outboxes_drained
+from tests.reliability.infra import PrivateKafka, PrivateRedis
+from tests.reliability.workload import (
+    StreamProducer,
+    Truth,
+    Verdict,
+    Workload,
+    case_settings,
+    compare,
+    create_topics,
+    delete_topics,
+    month_of,
+    publish_config,
+)
+
+ACCOUNTS = [f"acct-{i:02d}" for i in range(40)]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How long each case runs: the test suite uses `REDUCED`, the runner `FULL`."""
+
+    events: int
+    """Records streamed per case."""
+    stream_s: float
+    """Over about this many seconds."""
+    kills: int
+    redis_restarts: int
+    redis_outages: int
+    kafka_restarts: int
+    membership_changes: int
+    outage_s: float = 6.0
+    """How long Redis stays unreachable (longer than the client's 5 s socket timeout)."""
+    catch_up_s: float = 240
+
+
+REDUCED = Scale(
+    events=2500,
+    stream_s=10,
+    kills=3,
+    redis_restarts=2,
+    redis_outages=2,
+    kafka_restarts=1,
+    membership_changes=5,
+    outage_s=5.5,
+    catch_up_s=180,
+)
+FULL = Scale(
+    events=30_000,
+    stream_s=90,
+    kills=24,
+    redis_restarts=8,
+    redis_outages=6,
+    kafka_restarts=4,
+    membership_changes=16,
+    outage_s=7.0,
+    catch_up_s=600,
+)
+
+
+@dataclass
+class CaseResult:
+    """What a case did and found; `ok` when everything matched the truth exactly."""
+
+    name: str
+    faults: dict[str, int] = field(default_factory=dict)
+    verdict: Verdict | None = None
+    wall_s: float = 0.0
+    processors_started: int = 0
+    notes: list[str] = field(default_factory=list)
+    expectation_failures: list[str] = field(default_factory=list)
+    """Checks specific to the case (e.g. "the processor stayed up"), failed."""
+
+    @property
+    def ok(self) -> bool:
+        exact = self.verdict is None or self.verdict.exact
+        return exact and not self.expectation_failures
+
+    def expect(self, condition: bool, message: str) -> None:
+        if not condition:
+            self.expectation_failures.append(message)
+
+    def summary(self) -> str:
+        faults = ", ".join(f"{k} {v}" for k, v in self.faults.items()) or "none"
+        head = (
+            f"[{'PASS' if self.ok else 'FAIL'}] {self.name}: faults {faults}; "
+            f"{self.processors_started} processor starts; {self.wall_s:.0f} s"
+        )
+        lines = [head]
+        if self.verdict is not None:
+            lines.append("    " + self.verdict.summary())
+        lines += [f"    note: {n}" for n in self.notes]
+        lines += [f"    FAILED: {f}" for f in self.expectation_failures]
+        return "\n".join(lines)
+
+
+class Case:
+    """One case's resources: topics, a private Redis, processors, the truth and a stream."""
+
+    def __init__(
+        self, name: str, bootstrap: str, folder: Path, seed: int, *, partitions: int = 3
+    ) -> None:
+        self.name = name
+        self.bootstrap = bootstrap
+        self.folder = folder
+        self.partitions = partitions
+        self.rng = random.Random(seed)
+        self.redis = PrivateRedis(folder / "redis")
+        self.truth = Truth(ACCOUNTS)
+        now = time.time_ns() // 1_000_000
+        self.month = month_of(now)
+        self.workload = Workload(self.rng, self.truth, now)
+        self.result = CaseResult(name)
+        self.procs: list[ProcessorProcess] = []
+        self.topics: dict[str, str] = {}
+        self.settings: Settings
+        self.store: RedisStateStore
+        self.producer: StreamProducer
+        self._started = time.monotonic()
+
+    async def open(self) -> None:
+        self.redis.start()
+        prefix = f"faults.{self.name}.{uuid.uuid4().hex[:8]}"
+        self.topics = await create_topics(self.bootstrap, prefix, partitions=self.partitions)
+        self.settings = case_settings(self.bootstrap, self.redis.url, self.topics)
+        await publish_config(self.settings, ACCOUNTS)
+        self.store = RedisStateStore.from_url(self.redis.url)
+        self.producer = StreamProducer(self.bootstrap, self.settings.events_topic)
+        await self.producer.start()
+
+    async def close(self) -> None:
+        for proc in self.procs:
+            proc.stop_if_running()
+        with contextlib.suppress(Exception):
+            await self.producer.stop()
+        with contextlib.suppress(Exception):
+            await self.store.close()
+        if not KEEP:
+            await delete_topics(self.bootstrap, self.topics.values())
+        self.redis.close()
+        self.result.wall_s = time.monotonic() - self._started
+
+    def fault(self, kind: str) -> None:
+        self.result.faults[kind] = self.result.faults.get(kind, 0) + 1
+
+    # -- processors ---------------------------------------------------------------------------
+
+    def spawn(self, name: str = "processor") -> ProcessorProcess:
+        log = self.folder / f"{name}.log"
+        proc = ProcessorProcess.start(self.settings, log)
+        self.procs.append(proc)
+        self.result.processors_started += 1
+        return proc
+
+    def running(self) -> list[ProcessorProcess]:
+        return [p for p in self.procs if p.proc.poll() is None]
+
+    def exited_badly(self) -> list[str]:
+        """Processors that exited on their own with a non-zero status (not killed by us)."""
+        bad = []
+        for p in self.procs:
+            code = p.proc.poll()
+            if code not in (None, 0, -signal.SIGKILL, -signal.SIGTERM):
+                bad.append(f"{p.log.name} exited {code}: {tail(p.log)}")
+        return bad
+
+    async def positions_sum(self) -> int:
+        """Sum of stored partition positions (a cheap "is it processing" probe); asks again
+        when our own client still holds a connection to a Redis that was restarted."""
+        for attempt in range(50):
+            try:
+                stored = await self.store.positions(
+                    self.settings.consumer_group, self.settings.events_topic, range(self.partitions)
+                )
+                return sum(offset for offset, _ in stored.values())
+            except StateStoreUnavailable:
+                if attempt == 49:
+                    raise
+                await asyncio.sleep(0.2)
+        raise AssertionError("unreachable")
+
+    # -- the end of every case ----------------------------------------------------------------
+
+    async def finish(self, scale: Scale, *, stop_exit_codes: tuple[int, ...] = (0,)) -> None:
+        """Ensure one processor runs, wait for catch-up and drained outboxes, stop the
+        processors gracefully and compare with the truth."""
+        if not self.running():
+            self.spawn("final")
+        await wait_for(
+            lambda: caught_up(self.settings, self.store),
+            timeout_s=scale.catch_up_s,
+            what=f"{self.name}: catch-up",
+            procs=self.running(),
+        )
+        await wait_for(
+            lambda: outboxes_drained(self.store),
+            timeout_s=90,
+            what=f"{self.name}: outboxes drained",
+            procs=self.running(),
+        )
+        for proc in self.running():
+            # A processor still importing has no SIGTERM handler yet: let it come up first, so
+            # that the stop is the graceful one whose exit status we check.
+            await proc.ready(timeout_s=120)
+            code = proc.terminate()
+            self.result.expect(
+                code in stop_exit_codes, f"{proc.log.name} stopped with {code}: {tail(proc.log)}"
+            )
+        self.result.verdict = await compare(self.settings, self.store, self.truth, self.month)
+
+
+def tail(log: Path, chars: int = 1500) -> str:
+    with contextlib.suppress(OSError):
+        return log.read_text(errors="replace")[-chars:]
+    return ""
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[bool]],
+    *,
+    timeout_s: float,
+    what: str,
+    procs: list[ProcessorProcess] = (),  # type: ignore[assignment]
+) -> None:
+    """Poll `check` every 0.3 s; raise on timeout or when a watched processor died."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if await check():
+                return
+        except StateStoreUnavailable:
+            pass  # our own client on a Redis that was just restarted: ask again
+        for p in procs:
+            if p.proc.poll() is not None:
+                raise AssertionError(f"{what}: processor exited {p.proc.poll()}: {tail(p.log)}")
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+KEEP: list[Path] = []
+"""When it holds a folder, cases work in sub-folders of it that are kept (logs, AOF)."""
+
+
+@contextlib.contextmanager
+def _folder(name: str) -> Iterator[Path]:
+    if KEEP:
+        folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=KEEP[0]))
+        yield folder
+    else:
+        with tempfile.TemporaryDirectory(prefix=f"faults-{name}-") as tmp:
+            yield Path(tmp)
+
+
+@contextlib.asynccontextmanager
+async def opened(
+    name: str, bootstrap: str, seed: int, *, partitions: int = 3
+) -> AsyncIterator[Case]:
+    """A `Case` in a temporary folder (under `KEEP[0]`, and kept, when set)."""
+    with _folder(name) as tmp:
+        case = Case(name, bootstrap, tmp, seed, partitions=partitions)
+        try:
+            await case.open()
+            yield case
+        except BaseException:
+            for p in case.procs:
+                case.result.notes.append(f"{p.log.name}: {tail(p.log, 600)}")
+            raise
+        finally:
+            await case.close()
+
+
+# --- the cases ----------------------------------------------------------------------------------
+
+
+async def baseline(bootstrap: str, scale: Scale, seed: int) -> CaseResult:
+    """No fault: the control. If this fails, the other cases' failures say nothing."""
+    async with opened("baseline", bootstrap, seed) as case:
+        stream = asyncio.create_task(
+            case.producer.stream(case.workload, scale.events, duration_s=scale.stream_s / 2)
+        )
+        case.spawn()
+        await stream
+        await case.finish(scale)
+        return case.result
+
+
+async def sigkill(bootstrap: str, scale: Scale, seed: int) -> CaseResult:
+    """SIGKILL the processor again and again at random points of its life.
+
+    A quarter of the kills land while it starts (importing, catching up with the
+    configuration, joining the group: a new member waits for the killed one's session to
+    expire); the rest once its positions moved, i.e. in the middle of applying, publishing or
+    storing positions.
+    """
+    async with opened("sigkill", bootstrap, seed) as case:
+        stream = asyncio.create_task(
+            case.producer.stream(case.workload, scale.events, duration_s=scale.stream_s)
+        )
+        proc = case.spawn()
+        for i in range(scale.kills):
+            if case.rng.random() < 0.25:
+                await asyncio.sleep(case.rng.uniform(0.1, 3.0))
+                where = "starting"
+            else:
+                before = await case.positions_sum()
+                with contextlib.suppress(AssertionError):
+                    await wait_for(
+                        lambda b=before: _moved(case, b),  # type: ignore[misc]
+                        timeout_s=40,
+                        what="progress",
+                    )
+                await asyncio.sleep(case.rng.uniform(0.0, 0.8))
+                where = "processing"
+            proc.kill()
+            case.fault(f"SIGKILL while {where}")
+            if stream.done() and i >= scale.kills // 2:
+                # Keep killing during catch-up too, but give the stream more events first.
+                await case.producer.send(case.workload.records(200))
+            proc = case.spawn()
+        await stream
+        await case.finish(scale)
+        return case.result
+
+
+async def _moved(case: Case, before: int) -> bool:
+    return await case.positions_sum() > before
+
+
+async def redis_restart(bootstrap: str, scale: Scale, seed: int) -> CaseResult:
+    """Stop Redis (gracefully or with SIGKILL: fsync always loses no acknowledged write) and
+    start it again on its append-only file while one processor keeps running."""
+    async with opened("redis_restart", bootstrap, seed) as case:
+        stream = asyncio.create_task(
+            case.producer.stream(case.workload, scale.events, duration_s=scale.stream_s)
+        )
+        proc = case.spawn()
+        await proc.ready()
+        for i in range(scale.redis_restarts):
+            await asyncio.sleep(case.rng.uniform(0.5, 2.5))
+            if i % 2:
+                case.redis.kill()
+                case.fault("Redis SIGKILL + restart")
+            else:
+                case.redis.stop()
+                case.fault("Redis stop + restart")
+            await asyncio.sleep(case.rng.uniform(0.1, 1.5))
+            case.redis.start()
+        await stream
+        case.result.expect(proc.proc.poll() is None, f"the processor died: {tail(proc.log)}")
+        await case.finish(scale)
+        return case.result
+
+
+async def redis_outage(bootstrap: str, scale: Scale, seed: int) -> CaseResult:
+    """Make Redis unreachable for several seconds: paused (SIGSTOP: connections hang until the
+    client's 5 s timeout) or stopped (connections refused). The processor must keep retrying
+    with backoff, never exit and never skip a batch."""
+    async with opened("redis_outage", bootstrap, seed) as case:
+        stream = asyncio.create_task(
+            case.producer.stream(case.workload, scale.events, duration_s=scale.stream_s)
+        )
+        proc = case.spawn()
+        await proc.ready()
+        for i in range(scale.redis_outages):
+            await asyncio.sleep(case.rng.uniform(0.5, 2.0))
+            if i % 2 == 0:
+                case.redis.pause()
+                await asyncio.sleep(scale.outage_s)
+                case.redis.resume()
+                case.fault(f"Redis paused {scale.outage_s:.1f} s")
+            else:
+                case.redis.stop()
+                await asyncio.sleep(scale.outage_s)
+                case.redis.start()
+                case.fault(f"Redis down {scale.outage_s:.1f} s")
+        await stream
+        case.result.expect(proc.proc.poll() is None, f"the processor died: {tail(proc.log)}")
+        retries = proc.log.read_text(errors="replace").count("Redis unavailable, retrying")
+        case.result.notes.append(f"{retries} 'Redis unavailable, retrying' log lines")
+        case.result.expect(retries > 0, "the processor never noticed Redis was unreachable")
+        await case.finish(scale)
+        return case.result
+
+
+async def kafka_restart(_shared: str, scale: Scale, seed: int) -> CaseResult:
+    """Restart a private broker (never the shared test stack) while a processor runs and the
+    producer keeps sending; the processor must ride through it."""
+    with tempfile.TemporaryDirectory(prefix="faults-kafka-") as tmp:
+        kafka = PrivateKafka(Path(tmp) / "stack")
+        try:
+            kafka.up()
+            async with opened("kafka_restart", kafka.bootstrap, seed) as case:
+                stream = asyncio.create_task(
+                    case.producer.stream(case.workload, scale.events, duration_s=scale.stream_s)
+                )
+                proc = case.spawn()
+                await proc.ready(timeout_s=120)
+                for i in range(scale.kafka_restarts):
+                    await asyncio.sleep(case.rng.uniform(1.0, 3.0))
+                    if i % 2:
+                        await asyncio.to_thread(_kill_and_start, kafka)
+                        case.fault("broker SIGKILL + restart")
+                    else:
+                        await asyncio.to_thread(kafka.restart)
+                        case.fault("broker stop + restart")
+                await stream
+                case.result.expect(
+                    proc.proc.poll() is None, f"the processor died: {tail(proc.log)}"
+                )
+                await case.finish(scale)
+                return case.result
+        finally:
+            kafka.close()
+
+
+def _kill_and_start(kafka: PrivateKafka) -> None:
+    pidfile = kafka.folder / "kafka" / "kafka.pid"
+    pid = int(pidfile.read_text().strip())
+    with contextlib.suppress(ProcessLookupError):
+        import os  # noqa: PLC0415
+
+        os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not Path(f"/proc/{pid}").exists():
+            break
+        time.sleep(0.1)
+    kafka.up()
+
+
+async def rebalance(bootstrap: str, scale: Scale, seed: int) -> CaseResult:
+    """Up to three processors join and leave (SIGTERM: leaves the group at once; SIGKILL:
+    the group waits for its session to expire) while the stream flows; six partitions."""
+    async with opened("rebalance", bootstrap, seed, partitions=6) as case:
+        stream = asyncio.create_task(
+            case.producer.stream(case.workload, scale.events, duration_s=scale.stream_s)
+        )
+        case.spawn("member-1")
+        serial = 1
+        for _ in range(scale.membership_changes):
+            await asyncio.sleep(case.rng.uniform(0.5, 3.0))
+            alive = case.running()
+            if len(alive) < 3 and (len(alive) <= 1 or case.rng.random() < 0.5):
+                serial += 1
+                case.spawn(f"member-{serial}")
+                case.fault("processor joined")
+            else:
+                leaving = case.rng.choice(alive)
+                if case.rng.random() < 0.7:
+                    leaving.terminate()
+                    case.fault("processor left (SIGTERM)")
+                else:
+                    leaving.kill()
+                    case.fault("processor left (SIGKILL)")
+        await stream
+        case.result.expect(not case.exited_badly(), f"exits: {case.exited_badly()}")
+        await case.finish(scale)
+        return case.result
+
+
+async def redis_flushed_while_down(bootstrap: str, scale: Scale, seed: int) -> CaseResult:
+    """Redis comes back empty while no processor runs (FLUSHALL): the next processor finds no
+    positions next to Kafka's committed offsets, replays the log from its start and rebuilds
+    every counter exactly; crossings are decided again with the same ids."""
+    async with opened("redis_flushed_while_down", bootstrap, seed) as case:
+        proc = case.spawn()
+        await case.producer.stream(case.workload, scale.events // 2, duration_s=scale.stream_s / 3)
+        await wait_for(
+            lambda: caught_up(case.settings, case.store),
+            timeout_s=scale.catch_up_s,
+            what="first catch-up",
+            procs=[proc],
+        )
+        code = proc.terminate()  # graceful: offsets are committed to Kafka on the way out
+        case.result.expect(code == 0, f"stop exited {code}")
+        case.redis.flushall()
+        case.fault("FLUSHALL while stopped")
+        proc = case.spawn("after-flush")
+        await case.producer.stream(case.workload, scale.events // 2, duration_s=scale.stream_s / 3)
+        await case.finish(scale)
+        text = proc.log.read_text(errors="replace")
+        case.result.expect(
+            "rebuilding by replaying the partition from its beginning" in text,
+            "the processor did not say it was rebuilding",
+        )
+        return case.result
+
+
+async def redis_flushed_while_running(bootstrap: str, scale: Scale, seed: int) -> CaseResult:
+    """FLUSHALL under a running processor, Redis staying up (no connection drops: the hardest
+    case to notice). The processor must stop with StateLost instead of counting the open
+    month from zero; restarted, it rebuilds from the log. Should Redis hold partial state (a
+    batch that landed between the check and the write), the restart refuses with StateLost
+    too, and the operator's FLUSHALL + restart rebuilds."""
+    async with opened("redis_flushed_while_running", bootstrap, seed) as case:
+        stream = asyncio.create_task(
+            case.producer.stream(case.workload, scale.events, duration_s=scale.stream_s)
+        )
+        proc = case.spawn()
+        await proc.ready()
+        before = await case.positions_sum()
+        await wait_for(lambda: _moved(case, before), timeout_s=60, what="progress")
+        await asyncio.sleep(case.rng.uniform(0.5, 2.0))
+        case.redis.flushall()
+        case.fault("FLUSHALL while running")
+        try:
+            await wait_for(
+                lambda: _exited(proc), timeout_s=60, what="the processor to stop with StateLost"
+            )
+        except AssertionError as exc:
+            case.result.expect(False, str(exc))
+            proc.kill()
+        text = proc.log.read_text(errors="replace")
+        case.result.expect(proc.proc.returncode == 2, f"exit status {proc.proc.returncode}, not 2")
+        case.result.expect("lost its state while" in text, f"no StateLost: {tail(proc.log)}")
+        await stream
+        for attempt in range(3):
+            proc = case.spawn(f"restart-{attempt}")
+            await asyncio.sleep(0.5)
+            try:
+                await wait_for(
+                    lambda p=proc: _started_or_exited(p),  # type: ignore[misc]
+                    timeout_s=60,
+                    what="the restarted processor",
+                )
+            except AssertionError as exc:
+                case.result.expect(False, str(exc))
+            if proc.proc.poll() is None:
+                break
+            case.result.notes.append(f"restart {attempt} refused: {tail(proc.log, 400)}")
+            case.redis.flushall()
+            case.fault("operator FLUSHALL after refusal")
+        await case.finish(scale)
+        return case.result
+
+
+async def redis_restored_from_backup(bootstrap: str, scale: Scale, seed: int) -> CaseResult:
+    """Redis comes back *older* under a running processor: restored from a backup taken a
+    while before (what a host crash does to the last second of `appendfsync everysec`, too).
+    The marker is the same, so only the positions tell: the processor must stop instead of
+    writing on from its in-memory offsets (which would skip everything the backup lacks);
+    restarted, it resumes from the restored positions and the replay makes the counts exact."""
+    async with opened("redis_restored_from_backup", bootstrap, seed) as case:
+        stream = asyncio.create_task(
+            case.producer.stream(case.workload, scale.events, duration_s=scale.stream_s)
+        )
+        proc = case.spawn()
+        await proc.ready()
+        before = await case.positions_sum()
+        await wait_for(lambda: _moved(case, before), timeout_s=60, what="progress")
+        backup = case.folder / "backup"
+        case.redis.backup(backup)
+        case.fault("Redis stop + backup + start")
+        at_backup = await case.positions_sum()
+        await wait_for(
+            lambda: _moved(case, at_backup + 300), timeout_s=60, what="progress after backup"
+        )
+        case.redis.restore(backup)
+        case.fault("Redis restored from the backup")
+        try:
+            await wait_for(lambda: _exited(proc), timeout_s=60, what="StateLost after restore")
+        except AssertionError as exc:
+            case.result.expect(False, str(exc))
+            proc.kill()
+        text = proc.log.read_text(errors="replace")
+        case.result.expect(proc.proc.returncode == 2, f"exit status {proc.proc.returncode}, not 2")
+        case.result.expect("Redis went back in time" in text, f"no StateLost: {tail(proc.log)}")
+        await stream
+        await case.finish(scale)
+        return case.result
+
+
+async def _exited(proc: ProcessorProcess) -> bool:
+    return proc.proc.poll() is not None
+
+
+async def _started_or_exited(proc: ProcessorProcess) -> bool:
+    """Exited, or running and past its assignment (it logged that it rebuilds or started)."""
+    if proc.proc.poll() is not None:
+        return True
+    text = proc.log.read_text(errors="replace")
+    return "rebuilding by replaying" in text
+
+
+async def log_start_deleted(bootstrap: str, scale: Scale, seed: int) -> CaseResult:
+    """Redis emptied while stopped, and the log's start deleted (`DeleteRecords`, as
+    retention would): a replay cannot rebuild, so the processor must stop with StateLost
+    naming the partition, exit non-zero, and count nothing."""
+    async with opened("log_start_deleted", bootstrap, seed) as case:
+        proc = case.spawn()
+        await case.producer.stream(case.workload, min(scale.events, 1500), duration_s=2)
+        await wait_for(
+            lambda: caught_up(case.settings, case.store),
+            timeout_s=scale.catch_up_s,
+            what="catch-up",
+            procs=[proc],
+        )
+        case.result.expect(proc.terminate() == 0, "graceful stop failed")
+        case.redis.flushall()
+        tp = TopicPartition(case.settings.events_topic, 1)
+        low = await _delete_log_start(bootstrap, tp)
+        case.fault("FLUSHALL + log start deleted")
+        case.result.notes.append(f"log start of {tp.topic}/{tp.partition} moved to {low}")
+        proc = case.spawn("after-loss")
+        try:
+            await wait_for(lambda: _exited(proc), timeout_s=90, what="StateLost exit")
+        except AssertionError as exc:
+            case.result.expect(False, str(exc))
+            proc.kill()
+        text = proc.log.read_text(errors="replace")
+        case.result.expect(proc.proc.returncode == 2, f"exit status {proc.proc.returncode}, not 2")
+        case.result.expect(
+            f"{tp.topic}/{tp.partition}: Redis has no position" in text,
+            f"no StateLost naming the partition: {tail(proc.log)}",
+        )
+        client = case.redis.client()
+        try:
+            counters = client.keys("mtr:{*}:c:*")
+        finally:
+            client.close()
+        case.result.expect(not counters, f"counted after StateLost: {counters[:5]}")
+        return case.result
+
+
+async def _delete_log_start(bootstrap: str, tp: TopicPartition) -> int:
+    """Move the log start of `tp` to the middle of the partition; returns the new start."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        end = (await consumer.end_offsets([tp]))[tp]
+    finally:
+        await consumer.stop()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        result = await admin.delete_records({tp: RecordsToDelete(max(1, end // 2))})
+    finally:
+        await admin.close()
+    return result[tp]
+
+
+CASES: dict[str, Callable[[str, Scale, int], Awaitable[CaseResult]]] = {
+    "baseline": baseline,
+    "sigkill": sigkill,
+    "redis_restart": redis_restart,
+    "redis_outage": redis_outage,
+    "kafka_restart": kafka_restart,
+    "rebalance": rebalance,
+    "redis_flushed_while_down": redis_flushed_while_down,
+    "redis_flushed_while_running": redis_flushed_while_running,
+    "redis_restored_from_backup": redis_restored_from_backup,
+    "log_start_deleted": log_start_deleted,
+}
