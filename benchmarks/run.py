@@ -192,21 +192,7 @@ def run_faust(settings: Settings, workload: Workload, partitions: int) -> PathRe
 
 
 def processor_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in (
-        "kafka_bootstrap",
-        "redis_url",
-        "events_topic",
-        "dead_letter_topic",
-        "late_topic",
-        "thresholds_topic",
-        "accounts_topic",
-        "consumer_group",
-        "batch_max_records",
-        "metrics_port",
-    ):
-        env[f"METERING_{name.upper()}"] = str(getattr(settings, name))
-    return env
+    return {**os.environ, **settings.to_env()}
 
 
 async def end_offsets(settings: Settings, partitions: int) -> dict[int, int]:

@@ -86,6 +86,11 @@ class Settings:
     metrics_port: int = 9308
     """Port of the processor's Prometheus endpoint on 127.0.0.1; 0 turns it off."""
 
+    def to_env(self) -> dict[str, str]:
+        """The `METERING_*` variables that give a child process these settings (the inverse
+        of `from_env`; secrets included, as the child needs them: never log the result)."""
+        return {f"METERING_{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read `METERING_*` variables; unknown types or bad numbers raise `ConfigError`."""

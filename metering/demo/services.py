@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from metering.settings import Settings
@@ -18,10 +18,7 @@ PID_FILE = "pids"
 
 def env_of(settings: Settings) -> dict[str, str]:
     """The environment that gives a `metering` subprocess these settings."""
-    env = dict(os.environ)
-    for f in fields(Settings):
-        env[f"METERING_{f.name.upper()}"] = str(getattr(settings, f.name))
-    return env
+    return {**os.environ, **settings.to_env()}
 
 
 @dataclass

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
+import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -68,6 +71,7 @@ class Browser:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its helper processes share the group: close() ends all
         )
         self._ids = itertools.count(1)
         self._ws: ClientConnection | None = None
@@ -135,6 +139,17 @@ class Browser:
             await asyncio.to_thread(self._proc.wait, 10)
         except subprocess.TimeoutExpired:
             self._proc.kill()
+        # Chromium's helpers (renderer, crash handler) may outlive the browser process by a
+        # moment and still write into the profile: end the whole group, then remove it,
+        # retrying while a straggler finishes (seen once as "Directory not empty: 'Default'").
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
         if self._proc.stderr is not None:
             self._proc.stderr.close()
+        for _ in range(20):
+            try:
+                self._dir.cleanup()
+                return
+            except OSError:
+                await asyncio.sleep(0.1)
         self._dir.cleanup()

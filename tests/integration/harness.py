@@ -57,23 +57,7 @@ async def make_settings(
 
 def env_of(settings: Settings) -> dict[str, str]:
     """The environment that gives a subprocess these settings."""
-    env = dict(os.environ)
-    for name in (
-        "kafka_bootstrap",
-        "redis_url",
-        "events_topic",
-        "dead_letter_topic",
-        "late_topic",
-        "thresholds_topic",
-        "accounts_topic",
-        "consumer_group",
-        "grace_s",
-        "metrics_port",
-        "batch_max_records",
-        "kafka_session_timeout_ms",
-    ):
-        env[f"METERING_{name.upper()}"] = str(getattr(settings, name))
-    return env
+    return {**os.environ, **settings.to_env()}
 
 
 async def publish_config(settings: Settings, accounts: Iterable[dict[str, Any]]) -> None:

@@ -30,3 +30,8 @@ def test_a_malformed_number_names_the_variable() -> None:
 
 def test_the_sasl_password_is_not_printed() -> None:
     assert "hunter2" not in repr(Settings(kafka_sasl_password="hunter2"))
+
+
+def test_to_env_round_trips_through_from_env() -> None:
+    settings = Settings(events_topic="t", grace_s=5, redis_cluster=True, kafka_sasl_password="pw")
+    assert Settings.from_env(settings.to_env()) == settings
