@@ -156,8 +156,10 @@ async def running(
         yield ProcessorApp(settings, registry, processor, follower, publisher, metrics, closer)
     finally:
         for client in reversed(started):
+            # Bounded, so SIGTERM always ends the process: a consumer leaving a group that is
+            # rebalancing can wait on its coordinator; positions are in Redis already.
             with contextlib.suppress(Exception):
-                await client.stop()  # type: ignore[attr-defined]
+                await asyncio.wait_for(client.stop(), 15)  # type: ignore[attr-defined]
         await store.close()
 
 
