@@ -159,7 +159,7 @@ async def running(
             # Bounded, so SIGTERM always ends the process: a consumer leaving a group that is
             # rebalancing can wait on its coordinator; positions are in Redis already.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.stop(), 15)  # type: ignore[attr-defined]
+                await asyncio.wait_for(client.stop(), 5)  # type: ignore[attr-defined]
         await store.close()
 
 

@@ -384,7 +384,7 @@ class UsageProcessor:
             async with translated("commit offsets"):
                 # Bounded: aiokafka retries a commit while the group is unsettled, and a
                 # commit that waits forever would hold up a shutdown (lag tooling only).
-                await asyncio.wait_for(self._consumer.commit(offsets), 10)
+                await asyncio.wait_for(self._consumer.commit(offsets), 5)
         except Exception as exc:  # noqa: BLE001 - lag tooling only; Redis holds the truth
             self._metrics.kafka_errors.inc()
             log.warning("offset commit to Kafka failed (Redis positions are the truth): %s", exc)
