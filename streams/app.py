@@ -31,7 +31,7 @@ from sinks.outbox_publisher import OutboxPublisher
 from sinks.side_outputs import SideOutputs
 from streams.config_follower import ConfigFollower
 from streams.gauge_months import GaugeMonths
-from streams.kafka import new_consumer, new_producer, translated
+from streams.kafka import new_consumer, new_producer, started, translated
 from streams.mapper import MapperLimits, PlanMapper
 from streams.metrics import ProcessorMetrics
 from streams.period_close import CloserConfig, PeriodCloser
@@ -141,25 +141,13 @@ async def running(
         publisher=publisher,
         metrics=metrics,
     )
-    started: list[object] = []
     try:
         await store.ping()
-        async with translated("start Kafka clients"):
-            await producer.start()
-            started.append(producer)
-            await config_consumer.start()
-            started.append(config_consumer)
-            await consumer.start()
-            started.append(consumer)
-        await follower.catch_up()
-        consumer.subscribe([settings.events_topic], listener=processor.listener())
-        yield ProcessorApp(settings, registry, processor, follower, publisher, metrics, closer)
+        async with started(producer, config_consumer, consumer):
+            await follower.catch_up()
+            consumer.subscribe([settings.events_topic], listener=processor.listener())
+            yield ProcessorApp(settings, registry, processor, follower, publisher, metrics, closer)
     finally:
-        for client in reversed(started):
-            # Bounded, so SIGTERM always ends the process: a consumer leaving a group that is
-            # rebalancing can wait on its coordinator; positions are in Redis already.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.stop(), 5)  # type: ignore[attr-defined]
         await store.close()
 
 

@@ -6,6 +6,8 @@ client ids, and one place turns `aiokafka.errors.*` into `StreamError`s.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -71,3 +73,21 @@ async def translated(what: str) -> AsyncIterator[None]:
         raise StreamUnavailable(f"Kafka unavailable during {what}: {exc}") from exc
     except KafkaError as exc:
         raise StreamError(f"Kafka refused {what}: {exc}") from exc
+
+
+@asynccontextmanager
+async def started(*clients: AIOKafkaProducer | AIOKafkaConsumer) -> AsyncIterator[None]:
+    """Start the clients in order; on exit stop the started ones in reverse order, each
+    bounded to 5 s, so SIGTERM always ends the process (a consumer leaving a group that is
+    rebalancing can wait on its coordinator; positions are in Redis already)."""
+    running: list[AIOKafkaProducer | AIOKafkaConsumer] = []
+    try:
+        async with translated("start Kafka clients"):
+            for client in clients:
+                await client.start()
+                running.append(client)
+        yield
+    finally:
+        for client in reversed(running):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.stop(), 5)

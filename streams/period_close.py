@@ -471,7 +471,7 @@ async def run_closer(settings: Settings, stop: asyncio.Event, *, once: bool = Fa
     """
     from metering.directory import Directory  # noqa: PLC0415 - keep start-up imports local
     from streams.config_follower import ConfigFollower  # noqa: PLC0415
-    from streams.kafka import new_consumer, new_producer, translated  # noqa: PLC0415
+    from streams.kafka import new_consumer, new_producer, started, translated  # noqa: PLC0415
 
     store = RedisStateStore.from_url(settings.redis_url)
     producer = new_producer(settings, client_id="metering-closer")
@@ -497,33 +497,23 @@ async def run_closer(settings: Settings, stop: asyncio.Event, *, once: bool = Fa
         partitions=partitions,
         publisher=publisher,
     )
-    started: list[object] = []
     try:
         await store.ping()
-        async with translated("start Kafka clients"):
-            await producer.start()
-            started.append(producer)
-            await config_consumer.start()
-            started.append(config_consumer)
-        await follower.catch_up()
-        if once:
-            return await closer.close_pass()
-        tasks = [
-            asyncio.create_task(follower.run(stop), name="config-follower"),
-            asyncio.create_task(publisher.run(), name="outbox-publisher"),
-            asyncio.create_task(closer.run(), name="period-closer"),
-        ]
-        try:
-            await stop.wait()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        return closer.totals
-    finally:
-        for client in reversed(started):
+        async with started(producer, config_consumer):
+            await follower.catch_up()
+            if once:
+                return await closer.close_pass()
+            tasks = [
+                asyncio.create_task(follower.run(stop), name="config-follower"),
+                asyncio.create_task(publisher.run(), name="outbox-publisher"),
+                asyncio.create_task(closer.run(), name="period-closer"),
+            ]
             try:
-                await client.stop()  # type: ignore[attr-defined]
-            except Exception as exc:  # noqa: BLE001 - closing down; nothing left to do
-                log.debug("stopping a Kafka client: %s", exc)
+                await stop.wait()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            return closer.totals
+    finally:
         await store.close()
