@@ -9,6 +9,7 @@ folds once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from metering.deltas import AccountDelta, Contribution
@@ -23,13 +24,24 @@ class MappedEvent:
     account: str
     event_id: str
     time_ms: int
-    contributions: tuple[Contribution, ...]
+    contributions: Sequence[Contribution]
     """Contributions to periods still open (late ones are left out and named in `late`)."""
-    rules: dict[tuple[str, str], MeterRule]
-    """Rule of each (meter, period) a contribution goes to."""
+    contribution_rules: Sequence[MeterRule]
+    """The rule of each contribution's (meter, period), in the same order (a parallel list
+    rather than a dictionary per event: this is built once per event on the hot path)."""
     suppressions: tuple[tuple[str, int], ...] = ()
-    late: tuple[str, ...] = ()
+    late: Sequence[str] = ()
     """Meters whose period had closed (end + grace before the watermark) for this event."""
+    gauges: bool = False
+    """Some contribution goes to a gauge (the month shadows of `streams.gauge_months`)."""
+
+    @property
+    def rules(self) -> dict[tuple[str, str], MeterRule]:
+        """Rule of each (meter, period) a contribution goes to."""
+        return {
+            (c.meter, c.period): rule
+            for c, rule in zip(self.contributions, self.contribution_rules, strict=True)
+        }
 
 
 @dataclass(slots=True)
@@ -113,9 +125,10 @@ class AccountWork:
 
 
 def _fold(delta: AccountDelta, rules: dict[tuple[str, str], MeterRule], event: MappedEvent) -> None:
-    for contribution in event.contributions:
-        delta.add(contribution)
+    add = delta.add
+    for contribution, rule in zip(event.contributions, event.contribution_rules, strict=True):
+        add(contribution)
+        rules[(contribution.meter, contribution.period)] = rule  # the batch's newest wins
     for member, at_ms in event.suppressions:
         delta.suppress(member, at_ms)
     delta.event_ids.append(event.event_id)
-    rules.update(event.rules)  # the newest configuration of the batch wins

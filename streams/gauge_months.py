@@ -48,7 +48,7 @@ class GaugeMonths:
     def map(self, value: bytes | None, *, now_ms: int, watermark_ms: int) -> MappedEvent:
         """Map with the inner mapper, then shadow the changes of gauges placed in tiers."""
         mapped = self._inner.map(value, now_ms=now_ms, watermark_ms=watermark_ms)
-        if not any(c.aggregation is Aggregation.GAUGE for c in mapped.contributions):
+        if not mapped.gauges:
             return mapped
         found = self._directory.lookup(mapped.account)
         if found is None:
@@ -67,7 +67,7 @@ class GaugeMonths:
             scope=month.key,
         )
         extra: list[Contribution] = []
-        rules = dict(mapped.rules)
+        extra_rules: list[MeterRule] = []
         for change in changes:
             shadow = gauge_month_meter(change.meter, month.key)
             member = change.member or ""
@@ -89,8 +89,12 @@ class GaugeMonths:
                     present=not change.present,
                 )
             )
-            rules[(shadow, month.key)] = rule
-        return replace(mapped, contributions=mapped.contributions + tuple(extra), rules=rules)
+            extra_rules += (rule, rule)
+        return replace(
+            mapped,
+            contributions=[*mapped.contributions, *extra],
+            contribution_rules=[*mapped.contribution_rules, *extra_rules],
+        )
 
     def _gauges_of(self, plan: Plan) -> frozenset[str]:
         """Gauge meters of `plan` that a ladder places (cached per plan object)."""

@@ -2,23 +2,23 @@
 
 Pure (no Kafka, no Redis), so every decision here is unit-tested without services. Rules
 (effective limit, thresholds with their crossing ids, period end, expiry) are cached per
-(account, meter, period) and recomputed when the account's or plan's configuration object
-changes (they are immutable and replaced on every update), so a limit change reaches the very
-next event without a restart.
+(account, event type, meter) for the period last seen and recomputed when the account's or
+plan's configuration object changes (they are immutable and replaced on every update), so a
+limit change reaches the very next event without a restart.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from metering.accounts import Account, effective_limit
-from metering.deltas import NO_PERIOD, Contribution
+from metering.deltas import NO_PERIOD, Aggregation, Contribution
 from metering.errors import EventRejected, RejectReason
-from metering.events import decode_event
-from metering.meters import contributions, suppression
+from metering.events import EventType, decode_event
+from metering.meters import suppression
 from metering.periods import period_of
-from metering.plans import MeterSpec, Plan
+from metering.plans import Effect, MeterSpec, Plan, Route
 from metering.state.model import MeterRule, ThresholdRule
 from metering.thresholds import crossing_id, crossing_scope
 from streams.batch import MappedEvent
@@ -42,13 +42,60 @@ class MapperLimits:
     retention_ms: int = 400 * 86_400_000
 
 
+@dataclass(slots=True)
+class _Lane:
+    """One route an event type takes into a meter, with the period it last served cached.
+
+    Mutable on purpose: the period and rule move forward in place when an event falls outside
+    [start_ms, end_ms); everything else is fixed for the (account, plan) objects it was built
+    for."""
+
+    route: Route
+    meter: str
+    aggregation: Aggregation
+    where: tuple[tuple[str, str | bool], ...]
+    member_field: str
+    present: bool
+    """Gauge: the member joins (effect add); balance: the sign of the change."""
+    windowed: bool
+    start_ms: int = 0
+    end_ms: int = -1
+    """[start_ms, end_ms) of the cached period; empty until the first event."""
+    key: str = NO_PERIOD
+    contribution_start_ms: int = 0
+    period_end_ms: int = 0
+    """End of the period for the lateness check; 0 when not windowed (never late)."""
+    rule: MeterRule = field(default_factory=lambda: MeterRule(limit=None))
+
+
+@dataclass(slots=True)
+class _Program:
+    """The lanes of one (account, event type), valid while the account and plan objects are."""
+
+    account: Account
+    plan: Plan
+    lanes: tuple[_Lane, ...]
+
+
+_NEVER = 2**62
+"""End of the 'period' of unwindowed meters (gauges, balances): no event reaches it."""
+
+
 class PlanMapper:
-    """Maps records to `MappedEvent`s using the accounts' plans."""
+    """Maps records to `MappedEvent`s using the accounts' plans.
+
+    The per-event work is `metering.meters.contributions` with everything that does not
+    depend on the event's own fields computed once per (account, event type) and per period:
+    the routes, the period of each meter and its rule (limit, thresholds, crossing ids, expiry).
+    tests/unit/test_fuzz_mapper.py checks the result against `contributions` itself.
+    """
 
     def __init__(self, directory: Directory, limits: MapperLimits) -> None:
         self._directory = directory
         self._limits = limits
-        self._rules: dict[tuple[str, str, str], tuple[Account, Plan, int, MeterRule]] = {}
+        self._programs: dict[tuple[str, EventType], _Program] = {}
+        self._rules: dict[tuple[str, str, str], tuple[Account, Plan, MeterRule]] = {}
+        """Rules per (account, meter, period), shared by the lanes of several event types."""
 
     def map(self, value: bytes | None, *, now_ms: int, watermark_ms: int) -> MappedEvent:
         """Decode and map one record; raise `EventRejected` naming the reason."""
@@ -67,45 +114,117 @@ class PlanMapper:
                 RejectReason.UNKNOWN_ACCOUNT, "subject", f"no account {event.account!r}"
             )
         account, plan = found
+        program = self._programs.get((event.account, event.type))
+        if program is None or program.account is not account or program.plan is not plan:
+            program = self._program(account, plan, event.type)
+        time_ms = event.time_ms
         on_time: list[Contribution] = []
+        rules: list[MeterRule] = []
         late: list[str] = []
-        rules: dict[tuple[str, str], MeterRule] = {}
-        for contribution in contributions(event, account, plan):
-            period_end, rule = self._rule(account, plan, contribution, event.time_ms)
-            if period_end and period_end + limits.grace_ms <= watermark_ms:
-                late.append(contribution.meter)
+        gauges = False
+        for lane in program.lanes:
+            if lane.where and not all(
+                getattr(event, name) == wanted for name, wanted in lane.where
+            ):
                 continue
+            if not lane.start_ms <= time_ms < lane.end_ms:
+                self._enter(lane, account, plan, time_ms)
+            if lane.period_end_ms and lane.period_end_ms + limits.grace_ms <= watermark_ms:
+                late.append(lane.meter)
+                continue
+            aggregation = lane.aggregation
+            if aggregation is Aggregation.COUNT:
+                contribution = Contribution(
+                    lane.meter, lane.key, aggregation, 1, None, True, lane.contribution_start_ms
+                )
+            elif aggregation is Aggregation.SUM:
+                contribution = Contribution(
+                    lane.meter,
+                    lane.key,
+                    aggregation,
+                    event.quantity,
+                    None,
+                    True,
+                    lane.contribution_start_ms,
+                )
+            elif aggregation is Aggregation.DISTINCT:
+                contribution = Contribution(
+                    lane.meter,
+                    lane.key,
+                    aggregation,
+                    0,
+                    getattr(event, lane.member_field),
+                    True,
+                    lane.contribution_start_ms,
+                )
+            elif aggregation is Aggregation.GAUGE:
+                gauges = True
+                contribution = Contribution(
+                    lane.meter,
+                    lane.key,
+                    aggregation,
+                    0,
+                    getattr(event, lane.member_field),
+                    lane.present,
+                )
+            else:
+                amount = event.quantity if lane.present else -event.quantity
+                contribution = Contribution(lane.meter, lane.key, aggregation, amount)
             on_time.append(contribution)
-            rules[(contribution.meter, contribution.period)] = rule
+            rules.append(lane.rule)
         member = suppression(event)
-        suppressions = ((member, event.time_ms),) if member is not None else ()
         return MappedEvent(
             account=event.account,
             event_id=event.id,
-            time_ms=event.time_ms,
-            contributions=tuple(on_time),
-            rules=rules,
-            suppressions=suppressions,
-            late=tuple(late),
+            time_ms=time_ms,
+            contributions=on_time,
+            contribution_rules=rules,
+            suppressions=((member, time_ms),) if member is not None else (),
+            late=late,
+            gauges=gauges,
         )
 
-    def _rule(
-        self, account: Account, plan: Plan, contribution: Contribution, time_ms: int
-    ) -> tuple[int, MeterRule]:
-        key = (account.id, contribution.meter, contribution.period)
+    def _program(self, account: Account, plan: Plan, event_type: EventType) -> _Program:
+        lanes = tuple(
+            _Lane(
+                route=route,
+                meter=route.meter.name,
+                aggregation=route.meter.aggregation,
+                where=route.match.where,
+                member_field=route.meter.member_field,
+                present=route.match.effect is Effect.ADD,
+                windowed=route.meter.period is not None,
+            )
+            for route in plan.routes(event_type)
+        )
+        program = _Program(account, plan, lanes)
+        if len(self._programs) > 200_000:
+            self._programs.clear()
+        self._programs[(account.id, event_type)] = program
+        return program
+
+    def _enter(self, lane: _Lane, account: Account, plan: Plan, time_ms: int) -> None:
+        """Move `lane` to the period containing `time_ms` (and that period's rule)."""
+        meter = lane.route.meter
+        if meter.period is None:
+            lane.start_ms, lane.end_ms = -_NEVER, _NEVER
+            lane.key, lane.contribution_start_ms, lane.period_end_ms = NO_PERIOD, 0, 0
+        else:
+            tz = account.timezone or plan.timezone
+            period = period_of(meter.period, time_ms, tz, account.contract_date)
+            lane.start_ms, lane.end_ms = period.start_ms, period.end_ms
+            lane.key, lane.period_end_ms = period.key, period.end_ms
+            keeps_start = meter.aggregation is not Aggregation.DISTINCT or meter.exclude_suppressed
+            lane.contribution_start_ms = period.start_ms if keeps_start else 0
+        key = (account.id, meter.name, lane.key)
         cached = self._rules.get(key)
         if cached is not None and cached[0] is account and cached[1] is plan:
-            return cached[2], cached[3]
-        meter = plan.meter(contribution.meter)
-        period_end = 0
-        if contribution.period != NO_PERIOD and meter.period is not None:
-            tz = account.timezone or plan.timezone
-            period_end = period_of(meter.period, time_ms, tz, account.contract_date).end_ms
-        rule = self._build_rule(account, plan, meter, contribution.period, period_end)
+            lane.rule = cached[2]
+            return
+        lane.rule = self._build_rule(account, plan, meter, lane.key, lane.period_end_ms)
         if len(self._rules) > 200_000:
             self._rules.clear()
-        self._rules[key] = (account, plan, period_end, rule)
-        return period_end, rule
+        self._rules[key] = (account, plan, lane.rule)
 
     def _build_rule(
         self, account: Account, plan: Plan, meter: MeterSpec, period: str, period_end: int

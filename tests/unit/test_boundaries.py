@@ -1,4 +1,4 @@
-"""The domain core imports only the standard library, orjson and itself (ADR 0001, "Rooms")."""
+"""The domain core imports only the standard library, orjson, msgspec and itself (ADR 0001)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ NOT_DOMAIN = {"state", "api", "cli", "client", "console", "demo"}
 """Sub-packages/modules of `metering` that are faces (API, CLI, console, producer SDK, demo)
 or the Redis adapter (`state`), not the pure core."""
 FORBIDDEN = {"aiokafka", "redis", "starlette", "uvicorn", "httpx", "prometheus_client"}
-ALLOWED_THIRD_PARTY = {"orjson"}
+ALLOWED_THIRD_PARTY = {"orjson", "msgspec"}
 
 
 def domain_modules() -> list[Path]:

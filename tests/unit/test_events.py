@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -111,7 +111,7 @@ def test_unknown_attributes_and_data_fields_are_ignored() -> None:
     assert decode(doc).surface is SearchSurface.PAGE
 
 
-def test_fast_constructor_builds_the_same_object_as_the_dataclass() -> None:
+def test_decoded_events_equal_constructed_ones_and_are_immutable() -> None:
     event = decode(document(EventType.EMAIL_SENT))
     same = UsageEvent(
         "e-123",
@@ -125,7 +125,7 @@ def test_fast_constructor_builds_the_same_object_as_the_dataclass() -> None:
     )
     assert event == same
     assert hash(event) == hash(same)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         event.quantity = 5  # type: ignore[misc]
 
 
@@ -274,7 +274,7 @@ def events(draw: st.DrawFn) -> UsageEvent:
     }
     time_ms = draw(st.integers(0, NOW))
     event = decode_event(orjson.dumps(raw), now_ms=NOW)
-    return dataclasses.replace(event, time_ms=time_ms)
+    return msgspec.structs.replace(event, time_ms=time_ms)
 
 
 @settings(max_examples=200, deadline=None)

@@ -8,6 +8,10 @@ bytes and shallow random JSON at the decoder; this file goes further: bigger and
 garbage, every input type the decoder takes, byte-level mutations of valid events, field-level
 substitutions with hostile values, hostile timestamps, and the promises about what an accepted
 event and a refusal carry (bounded detail, round trip).
+
+Every input also goes through the checked decoder alone (`check_event`, the reference): the
+fast path (`metering.event_fastpath`) must never change a verdict, so `decode_event` and the
+reference must give the same event or the same refusal on everything fuzzed here.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from metering.events import (
     MAX_TEXT_CHARS,
     EventType,
     UsageEvent,
+    check_event,
     decode_event,
     encode_event,
 )
@@ -52,11 +57,30 @@ def dump(value: Any) -> bytes:
 
 
 def outcome(raw: Any) -> UsageEvent | EventRejected:
-    """The event, or the refusal; any other exception fails the test where it happens."""
+    """The event, or the refusal; any other exception fails the test where it happens.
+
+    The reference (the checked decoder alone) must agree exactly: same event, or a refusal
+    with the same reason, field and detail."""
+    result: UsageEvent | EventRejected
     try:
-        return decode_event(raw, now_ms=NOW)
+        result = decode_event(raw, now_ms=NOW)
     except EventRejected as refusal:
-        return refusal
+        result = refusal
+    reference: UsageEvent | EventRejected
+    try:
+        reference = check_event(raw, now_ms=NOW) if len(raw) <= 64 * 1024 else result
+    except EventRejected as refusal:
+        reference = refusal
+    if isinstance(result, EventRejected):
+        assert isinstance(reference, EventRejected), (raw[:200], reference)
+        assert (result.reason, result.field, result.detail) == (
+            reference.reason,
+            reference.field,
+            reference.detail,
+        )
+    else:
+        assert result == reference, (raw[:200], reference)
+    return result
 
 
 def check(raw: Any) -> UsageEvent | EventRejected:

@@ -83,11 +83,11 @@ def test_a_period_is_late_once_the_watermark_passes_its_end_plus_the_grace() -> 
     october = record(time="2026-10-31T23:30:00Z")
     november_end = parse_ms("2026-11-01T00:00:00Z")
     inside = m.map(october, now_ms=NOW, watermark_ms=november_end + HOUR - 1)
-    assert inside.late == ()
+    assert not inside.late
     assert len(inside.contributions) == 2
     outside = m.map(october, now_ms=NOW, watermark_ms=november_end + HOUR)
-    assert outside.late == ("emails", "active_contacts")
-    assert outside.contributions == ()
+    assert list(outside.late) == ["emails", "active_contacts"]
+    assert not outside.contributions
 
 
 def test_a_limit_change_reaches_the_next_event() -> None:

@@ -13,6 +13,7 @@ from metering.periods import Period
 from metering.status import colour_of, status
 from metering.thresholds import (
     AT_RISK,
+    CROSSING_NAMESPACE,
     DEFAULT_THRESHOLDS,
     EXCEEDED,
     Colour,
@@ -129,3 +130,17 @@ def test_projection_at_the_current_pace() -> None:
     assert at_start.projected is None
     after_end = status(10, 20, DEFAULT_THRESHOLDS, period=november, now_ms=40 * day)
     assert after_end.projected == 10
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40), st.text(max_size=20), st.text(max_size=12), st.text(max_size=12))
+def test_crossing_ids_are_the_uuid5_of_their_coordinates(
+    account: str, meter: str, scope: str, threshold: str
+) -> None:
+    """The hand-rolled uuid5 (no UUID object per id) is exactly `uuid.uuid5`."""
+    name = f"{account}\x1f{meter}\x1f{scope}\x1f{threshold}"
+    try:
+        want = str(uuid.uuid5(CROSSING_NAMESPACE, name))
+    except UnicodeEncodeError:  # lone surrogates: both refuse
+        return
+    assert crossing_id(account, meter, scope, threshold) == want
