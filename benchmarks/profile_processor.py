@@ -59,6 +59,7 @@ async def main_async(
         profiler = cProfile.Profile()
         stop = asyncio.Event()
         started = time.perf_counter()
+        cpu_started = time.process_time()
         if profile:
             profiler.enable()
         task = asyncio.create_task(app.processor.run(stop))
@@ -94,9 +95,13 @@ async def main_async(
         await task
         profiler.disable()
         seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
     await store.close()
     how = "under cProfile" if profile else "no profiler"
-    print(f"{events:,} events in {seconds:.2f}s = {events / seconds:,.0f}/s ({how})")
+    print(
+        f"{events:,} events in {seconds:.2f}s = {events / seconds:,.0f}/s ({how}); "
+        f"processor CPU {cpu:.2f}s = {cpu / events * 1e6:.1f} us per event"
+    )
     if profile:
         profiler.dump_stats(out)
         pstats.Stats(out).sort_stats("tottime").print_stats(30)

@@ -356,6 +356,9 @@ class UsageProcessor:
                 elif outcome.status is ApplyStatus.PARTIAL:
                     self._metrics.replayed.inc(work.cut_to_fence(outcome.fence))
                     again.append(work)
+                    # A replay after a crash: the part already applied may have left crossings
+                    # that were never indexed, and the re-sent rest reports only its own.
+                    outboxes.add(work.account)
                 else:
                     self._metrics.deduplicated.inc(work.drop_ids(outcome.duplicates))
                     again.append(work)

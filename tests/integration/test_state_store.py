@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+import redis.asyncio as aioredis
 
 from metering.deltas import Aggregation, Contribution, fold
 from metering.state.model import ApplyOutcome, ApplyStatus, ApplyStep, MeterRule, ThresholdRule
@@ -156,3 +157,49 @@ async def test_event_ids_are_forgotten_after_the_dedup_window(store: RedisStateS
     [after] = await store.apply([again], dedup_window_s=window_s, now_ms=later)
     assert after.status is ApplyStatus.APPLIED
     assert await emails(store, "a8") == 2
+
+
+async def test_keys_get_their_expiry_when_created_and_keep_it(
+    store: RedisStateStore, redis_url: str
+) -> None:
+    """apply.lua sets a key's expiry only in the step that creates it (one call fewer per
+    meter and step); later steps must not lose it."""
+    expire_at = int(time.time()) + 86_400
+    now = time.time_ns() // 1_000_000
+    rules = {
+        ("emails", "2026-11"): MeterRule(limit=None, expire_at_s=expire_at, period_end_ms=1),
+        ("active", "2026-11"): MeterRule(limit=None, expire_at_s=expire_at, period_end_ms=1),
+    }
+    for offset in range(3):
+        delta = fold(
+            "ttl1",
+            [
+                Contribution("emails", "2026-11", Aggregation.COUNT, amount=1),
+                Contribution("active", "2026-11", Aggregation.DISTINCT, member=f"c{offset}"),
+            ],
+        )
+        delta.note_event(f"t{offset}", offset)
+        outcome = await apply_one(store, ApplyStep(delta, TOPIC, 0, rules), now + offset)
+        assert outcome.status is ApplyStatus.APPLIED
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        for key in ("mtr:{ttl1}:c:emails:2026-11", "mtr:{ttl1}:s:active:2026-11"):
+            assert await client.expiretime(key) == expire_at, key
+    finally:
+        await client.aclose()
+    assert await emails(store, "ttl1") == 3
+
+
+async def test_only_steps_with_crossings_and_replays_report_the_outbox(
+    store: RedisStateStore,
+) -> None:
+    """A step without crossings reports 0 even while earlier crossings wait in the outbox;
+    the step that added them, and a replay of it (status 1), report the length."""
+    now = time.time_ns() // 1_000_000
+    crossing_step = sends("ob1", 8, first_offset=0)
+    crossing = await apply_one(store, crossing_step, now + 1)
+    assert (crossing.crossings, crossing.outbox_length) == (("id-at-risk",), 1)
+    quiet = await apply_one(store, sends("ob1", 1, first_offset=8), now + 2)
+    assert (quiet.status, quiet.crossings, quiet.outbox_length) == (ApplyStatus.APPLIED, (), 0)
+    replay = await apply_one(store, crossing_step, now + 3)
+    assert (replay.status, replay.outbox_length) == (ApplyStatus.ALREADY_APPLIED, 1)

@@ -22,8 +22,9 @@ Order inside the step (all or nothing, Redis runs a script atomically):
   4. thresholds     : a crossing is decided here, exactly once per (meter, scope, threshold),
                       guarded by a mark key; it goes into the account's outbox stream.
   5. dedup ids and the fence move forward last.
-A step's reply is {0, outbox_length, crossing ids...}; status 1 also carries the outbox length
-so a caller that crashed before indexing the outbox indexes it on replay.
+A step's reply is {0, outbox_length, crossing ids...} (outbox_length is 0 when the step added no
+crossing); status 1 also carries the outbox length so a caller that crashed before indexing the
+outbox indexes it on replay. Keys get their expiry when a step creates them.
 
 Fence key of a step: mtr:{A}:f:<topic>:<partition>. Steps travel as JSON (packing thousands
 of small arguments was the processor's largest client-side cost; cjson decodes in C). A step:
@@ -139,7 +140,11 @@ local function apply_step(fence_key, step)
       after = redis.call('SCARD', key)
     end
 
-    if expire_at > 0 then
+    if expire_at > 0 and before == 0 then
+      -- Set once, when this step created the key (count and sum amounts are >= 1, an empty
+      -- set does not exist): every redis.call costs several microseconds of script time per
+      -- step, and steady loads bring about one step per event. The admission script sets the
+      -- same expiry on the sets it creates.
       redis.call('EXPIREAT', key, expire_at)
     end
     updates[#updates + 1] = slot
@@ -178,7 +183,12 @@ local function apply_step(fence_key, step)
     redis.call('EXPIREAT', dkey, (bucket + 3) * bucket_s + 1)
   end
   redis.call('SET', fence_key, string.format('%d', last))
-  result[2] = redis.call('XLEN', outbox)
+  if #result > 2 then
+    -- Only a step that added crossings reports the outbox (the caller then indexes and
+    -- publishes it); an earlier step's entries were reported by that step, and a replay after
+    -- a crash reports them through status 1 above.
+    result[2] = redis.call('XLEN', outbox)
+  end
   return result
 end
 
