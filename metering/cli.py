@@ -149,7 +149,7 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
     from metering.api.server import main_api  # noqa: PLC0415
 
     config = ApiConfig(rate_per_s=args.rate, burst=args.burst, secure_cookie=args.secure_cookie)
-    main_api(settings, config, access_log=not args.no_access_log)
+    main_api(settings, config, access_log=args.access_log and not args.no_access_log)
     return 0
 
 
@@ -358,7 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=50.0, help="requests/s per API key (50)")
     p.add_argument("--burst", type=int, default=100, help="burst per API key (100)")
     p.add_argument("--secure-cookie", action="store_true", help="served over HTTPS")
-    p.add_argument("--no-access-log", action="store_true", help="no per-request log lines")
+    p.add_argument(
+        "--access-log",
+        action="store_true",
+        help="one log line per request (off by default: ~0.1 ms of CPU per request; "
+        "/metrics counts requests by route and status)",
+    )
+    p.add_argument("--no-access-log", action="store_true", help="the default (kept for scripts)")
     p.set_defaults(run=_api)
 
     keys = sub.add_parser("api-keys", help="create, list and revoke API keys")

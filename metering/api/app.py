@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -20,9 +22,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering.api import dashboard, routes_admin, routes_admission, routes_usage
 from metering.api.context import ApiConfig, ApiContext
+from metering.api.metrics import ApiMetrics, MetricsMiddleware
 from metering.api.openapi import openapi_document
 from metering.api.problems import Problem
 from metering.api.responses import context, json_response
+from metering.api.store_guard import not_initialised
 from metering.errors import MeteringError
 from metering.state.errors import StateStoreError, StateStoreUnavailable
 from streams.errors import StreamError, StreamUnavailable
@@ -56,10 +60,9 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = Problem(413, "body_too_large", f"the body must be at most {self.max} bytes")
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and (not value.isdigit() or int(value) > self.max):
-                await too_large.response()(scope, receive, send)
+                await self._too_large().response()(scope, receive, send)
                 return
         seen = 0
         started = False
@@ -84,7 +87,11 @@ class GuardMiddleware:
             await self.app(scope, counting_receive, guarded_send)
         except _TooLarge:
             if not started:
-                await too_large.response()(scope, receive, guarded_send)
+                await self._too_large().response()(scope, receive, guarded_send)
+
+    def _too_large(self) -> Problem:
+        """Built only when needed: this middleware runs on every request (admission's p99)."""
+        return Problem(413, "body_too_large", f"the body must be at most {self.max} bytes")
 
 
 async def _problem(request: Request, exc: Exception) -> Response:
@@ -126,21 +133,59 @@ async def health(request: Request) -> Response:
     return json_response({"status": "ok"})
 
 
+async def ready(request: Request) -> Response:
+    """Readiness: Redis answers and holds the store marker, so usage and admission answers can
+    be trusted (no authentication). 503 `unavailable` when Redis does not answer, 503
+    `store_not_initialised` when it answers without the marker.
+
+    Read afresh (a probe is rare) and the answer refreshes the cache the hot path uses.
+    `/healthz` stays a liveness probe: restarting the API would not bring the marker back.
+    """
+    if not await context(request).store_guard.refresh():
+        raise not_initialised()
+    return json_response({"status": "ready", "redis": "reachable", "store_marker": "present"})
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of this application's registry, without authentication.
+
+    The series carry no account data (route templates, methods, statuses, reasons), so there
+    is nothing to protect but the API's own load figures; scrapers rarely hold API keys, and
+    docs/api.md says to keep `/metrics` off the public side of a proxy. The format follows the
+    scraper's Accept header, as the processor's endpoint does (`choose_encoder`).
+    """
+    registry = request.app.state.metrics.registry
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encoder(registry), headers={"Content-Type": content_type})
+
+
 async def openapi(request: Request) -> Response:
     return json_response(openapi_document())
 
 
 def create_app(
-    ctx: ApiContext | None = None, *, config: ApiConfig | None = None, lifespan: Any = None
+    ctx: ApiContext | None = None,
+    *,
+    config: ApiConfig | None = None,
+    lifespan: Any = None,
+    registry: CollectorRegistry | None = None,
 ) -> Starlette:
     """The ASGI application over `ctx`, or over the context `lifespan` puts in
-    `app.state.ctx` at start-up (server.py wires it with Kafka that way)."""
+    `app.state.ctx` at start-up (server.py wires it with Kafka that way).
+
+    Its metrics go to `registry` (a new one when None; `app.state.metrics`), never to
+    prometheus_client's global registry, so that several applications can coexist.
+    """
     config = config or (ctx.config if ctx is not None else ApiConfig())
+    # Starlette tries routes in order, about 1 µs per route that does not match: the admission
+    # routes (the hot path) come first. No two patterns overlap, so order changes nothing else.
     routes = [
+        *routes_admission.ROUTES,
         Route("/healthz", health, methods=["GET"]),
+        Route("/readyz", ready, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *routes_usage.ROUTES,
-        *routes_admission.ROUTES,
         *routes_admin.ROUTES,
         *dashboard.ROUTES,
     ]
@@ -159,5 +204,8 @@ def create_app(
     )
     if ctx is not None:
         app.state.ctx = ctx
+    app.state.metrics = ApiMetrics.create(registry)
     app.add_middleware(GuardMiddleware, max_body_bytes=config.max_body_bytes)
+    # Added last, so outermost of ours: 413s from the guard are timed and counted too.
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, routes=app.routes)
     return app

@@ -19,6 +19,7 @@ from metering.accounts import Account
 from metering.api.auth import KeyRecord, KeyRing, Scope, presented_token
 from metering.api.problems import Problem
 from metering.api.ratelimit import RateLimiter
+from metering.api.store_guard import StoreGuard
 from metering.directory import Directory
 from metering.plans import Plan
 from metering.state.redis_store import RedisStateStore
@@ -51,6 +52,9 @@ class ApiConfig:
     """Mark the dashboard cookie Secure (set when served over HTTPS)."""
     retention_days: int = 400
     """Reserved members expire with their set, like the processor's (period end + this)."""
+    store_check_s: float = 1.0
+    """How long the store-marker check is cached: a Redis that lost its state is refused at
+    most this much later, and the hot path reads the marker at most once per interval."""
 
 
 def _now_ms() -> int:
@@ -68,8 +72,10 @@ class ApiContext:
     clock_ms: Callable[[], int] = _now_ms
     limiter: RateLimiter = field(init=False)
     failures: RateLimiter = field(init=False)
+    store_guard: StoreGuard = field(init=False)
 
     def __post_init__(self) -> None:
+        self.store_guard = StoreGuard(self.store, interval_s=self.config.store_check_s)
         self.limiter = RateLimiter(self.config.rate_per_s, self.config.burst)
         # Failed authentications per client address: slows down token guessing and floods.
         self.failures = RateLimiter(max(1.0, self.config.rate_per_s / 5), self.config.burst)
@@ -100,6 +106,17 @@ class ApiContext:
         if not record.may_read(account):
             raise Problem(403, "forbidden", "this API key may not read that account")
         return record
+
+    async def state_reader(self, request: Request, account: str) -> KeyRecord:
+        """Like `reader`, for answers computed from the metered state (usage, history, members,
+        tiers, admission): 503 first when the store lost that state (no store marker).
+
+        The store is checked before the key on purpose: API keys live in the same Redis, so
+        after a FLUSHALL every key is unknown too, and a 401 would send callers hunting for a
+        revoked key instead of saying what happened. The check is cached (no I/O here).
+        """
+        await self.store_guard.require()
+        return await self.reader(request, account)
 
     async def admin(self, request: Request) -> KeyRecord:
         record = await self.principal(request)

@@ -71,6 +71,14 @@ SCHEMAS: dict[str, Any] = {
             "field": {**_STR, "description": "Dotted path of the input at fault."},
         },
     ),
+    "Ready": _obj(
+        ["status", "redis", "store_marker"],
+        {
+            "status": {"type": "string", "enum": ["ready"]},
+            "redis": {"type": "string", "enum": ["reachable"]},
+            "store_marker": {"type": "string", "enum": ["present"]},
+        },
+    ),
     "Me": _obj(
         ["key_id", "scope", "account"],
         {
@@ -332,7 +340,8 @@ def _problems(*codes: int) -> dict[str, Any]:
         422: "A field is invalid; `field` names it.",
         429: "Rate limit of the key exceeded; see Retry-After.",
         500: "The state store or Kafka refused the request.",
-        503: "The state store or Kafka is unavailable; retry.",
+        503: "The state store or Kafka is unavailable (`unavailable`), or the store lost its "
+        "state and holds no store marker (`store_not_initialised`); see Retry-After.",
     }
     return {
         str(code): {
@@ -402,6 +411,31 @@ def _paths() -> dict[str, Any]:
     admission_errors = _problems(*_WRITE_ERRORS)
     return {
         "/healthz": {"get": _op("Health", "meta", {**_ok(None), **_problems(503)}, secured=False)},
+        "/readyz": {
+            "get": _op(
+                "Readiness",
+                "meta",
+                {**_ok("Ready"), **_problems(503)},
+                secured=False,
+            )
+        },
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics",
+                "meta",
+                {
+                    "200": {
+                        "description": "Prometheus text (or OpenMetrics, as Accept asks) "
+                        "exposition of the API's metrics; no account data (docs/observability.md)",
+                        "content": {
+                            "text/plain": {"schema": _STR},
+                            "application/openmetrics-text": {"schema": _STR},
+                        },
+                    }
+                },
+                secured=False,
+            )
+        },
         "/v1/me": {"get": _op("Who am I", "meta", {**_ok("Me"), **_problems(401, 429, 500, 503)})},
         "/v1/accounts/{account}/usage": {
             "get": _op(

@@ -28,6 +28,7 @@ class Problem(Exception):
         *,
         field: str | None = None,
         headers: Mapping[str, str] | None = None,
+        title: str | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {detail}")
         self.status = status
@@ -35,11 +36,14 @@ class Problem(Exception):
         self.detail = detail
         self.field = field
         self.headers = dict(headers or {})
+        self.title = title
+        """Overrides the status's generic title when the code has a more telling one (RFC 9457:
+        one title per problem type, and the type is the code)."""
 
     def document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "type": f"https://metering.invalid/problems/{self.code}",
-            "title": TITLES.get(self.status, "Error"),
+            "title": self.title or TITLES.get(self.status, "Error"),
             "status": self.status,
             "code": self.code,
             "detail": self.detail,

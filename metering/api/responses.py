@@ -1,4 +1,4 @@
-"""JSON responses (orjson, integers stay integers) and the context of a request."""
+"""JSON responses (orjson, integers stay integers), the context and the metrics of a request."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from metering.api.context import ApiContext
+from metering.api.metrics import ApiMetrics
 
 
 def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -20,3 +21,8 @@ def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = 
 def context(request: Request) -> ApiContext:
     ctx: ApiContext = request.app.state.ctx
     return ctx
+
+
+def metrics(request: Request) -> ApiMetrics:
+    found: ApiMetrics = request.app.state.metrics
+    return found

@@ -15,18 +15,19 @@ from starlette.routing import Route
 from metering.api import validation as v
 from metering.api.admission import Admission, Item
 from metering.api.problems import invalid
-from metering.api.responses import context, json_response
+from metering.api.responses import context, json_response, metrics
 from metering.enforcement import GatedAction
 from metering.events import ContactOrigin, EmailKind
 
 MAX_RECIPIENTS = 100_000_000
 MAX_SEGMENTS = 100
+_ENDPOINTS = {"message.send": "messages", "contact.add": "contacts", "sms.send": "sms"}
 
 
 async def _admission(request: Request) -> tuple[Admission, dict[str, Any], str]:
     ctx = context(request)
     account_id = v.path(request, "account", v.ACCOUNT_ID)
-    await ctx.reader(request, account_id)
+    await ctx.state_reader(request, account_id)
     body = await v.json_object(request)
     account, plan = ctx.lookup(account_id)
     admission = Admission(
@@ -39,8 +40,14 @@ async def _admission(request: Request) -> tuple[Admission, dict[str, Any], str]:
     return admission, body, account_id
 
 
-def _items(account: str, action: str, admission: Admission, items: list[Item]) -> Response:
+def _items(
+    request: Request, account: str, action: str, admission: Admission, items: list[Item]
+) -> Response:
+    """The decisions document; each decision is counted under the endpoint's last path
+    segment (`messages`, `contacts`, `sms`), the metric's `action` label."""
     docs = [item.json() for item in items]
+    endpoint = _ENDPOINTS[action]
+    metrics(request).count_decisions(endpoint, ((d["allowed"], d["reason"]) for d in docs))
     allowed = sum(1 for d in docs if d["allowed"])
     return json_response(
         {
@@ -60,7 +67,7 @@ async def messages(request: Request) -> Response:
     contacts = v.contacts(body)
     kind = EmailKind(v.choice(body, "kind", [k.value for k in EmailKind], "marketing"))
     items = await admission.messages(contacts, kind)
-    return _items(account, "message.send", admission, items)
+    return _items(request, account, "message.send", admission, items)
 
 
 async def contacts(request: Request) -> Response:
@@ -72,7 +79,7 @@ async def contacts(request: Request) -> Response:
         raise invalid("origin", f"is required (one of: {origins})")
     origin = ContactOrigin(v.choice(body, "origin", [o.value for o in ContactOrigin], "api"))
     items = await admission.contacts(members, origin)
-    return _items(account, "contact.add", admission, items)
+    return _items(request, account, "contact.add", admission, items)
 
 
 async def campaigns(request: Request) -> Response:
@@ -86,6 +93,7 @@ async def campaigns(request: Request) -> Response:
     kind = EmailKind(v.choice(body, "kind", [k.value for k in EmailKind], "marketing"))
     item = await admission.campaign(action, recipients, via_api, kind)
     doc = item.json()
+    metrics(request).count_decisions("campaigns", [(doc["allowed"], doc["reason"])])
     return json_response(
         {
             "account": account,
@@ -109,7 +117,7 @@ async def sms(request: Request) -> Response:
     count = v.integer(body, "messages", minimum=1, maximum=v.MAX_ITEMS)
     segments = v.integer(body, "segments", minimum=1, maximum=MAX_SEGMENTS, default=1)
     items = await admission.sms(count, segments)
-    return _items(account, "sms.send", admission, items)
+    return _items(request, account, "sms.send", admission, items)
 
 
 ROUTES = [

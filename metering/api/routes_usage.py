@@ -6,6 +6,9 @@ them with `views.meter_usage`. History enumerates previous periods with
 for `retention_days` after each period ends. Tier placements are computed from those same
 closed-period counters (`metering.tiers.place`); gauges have no per-month totals until the
 period-close rollups exist, which the response says (docs/api.md, "Tiers").
+
+Every read of metered state goes through `ApiContext.state_reader`: a store without its marker
+(Redis emptied) answers 503 rather than zeros (store_guard.py).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ async def me(request: Request) -> Response:
 async def usage(request: Request) -> Response:
     ctx = context(request)
     account_id = v.path(request, "account", v.ACCOUNT_ID)
-    await ctx.reader(request, account_id)
+    await ctx.state_reader(request, account_id)
     account, plan = ctx.lookup(account_id)
     now = ctx.clock_ms()
     slots = [current_slot(account, plan, meter, now) for meter in plan.meters]
@@ -86,7 +89,7 @@ def _meter(request: Request, plan: Plan) -> MeterSpec:
 async def history(request: Request) -> Response:
     ctx = context(request)
     account_id = v.path(request, "account", v.ACCOUNT_ID)
-    await ctx.reader(request, account_id)
+    await ctx.state_reader(request, account_id)
     account, plan = ctx.lookup(account_id)
     meter = _meter(request, plan)
     count = v.query_int(request, "periods", minimum=1, maximum=MAX_HISTORY, default=12)
@@ -120,7 +123,7 @@ async def history(request: Request) -> Response:
 async def members(request: Request) -> Response:
     ctx = context(request)
     account_id = v.path(request, "account", v.ACCOUNT_ID)
-    await ctx.reader(request, account_id)
+    await ctx.state_reader(request, account_id)
     account, plan = ctx.lookup(account_id)
     meter = _meter(request, plan)
     period = v.query_text(request, "period", v.PERIOD_KEY)
@@ -146,7 +149,7 @@ async def members(request: Request) -> Response:
 async def tiers(request: Request) -> Response:
     ctx = context(request)
     account_id = v.path(request, "account", v.ACCOUNT_ID)
-    await ctx.reader(request, account_id)
+    await ctx.state_reader(request, account_id)
     account, plan = ctx.lookup(account_id)
     now = ctx.clock_ms()
     result: list[dict[str, Any]] = []

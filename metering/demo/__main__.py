@@ -143,7 +143,7 @@ async def main(base: Settings) -> None:
     services.start("api", "api")
     services.wait_for_log("processor", "processor running")
     api = f"http://{settings.api_host}:{settings.api_port}"
-    services.wait_for_http(f"{api}/healthz")
+    services.wait_for_http(f"{api}/readyz")  # Redis answers and the processor took the store
     say(f"== processor and API running (API {api})")
 
     stop = asyncio.Event()

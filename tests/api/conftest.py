@@ -101,6 +101,9 @@ async def build_api(
         config=config or ApiConfig(rate_per_s=10_000, burst=10_000),
         clock_ms=lambda: now_ms,
     )
+    # What a processor does when it first uses a store: without the marker, every read of
+    # metered state is refused (503 store_not_initialised).
+    await store.claim_store_marker("tests-api")
     admin, _ = await keys.create(Scope.ADMIN)
     tokens = {}
     for doc in ACCOUNTS:

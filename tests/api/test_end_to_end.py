@@ -42,13 +42,24 @@ pytestmark = pytest.mark.integration
 
 @asynccontextmanager
 async def processor(settings: Settings) -> AsyncIterator[None]:
+    """A running processor that has taken the store (written its marker: until then the API
+    refuses reads of metered state with 503 store_not_initialised)."""
     stop = asyncio.Event()
     task = asyncio.create_task(run_until_stopped(settings, stop, registry=CollectorRegistry()))
     try:
+        store = RedisStateStore.from_url(settings.redis_url)
+        try:
+            await wait_until(lambda: _marked(store), what="the processor to write the store marker")
+        finally:
+            await store.close()
         yield
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
+
+
+async def _marked(store: RedisStateStore) -> bool:
+    return await store.store_marker() is not None
 
 
 @asynccontextmanager

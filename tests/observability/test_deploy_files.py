@@ -15,6 +15,7 @@ from typing import Any
 import yaml  # type: ignore[import-untyped]  # no stubs in the venv
 from prometheus_client import CollectorRegistry
 
+from metering.api.metrics import ApiMetrics
 from metering.settings import Settings
 from streams.metrics import ProcessorMetrics
 from tests.observability.prom import (
@@ -30,7 +31,7 @@ from tests.observability.prom import (
 COMPOSE = REPO / "docker-compose.yml"
 GRAFANA = REPO / "deploy" / "grafana"
 DOC = REPO / "docs" / "observability.md"
-# What the API exports (metering/api, by its owner), as docs/observability.md specifies.
+# What the API exports (metering/api/metrics.py), as docs/observability.md specifies.
 API_METRICS = {
     "metering_api_request_duration_seconds",
     "metering_api_admission_decisions_total",
@@ -48,10 +49,32 @@ def _yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
 
+def _names(registry: CollectorRegistry) -> set[str]:
+    return {f"{f.name}_total" if f.type == "counter" else f.name for f in registry.collect()}
+
+
 def _bundle_names() -> set[str]:
     registry = CollectorRegistry()
     ProcessorMetrics.create(registry)
-    return {f"{f.name}_total" if f.type == "counter" else f.name for f in registry.collect()}
+    return _names(registry)
+
+
+def test_the_api_exports_exactly_the_specified_metrics() -> None:
+    """The rules and the dashboard were written against API_METRICS: the API must match it."""
+    metrics = ApiMetrics.create()
+    assert _names(metrics.registry) == API_METRICS
+    types = {f.name: f.type for f in metrics.registry.collect()}
+    assert types == {
+        "metering_api_request_duration_seconds": "histogram",
+        "metering_api_admission_decisions": "counter",
+        "metering_api_requests_in_flight": "gauge",
+    }
+    metrics.request_duration.labels("/r", "GET", "200").observe(0.001)
+    metrics.count_decisions("sms", [(True, "credits_available")])
+    labels = {s.name: set(s.labels) - {"le"} for f in metrics.registry.collect() for s in f.samples}
+    assert labels["metering_api_request_duration_seconds_count"] == {"route", "method", "status"}
+    assert labels["metering_api_admission_decisions_total"] == {"action", "allowed", "reason"}
+    assert labels["metering_api_requests_in_flight"] == set()
 
 
 def _rules() -> list[dict[str, Any]]:
