@@ -19,6 +19,9 @@ Commit order for every `getmany()` batch (what a crash between two steps means):
 On assignment each partition is sought to its Redis position + 1. With no position in Redis:
 if Kafka holds a committed offset the Redis state was lost — we replay from the beginning of
 the log to rebuild it, and refuse (StateLost) when retention has already deleted part of it.
+The replay's target (that committed offset) is recorded in Redis before the store marker is
+written and cleared when the partition's position reaches it: meanwhile the API answers 503
+instead of reading counters that are still being rebuilt.
 
 A Redis that comes back empty *while* processors run is noticed through the store marker: a
 random value written when a processor first uses the store, read on every assignment and before
@@ -126,6 +129,9 @@ class UsageProcessor:
         """Raised by `run`: the rebalance listener cannot stop the consumer itself."""
         self._positioned: set[TopicPartition] = set()
         """Partitions `on_assigned` has sought; `run` applies records of these only."""
+        self._rebuilding: dict[TopicPartition, int] = {}
+        """Owned partitions replaying after a Redis loss -> the offset the replay must reach
+        (also in Redis, `keys.REBUILDING`, where the API sees it)."""
         self._assignments = 0
         """Counts rebalance callbacks: a batch never merges fetches from both sides of one."""
         self._written: dict[TopicPartition, int] = {}
@@ -268,6 +274,8 @@ class UsageProcessor:
             for partition, (offset, _) in parts.items():
                 tp = TopicPartition(topic, partition)
                 self._written[tp] = max(offset, self._written.get(tp, -1))
+            if self._rebuilding:
+                await self._finish_rebuilding(topic, parts)
         await self._commit_to_kafka(prepared.positions)
         if prepared.works:
             lag_s = max(0.0, (self._clock_ms() - prepared.oldest_ts) / 1000)
@@ -474,6 +482,12 @@ class UsageProcessor:
                     self._written[tp] = offset
                 else:
                     await self._seek_without_position(tp)
+            targets = await self._retrying(
+                "read rebuilding",
+                lambda t=topic, p=parts: self._store.rebuilding_targets(t, p),  # type: ignore[misc]
+            )
+            for partition, target in targets.items():
+                self._rebuilding[TopicPartition(topic, partition)] = target
         if self._marker is None:
             if marker is None:
                 token = uuid.uuid4().hex
@@ -530,8 +544,36 @@ class UsageProcessor:
                 tp.partition,
                 committed,
             )
+            # Recorded before the marker is written (end of `_on_assigned`): the API must never
+            # see a marker without the rebuild that is still under way.
+            await self._retrying(
+                "mark rebuilding",
+                lambda: self._store.mark_rebuilding(tp.topic, tp.partition, committed),
+            )
+            self._rebuilding[tp] = committed
         await self._consumer.seek_to_beginning(tp)
         self._watermarks[tp] = 0
+
+    async def _finish_rebuilding(self, topic: str, positions: dict[int, tuple[int, int]]) -> None:
+        """Clear the replay targets these positions reached: once none is left, the API
+        answers from the store again."""
+        done = []
+        for partition, (offset, _) in positions.items():
+            target = self._rebuilding.get(TopicPartition(topic, partition))
+            if target is not None and offset + 1 >= target:
+                done.append(partition)
+        if not done:
+            return
+        await self._retrying(
+            "finish rebuilding", lambda: self._store.finish_rebuilding(topic, done)
+        )
+        for partition in done:
+            del self._rebuilding[TopicPartition(topic, partition)]
+            log.info(
+                "%s/%s: rebuilt: the replay reached the offset committed before the loss",
+                topic,
+                partition,
+            )
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Wait for the batch in hand to finish, commit, then forget the revoked partitions."""
@@ -542,6 +584,7 @@ class UsageProcessor:
                 self._positioned.discard(tp)
                 self._written.pop(tp, None)
                 self._watermarks.pop(tp, None)
+                self._rebuilding.pop(tp, None)  # the new owner reads the target from Redis
                 # The partition's new owner reports its lag; a stale value here would be
                 # counted twice by sums over processors.
                 self._metrics.consumer_lag.remove(str(tp.partition))

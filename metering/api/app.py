@@ -26,7 +26,6 @@ from metering.api.metrics import ApiMetrics, MetricsMiddleware
 from metering.api.openapi import openapi_document
 from metering.api.problems import Problem
 from metering.api.responses import context, json_response
-from metering.api.store_guard import not_initialised
 from metering.errors import MeteringError
 from metering.state.errors import StateStoreError, StateStoreUnavailable
 from streams.errors import StreamError, StreamUnavailable
@@ -136,13 +135,15 @@ async def health(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     """Readiness: Redis answers and holds the store marker, so usage and admission answers can
     be trusted (no authentication). 503 `unavailable` when Redis does not answer, 503
-    `store_not_initialised` when it answers without the marker.
+    `store_not_initialised` when it answers without the marker, 503 `store_rebuilding` while a
+    processor replays partitions after a loss.
 
     Read afresh (a probe is rare) and the answer refreshes the cache the hot path uses.
     `/healthz` stays a liveness probe: restarting the API would not bring the marker back.
     """
-    if not await context(request).store_guard.refresh():
-        raise not_initialised()
+    guard = context(request).store_guard
+    if not await guard.refresh():
+        raise guard.refusal()
     return json_response({"status": "ready", "redis": "reachable", "store_marker": "present"})
 
 

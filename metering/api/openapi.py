@@ -340,8 +340,9 @@ def _problems(*codes: int) -> dict[str, Any]:
         422: "A field is invalid; `field` names it.",
         429: "Rate limit of the key exceeded; see Retry-After.",
         500: "The state store or Kafka refused the request.",
-        503: "The state store or Kafka is unavailable (`unavailable`), or the store lost its "
-        "state and holds no store marker (`store_not_initialised`); see Retry-After.",
+        503: "The state store or Kafka is unavailable (`unavailable`), the store lost its "
+        "state and holds no store marker (`store_not_initialised`), or a processor is still "
+        "rebuilding it from Kafka (`store_rebuilding`); see Retry-After.",
     }
     return {
         str(code): {

@@ -1,10 +1,13 @@
-"""Refuse to answer from a Redis that lost the processor's state (no store marker).
+"""Refuse to answer from a Redis that lost the processor's state (no store marker), or whose
+state a processor is still rebuilding from Kafka after such a loss.
 
 The processor writes a store marker when it first uses a store (`RedisStateStore.store_marker`,
 docs/reliability.md). A Redis that was flushed, restarted without persistence or swapped for a
 new one has none. Reading such a store, the API would say "nothing used" and admit every new
 contact, so usage, history, members, tiers and admission answer 503 instead until a processor
-has written the marker again.
+has written the marker again; and while a processor replays a partition to rebuild the
+counters (`metering.state.keys.REBUILDING` holds its target), they answer 503
+`store_rebuilding`, since the counters are still partial.
 
 The check is cached for `interval_s` (1 s by default) per API process, so the admission hot
 path pays no extra Redis round trip: at most one GET per interval, shared by every request of
@@ -26,7 +29,9 @@ from metering.api.problems import Problem
 class MarkerSource(Protocol):
     """Where the marker is read (the Redis state store implements it)."""
 
-    async def store_marker(self) -> str | None: ...
+    async def readiness(self) -> tuple[str | None, int]:
+        """(store marker or None, number of partitions still being rebuilt)."""
+        ...
 
 
 class StoreGuard:
@@ -43,6 +48,8 @@ class StoreGuard:
         self._interval = interval_s
         self._clock = clock
         self._present = False
+        self._rebuilding = 0
+        """Partitions still replaying at the last read (0 when none, or no marker)."""
         self._read_at: float | None = None
         self._lock = asyncio.Lock()
 
@@ -69,14 +76,22 @@ class StoreGuard:
 
     async def _read(self) -> bool:
         started = self._clock()  # the answer is as old as the moment the read began
-        self._present = await self._store.store_marker() is not None
+        marker, rebuilding = await self._store.readiness()
+        self._rebuilding = rebuilding if marker is not None else 0
+        self._present = marker is not None and rebuilding == 0
         self._read_at = started
         return self._present
 
+    def refusal(self) -> Problem:
+        """The 503 problem for the last read that was not ready."""
+        if self._rebuilding:
+            return rebuilding(self._rebuilding)
+        return not_initialised()
+
     async def require(self) -> None:
-        """Raise the 503 problem unless the store holds its marker."""
+        """Raise the 503 problem unless the store holds its marker and no rebuild is running."""
         if not await self.present():
-            raise not_initialised()
+            raise self.refusal()
 
 
 RETRY_AFTER_S = 5
@@ -91,5 +106,17 @@ def not_initialised() -> Problem:
         "without persistence, a new instance) or no processor has used it yet, so its counters "
         "cannot be trusted; answers resume once a processor has written the marker again",
         title="State store not initialised",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+def rebuilding(partitions: int) -> Problem:
+    return Problem(
+        503,
+        "store_rebuilding",
+        f"the state store lost its state and a processor is rebuilding it from Kafka "
+        f"({partitions} partition(s) still replaying): the counters are partial until the "
+        "replay reaches where processing stood before the loss",
+        title="State store being rebuilt",
         headers={"Retry-After": str(RETRY_AFTER_S)},
     )

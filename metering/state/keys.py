@@ -10,6 +10,10 @@ OUTBOX_INDEX = "mtr:outbox:pending"
 STORE_MARKER = "mtr:store:initialised"
 """Written once the processor has applied anything: its absence next to a stored position-less
 Redis tells a fresh store from one that lost its data."""
+REBUILDING = "mtr:store:rebuilding"
+"""Hash `<topic>:<partition>` -> the offset a partition's replay must reach after a Redis loss
+(Kafka's committed offset when the loss was found). Written before the marker, deleted field by
+field as replays catch up: while it exists, the API refuses to answer from partial counters."""
 
 
 def account_prefix(account: str) -> str:

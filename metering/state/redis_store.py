@@ -211,6 +211,39 @@ class RedisStateStore:
         stored = {p: int(v) for p, v in zip(partitions, values[1:], strict=True) if v is not None}
         return marker, stored
 
+    async def mark_rebuilding(self, topic: str, partition: int, until_offset: int) -> None:
+        """Record that `topic`/`partition` is being replayed after a Redis loss and must reach
+        `until_offset` (exclusive) before the store is whole again."""
+        async with _translated("mark rebuilding"):
+            await self._client.hset(keys.REBUILDING, f"{topic}:{partition}", until_offset)
+
+    async def rebuilding_targets(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+        """The replay targets still recorded for `partitions` (a processor that takes over a
+        partition mid-rebuild, or restarts during one, carries on with them)."""
+        if not partitions:
+            return {}
+        fields = [f"{topic}:{p}" for p in partitions]
+        async with _translated("read rebuilding"):
+            values = await self._client.hmget(keys.REBUILDING, fields)
+        return {p: int(v) for p, v in zip(partitions, values, strict=True) if v is not None}
+
+    async def finish_rebuilding(self, topic: str, partitions: Sequence[int]) -> None:
+        """The replays of `partitions` reached their targets."""
+        if not partitions:
+            return
+        async with _translated("finish rebuilding"):
+            await self._client.hdel(keys.REBUILDING, *[f"{topic}:{p}" for p in partitions])
+
+    async def readiness(self) -> tuple[str | None, int]:
+        """(store marker, number of partitions still replaying after a loss) in one round trip:
+        what the API checks before answering from the store."""
+        async with _translated("read store readiness"):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.get(keys.STORE_MARKER)
+            pipe.hlen(keys.REBUILDING)
+            marker, rebuilding = await pipe.execute()
+        return (None if marker is None else _text(marker)), int(rebuilding)
+
     async def claim_store_marker(self, token: str) -> str:
         """Write `token` as the marker unless one exists; return the marker now in force."""
         async with _translated("write store marker"):

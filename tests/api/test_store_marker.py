@@ -44,9 +44,9 @@ class CountingMarker:
         self.store = store
         self.reads = 0
 
-    async def store_marker(self) -> str | None:
+    async def readiness(self) -> tuple[str | None, int]:
         self.reads += 1
-        return await self.store.store_marker()
+        return await self.store.readiness()
 
 
 class Clock:
@@ -171,14 +171,45 @@ async def test_a_failed_marker_read_is_not_cached() -> None:
                 "m",
             ]
 
-        async def store_marker(self) -> str | None:
+        async def readiness(self) -> tuple[str | None, int]:
             answer = self.answers.pop(0)
             if isinstance(answer, Exception):
                 raise answer
-            return answer
+            return answer, 0
 
     clock = Clock()
     guard = StoreGuard(Flaky(), interval_s=1.0, clock=clock)
     with pytest.raises(StateStoreUnavailable):
         await guard.present()
     assert await guard.present()  # read again at once, not "absent" for an interval
+
+
+@pytest.mark.integration
+async def test_a_store_being_rebuilt_is_refused_until_every_replay_reached_its_target(
+    api: Api, store: RedisStateStore
+) -> None:
+    """A processor rebuilding after a loss records each partition's replay target before it
+    writes the marker back; the API refuses while any target is left (counters are partial)."""
+    clock = Clock()
+    api.ctx.store_guard = StoreGuard(CountingMarker(store), interval_s=1.0, clock=clock)
+    await store.mark_rebuilding("usage", 0, 1200)
+    await store.mark_rebuilding("usage", 3, 800)
+    for method, path, body in GUARDED:
+        response = await api.client.request(method, path, json=body, headers=api.as_admin())
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] == "5"
+        doc = response.json()
+        assert (doc["code"], doc["title"]) == ("store_rebuilding", "State store being rebuilt")
+        assert "2 partition(s) still replaying" in doc["detail"]
+    assert (await api.client.get("/readyz")).json()["code"] == "store_rebuilding"
+    assert await store.rebuilding_targets("usage", [0, 1, 3]) == {0: 1200, 3: 800}
+
+    await store.finish_rebuilding("usage", [3])
+    clock.now += 1.0
+    response = await api.client.get("/v1/accounts/acton/usage", headers=api.as_admin())
+    assert "1 partition(s) still replaying" in response.json()["detail"]
+
+    await store.finish_rebuilding("usage", [0])
+    clock.now += 1.0
+    assert await statuses(api) == [200] * len(GUARDED)
+    assert (await api.client.get("/readyz")).status_code == 200

@@ -42,6 +42,7 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from metering.settings import Settings
 from metering.state.errors import StateStoreUnavailable
+from metering.state.keys import REBUILDING
 from metering.state.redis_store import RedisStateStore
 from tests.integration.harness import ProcessorProcess, caught_up, outboxes_drained
 from tests.reliability.infra import PrivateKafka, PrivateRedis
@@ -527,6 +528,18 @@ async def redis_flushed_while_down(bootstrap: str, scale: Scale, seed: int) -> C
             "rebuilding by replaying the partition from its beginning" in text,
             "the processor did not say it was rebuilding",
         )
+        # The API refuses while replay targets are recorded; every one must be cleared once
+        # the replays caught up, or the API would refuse for ever.
+        case.result.expect(
+            "rebuilt: the replay reached the offset committed before the loss" in text,
+            "the processor did not say a replay reached its target",
+        )
+        client = case.redis.client()
+        try:
+            left = client.hlen(REBUILDING)
+        finally:
+            client.close()
+        case.result.expect(left == 0, f"{left} replay target(s) left in {REBUILDING}")
         return case.result
 
 

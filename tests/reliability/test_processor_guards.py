@@ -83,9 +83,24 @@ class FakeStore:
     """(first, last) offsets of every applied step."""
     positions_gate: asyncio.Event | None = None
     """When set, `positions` waits for it (a slow Redis during the listener)."""
+    rebuilding: dict[int, int] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+    """The order of marker writes and rebuild marks (the API must never see a marker first)."""
 
     async def store_marker(self) -> str | None:
         return self.marker
+
+    async def mark_rebuilding(self, topic: str, partition: int, until_offset: int) -> None:
+        self.rebuilding[partition] = until_offset
+        self.events.append(f"rebuilding {partition} until {until_offset}")
+
+    async def rebuilding_targets(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+        return {p: self.rebuilding[p] for p in partitions if p in self.rebuilding}
+
+    async def finish_rebuilding(self, topic: str, partitions: Sequence[int]) -> None:
+        for partition in partitions:
+            del self.rebuilding[partition]
+            self.events.append(f"rebuilt {partition}")
 
     async def marker_and_positions(
         self, group: str, topic: str, partitions: Sequence[int]
@@ -96,6 +111,7 @@ class FakeStore:
     async def claim_store_marker(self, token: str) -> str:
         if self.marker is None:
             self.marker = token
+            self.events.append("marker")
         return self.marker
 
     async def has_fences(self, topic: str) -> bool:
@@ -339,3 +355,34 @@ async def test_a_redis_gone_back_in_time_stops_the_processor_before_it_writes() 
     with pytest.raises(StateLost, match="usage/0: Redis went back in time: its position is 5"):
         await run_script(proc, consumer)
     assert store.applied == [(0, 10), (11, 20)]
+
+
+async def test_a_rebuild_is_recorded_before_the_marker_and_cleared_when_replayed() -> None:
+    """Redis lost its state while stopped (no positions, no fences, Kafka committed 30): the
+    replay target is recorded before the marker (the API refuses meanwhile) and cleared by the
+    batch whose position reaches it, not before."""
+    consumer = FakeConsumer(committed=30, beginning=0)
+    store = FakeStore()
+    proc = processor(consumer, store)
+    consumer.script = ["assign", records(0, 20), records(21, 28), records(29, 35)]
+    await run_script(proc, consumer)
+    assert store.events == ["rebuilding 0 until 30", "marker", "rebuilt 0"]
+    assert store.rebuilding == {}
+    assert store.applied == [(0, 20), (21, 28), (29, 35)]
+
+
+async def test_a_processor_restarted_mid_rebuild_carries_the_target_on() -> None:
+    """A rebuild interrupted by a crash: positions exist now, the target is still in Redis; the
+    next owner reads it and clears it once its replay gets there."""
+    consumer = FakeConsumer(committed=None)
+    store = FakeStore(
+        marker="m", stored_positions={0: (14, NOW - 60_000)}, rebuilding={0: 30}, fences=True
+    )
+    proc = processor(consumer, store)
+    consumer.script = ["assign", records(15, 25)]
+    await run_script(proc, consumer)
+    assert store.rebuilding == {0: 30}  # not there yet
+    consumer.script = [records(26, 31)]
+    await run_script(proc, consumer)
+    assert store.rebuilding == {}
+    assert store.events == ["rebuilt 0"]
