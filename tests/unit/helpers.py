@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from hypothesis import strategies as st
 
 from metering.accounts import Account, effective_limit
 from metering.deltas import AccountDelta, Aggregation
-from metering.events import EventType, UsageEvent, decode_event
+from metering.events import DATA_FIELDS, MAX_QUANTITY, EventType, UsageEvent, decode_event
 from metering.meters import fold_events
 from metering.plan_loading import example_plans
 from metering.plans import Plan
@@ -25,6 +26,26 @@ from metering.thresholds import crossed, crossing_id, crossing_scope
 
 PLANS = example_plans()
 _ids = itertools.count()
+
+
+def draw_data(
+    draw: st.DrawFn, event_type: EventType, texts: st.SearchStrategy[str]
+) -> dict[str, Any]:
+    """Valid `data` fields of an `event_type` event, every optional one present or not (the
+    shared part of the tests' event strategies; free-text values come from `texts`)."""
+    data: dict[str, Any] = {}
+    for spec in DATA_FIELDS[event_type]:
+        if not spec.required and draw(st.booleans()):
+            continue
+        if spec.boolean:
+            data[spec.name] = draw(st.booleans())
+        elif spec.values:
+            data[spec.name] = draw(st.sampled_from(spec.values))
+        elif spec.integer:
+            data[spec.name] = draw(st.integers(1, MAX_QUANTITY))
+        else:
+            data[spec.name] = draw(texts)
+    return data
 
 
 def ms(text: str) -> int:

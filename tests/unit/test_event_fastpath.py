@@ -27,8 +27,20 @@ from metering.events import (
     decode_event,
 )
 from metering.rfc3339 import format_ms, parse_ms
+from tests.unit.helpers import draw_data
 
 NOW = parse_ms("2026-11-23T10:00:00Z")
+
+
+SMS: dict[str, Any] = {
+    "specversion": "1.0",
+    "id": "e",
+    "source": "s",
+    "type": "sms.sent",
+    "subject": "acme",
+    "time": "2026-11-23T09:00:00Z",
+    "data": {"contact": "c", "quantity": 3},
+}
 
 
 def fast(raw: bytes, max_quantity: int = MAX_QUANTITY) -> Any:
@@ -45,18 +57,7 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
     """Events as a producer writes them: every type, every optional field present or not,
     texts at their length limits in multi-byte characters."""
     event_type = draw(st.sampled_from(list(EventType)))
-    data: dict[str, Any] = {}
-    for spec in DATA_FIELDS[event_type]:
-        if not spec.required and draw(st.booleans()):
-            continue
-        if spec.boolean:
-            data[spec.name] = draw(st.booleans())
-        elif spec.values:
-            data[spec.name] = draw(st.sampled_from(spec.values))
-        elif spec.integer:
-            data[spec.name] = draw(st.integers(1, MAX_QUANTITY))
-        else:
-            data[spec.name] = draw(_texts)
+    data = draw_data(draw, event_type, _texts)
     doc: dict[str, Any] = {
         "specversion": "1.0",
         "id": draw(st.text(min_size=1, max_size=MAX_ID_CHARS) | st.just("😀" * MAX_ID_CHARS)),
@@ -107,15 +108,7 @@ def test_every_event_type_takes_the_fast_path() -> None:
 def test_what_the_fast_path_leaves_to_the_checked_decoder_still_decodes() -> None:
     """Extensions, unknown data fields, non-ASCII accounts, null data fields and timestamps
     with offsets are valid: the fast path declines some of them, the result is the same."""
-    base: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": "e",
-        "source": "s",
-        "type": "sms.sent",
-        "subject": "acme",
-        "time": "2026-11-23T09:00:00Z",
-        "data": {"contact": "c", "quantity": 3},
-    }
+    base = dict(SMS)
     declined = [
         base | {"traceparent": "00-abc"},
         base | {"data": {"contact": "c", "quantity": 3, "note": "x"}},
@@ -136,15 +129,7 @@ def test_what_the_fast_path_leaves_to_the_checked_decoder_still_decodes() -> Non
 
 
 def test_quantities_over_the_limit_and_future_events_are_left_to_the_checked_decoder() -> None:
-    doc: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": "e",
-        "source": "s",
-        "type": "sms.sent",
-        "subject": "acme",
-        "time": "2026-11-23T09:00:00Z",
-        "data": {"contact": "c", "quantity": 50},
-    }
+    doc: dict[str, Any] = SMS | {"data": {"contact": "c", "quantity": 50}}
     assert fast(orjson.dumps(doc), max_quantity=49) is None
     assert fast(orjson.dumps(doc), max_quantity=50) is not None
     doc["time"] = format_ms(NOW + MAX_FUTURE_MS + 1)

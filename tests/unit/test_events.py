@@ -25,6 +25,7 @@ from metering.events import (
     event_document,
 )
 from metering.rfc3339 import parse_ms
+from tests.unit.helpers import draw_data
 
 NOW = parse_ms("2026-11-23T12:00:00Z")
 
@@ -251,18 +252,7 @@ _account = st.from_regex(r"[A-Za-z0-9._:-]{1,30}", fullmatch=True)
 @st.composite
 def events(draw: st.DrawFn) -> UsageEvent:
     event_type = draw(st.sampled_from(list(EventType)))
-    fields: dict[str, Any] = {}
-    for spec in DATA_FIELDS[event_type]:
-        if not spec.required and draw(st.booleans()):
-            continue
-        if spec.boolean:
-            fields[spec.name] = draw(st.booleans())
-        elif spec.values:
-            fields[spec.name] = draw(st.sampled_from(spec.values))
-        elif spec.name == "quantity":
-            fields[spec.name] = draw(st.integers(1, 1_000_000))
-        else:
-            fields[spec.name] = draw(_text)
+    fields = draw_data(draw, event_type, _text)
     raw = {
         "specversion": "1.0",
         "id": draw(st.text(min_size=1, max_size=128)),

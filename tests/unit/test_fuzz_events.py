@@ -37,6 +37,7 @@ from metering.events import (
     encode_event,
 )
 from metering.rfc3339 import format_ms, parse_ms
+from tests.unit.helpers import draw_data
 
 NOW = parse_ms("2026-11-23T10:00:00Z")
 FUTURE_MS = 5 * 60 * 1000
@@ -160,18 +161,7 @@ times = st.one_of(
 def valid_documents(draw: st.DrawFn) -> dict[str, Any]:
     """A valid event document of any type, with every optional field drawn or left out."""
     event_type = draw(st.sampled_from(list(EventType)))
-    data: dict[str, Any] = {}
-    for spec in DATA_FIELDS[event_type]:
-        if not spec.required and draw(st.booleans()):
-            continue
-        if spec.boolean:
-            data[spec.name] = draw(st.booleans())
-        elif spec.values:
-            data[spec.name] = draw(st.sampled_from(spec.values))
-        elif spec.name == "quantity":
-            data[spec.name] = draw(st.integers(1, MAX_QUANTITY))
-        else:
-            data[spec.name] = draw(st.text(min_size=1, max_size=30))
+    data = draw_data(draw, event_type, st.text(min_size=1, max_size=30))
     doc: dict[str, Any] = {
         "specversion": "1.0",
         "id": draw(st.text(min_size=1, max_size=MAX_ID_CHARS)),

@@ -23,13 +23,14 @@ from hypothesis import strategies as st
 from metering.account_codec import account_from_json
 from metering.directory import Directory
 from metering.errors import AccountError, EventRejected, RejectReason
-from metering.events import DATA_FIELDS, MAX_QUANTITY, EventType, decode_event
+from metering.events import DATA_FIELDS, EventType, decode_event
 from metering.meters import contributions
 from metering.plan_loading import load_plan
 from metering.rfc3339 import format_ms, parse_ms
 from metering.state.model import encode_step
 from streams.batch import AccountWork, MappedEvent
 from streams.mapper import MapperLimits, PlanMapper
+from tests.unit.helpers import draw_data
 
 NOW = parse_ms("2026-11-23T10:00:00Z")
 HOUR = 3_600_000
@@ -121,18 +122,7 @@ def dump(value: Any) -> bytes:
 def documents(draw: st.DrawFn, *, known: bool = True) -> dict[str, Any]:
     """A valid event document for a known account (or any subject), any time since 1970."""
     event_type = draw(st.sampled_from(list(EventType)))
-    data: dict[str, Any] = {}
-    for spec in DATA_FIELDS[event_type]:
-        if not spec.required and draw(st.booleans()):
-            continue
-        if spec.boolean:
-            data[spec.name] = draw(st.booleans())
-        elif spec.values:
-            data[spec.name] = draw(st.sampled_from(spec.values))
-        elif spec.name == "quantity":
-            data[spec.name] = draw(st.integers(1, MAX_QUANTITY))
-        else:
-            data[spec.name] = draw(st.text(min_size=1, max_size=20))
+    data = draw_data(draw, event_type, st.text(min_size=1, max_size=20))
     subject = (
         draw(st.sampled_from(ACCOUNTS))
         if known
