@@ -351,10 +351,11 @@ class UsageProcessor:
             )
             self._metrics.apply_seconds.observe(time.perf_counter() - started)
             again: list[AccountWork] = []
+            applied = crossings = 0  # counted per call, not per step (a metric update locks)
             for work, outcome in zip(pending, outcomes, strict=True):
                 if outcome.status is ApplyStatus.APPLIED:
-                    self._metrics.applied.inc(work.events)
-                    self._metrics.crossings.inc(len(outcome.crossings))
+                    applied += work.events
+                    crossings += len(outcome.crossings)
                     if outcome.outbox_length:
                         outboxes.add(work.account)
                 elif outcome.status is ApplyStatus.ALREADY_APPLIED:
@@ -370,6 +371,8 @@ class UsageProcessor:
                 else:
                     self._metrics.deduplicated.inc(work.drop_ids(outcome.duplicates))
                     again.append(work)
+            self._metrics.applied.inc(applied)
+            self._metrics.crossings.inc(crossings)
             pending = again
         return outboxes
 

@@ -151,10 +151,17 @@ def encode_step(
     return keys.fence_key(account, step.topic, step.partition), payload
 
 
+_APPLIED_QUIETLY = ApplyOutcome(ApplyStatus.APPLIED)
+"""The usual reply, [0, 0] (applied, no crossing): shared, since outcomes are immutable and a
+steady load decodes about one per event."""
+
+
 def decode_outcome(reply: object) -> ApplyOutcome:
     """Turn the script's reply (a list whose first item is the status) into an outcome."""
     if not isinstance(reply, list) or not reply:
         raise ValueError(f"unexpected apply reply: {reply!r}")
+    if len(reply) == 2 and reply[0] == 0 and reply[1] == 0:
+        return _APPLIED_QUIETLY
     status = ApplyStatus(int(reply[0]))
     if status is ApplyStatus.APPLIED:
         crossings = tuple(_text(x) for x in reply[2:])

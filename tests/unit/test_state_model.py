@@ -1,0 +1,28 @@
+"""Decoding the apply script's replies (metering/state/lua/apply.lua documents their shape)."""
+
+from __future__ import annotations
+
+import pytest
+
+from metering.state.model import ApplyOutcome, ApplyStatus, decode_outcome
+
+
+@pytest.mark.parametrize(
+    ("reply", "outcome"),
+    [
+        ([0, 0], ApplyOutcome(ApplyStatus.APPLIED)),
+        ([0, 2, b"id-1", "id-2"], ApplyOutcome(ApplyStatus.APPLIED, ("id-1", "id-2"), 2)),
+        ([1, 3], ApplyOutcome(ApplyStatus.ALREADY_APPLIED, outbox_length=3)),
+        ([1, 0], ApplyOutcome(ApplyStatus.ALREADY_APPLIED)),
+        ([2, 41], ApplyOutcome(ApplyStatus.PARTIAL, fence=41)),
+        ([3, [b"e1", "e2"]], ApplyOutcome(ApplyStatus.DUPLICATES, duplicates=("e1", "e2"))),
+    ],
+)
+def test_each_reply_decodes_to_its_outcome(reply: list[object], outcome: ApplyOutcome) -> None:
+    assert decode_outcome(reply) == outcome
+
+
+@pytest.mark.parametrize("reply", [[], None, "0", [9, 0]])
+def test_a_reply_of_another_shape_is_an_error(reply: object) -> None:
+    with pytest.raises(ValueError, match="9|unexpected apply reply"):
+        decode_outcome(reply)
