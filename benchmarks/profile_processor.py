@@ -30,7 +30,12 @@ from streams.topics import ensure_topics
 
 
 async def main_async(
-    events: int, accounts: int, out: str, profile: bool = True, rate: float = 0
+    events: int,
+    accounts: int,
+    out: str,
+    profile: bool = True,
+    rate: float = 0,
+    spread: str = "zipf",
 ) -> None:
     run_id = uuid.uuid4().hex[:8]
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:26379") + "/12"
@@ -79,6 +84,8 @@ async def main_async(
                 "10",
                 "--accounts",
                 str(accounts),
+                "--spread",
+                spread,
                 "--out",
                 "/tmp/loadgen.json",
             )
@@ -114,8 +121,13 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/processor.prof")
     parser.add_argument("--no-profile", action="store_true", help="measure the rate only")
     parser.add_argument("--rate", type=float, default=0, help="steady load for 10 s instead")
+    parser.add_argument("--spread", choices=["zipf", "round-robin"], default="zipf")
     args = parser.parse_args()
-    asyncio.run(main_async(args.events, args.accounts, args.out, not args.no_profile, args.rate))
+    asyncio.run(
+        main_async(
+            args.events, args.accounts, args.out, not args.no_profile, args.rate, args.spread
+        )
+    )
 
 
 if __name__ == "__main__":
