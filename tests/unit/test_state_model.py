@@ -24,5 +24,5 @@ def test_each_reply_decodes_to_its_outcome(reply: list[object], outcome: ApplyOu
 
 @pytest.mark.parametrize("reply", [[], None, "0", [9, 0]])
 def test_a_reply_of_another_shape_is_an_error(reply: object) -> None:
-    with pytest.raises(ValueError, match="9|unexpected apply reply"):
+    with pytest.raises(ValueError, match=r"9|unexpected apply reply"):
         decode_outcome(reply)
