@@ -27,7 +27,7 @@ from metering.accounts import Account
 from metering.deltas import NO_PERIOD, AccountDelta, Aggregation, Contribution
 from metering.events import EventType, UsageEvent
 from metering.periods import period_of
-from metering.plans import Effect, Plan
+from metering.plans import Effect, EventMatch, MeterSpec, Plan
 
 SUPPRESSION_TYPES = frozenset({EventType.CONTACT_SUPPRESSED, EventType.CONTACT_UNSUBSCRIBED})
 """Events that make a contact suppressed from then on (an unsubscribe is an opt-out)."""
@@ -45,42 +45,46 @@ def contributions(event: UsageEvent, account: Account, plan: Plan) -> list[Contr
         if match.where and not match.accepts(event):
             continue
         meter = route.meter
-        aggregation = meter.aggregation
         if meter.period is None:
             key, start = NO_PERIOD, 0
         else:
             period = period_of(meter.period, event.time_ms, tz, account.contract_date)
             key, start = period.key, period.start_ms
-        if aggregation is Aggregation.COUNT:
-            result.append(Contribution(meter.name, key, aggregation, 1, period_start_ms=start))
-        elif aggregation is Aggregation.SUM:
-            result.append(
-                Contribution(meter.name, key, aggregation, event.quantity, period_start_ms=start)
-            )
-        elif aggregation is Aggregation.DISTINCT:
-            result.append(
-                Contribution(
-                    meter.name,
-                    key,
-                    aggregation,
-                    member=getattr(event, meter.member_field),
-                    period_start_ms=start if meter.exclude_suppressed else 0,
-                )
-            )
-        elif aggregation is Aggregation.GAUGE:
-            result.append(
-                Contribution(
-                    meter.name,
-                    key,
-                    aggregation,
-                    member=getattr(event, meter.member_field),
-                    present=match.effect is Effect.ADD,
-                )
-            )
-        else:
-            amount = event.quantity if match.effect is Effect.ADD else -event.quantity
-            result.append(Contribution(meter.name, key, aggregation, amount))
+        result.append(contribution(meter, match, key, start, event))
     return result
+
+
+def contribution(
+    meter: MeterSpec, match: EventMatch, key: str, period_start_ms: int, event: UsageEvent
+) -> Contribution:
+    """What `event` (accepted by `match`) adds to `meter` in the period `key` that starts at
+    `period_start_ms` (0 when the meter is not windowed). The processor's mapper calls this
+    with periods it caches, so the table above has one implementation."""
+    aggregation = meter.aggregation
+    if aggregation is Aggregation.COUNT:
+        return Contribution(meter.name, key, aggregation, 1, period_start_ms=period_start_ms)
+    if aggregation is Aggregation.SUM:
+        return Contribution(
+            meter.name, key, aggregation, event.quantity, period_start_ms=period_start_ms
+        )
+    if aggregation is Aggregation.DISTINCT:
+        return Contribution(
+            meter.name,
+            key,
+            aggregation,
+            member=getattr(event, meter.member_field),
+            period_start_ms=period_start_ms if meter.exclude_suppressed else 0,
+        )
+    if aggregation is Aggregation.GAUGE:
+        return Contribution(
+            meter.name,
+            key,
+            aggregation,
+            member=getattr(event, meter.member_field),
+            present=match.effect is Effect.ADD,
+        )
+    amount = event.quantity if match.effect is Effect.ADD else -event.quantity
+    return Contribution(meter.name, key, aggregation, amount)
 
 
 def suppression(event: UsageEvent) -> str | None:

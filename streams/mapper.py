@@ -16,9 +16,10 @@ from metering.accounts import Account, effective_limit
 from metering.deltas import NO_PERIOD, Aggregation, Contribution
 from metering.errors import EventRejected, RejectReason
 from metering.events import EventType, decode_event
+from metering.meters import contribution as meter_contribution
 from metering.meters import suppression
 from metering.periods import period_of
-from metering.plans import Effect, MeterSpec, Plan, Route
+from metering.plans import EventMatch, MeterSpec, Plan
 from metering.state.model import MeterRule, ThresholdRule
 from metering.thresholds import crossing_id, crossing_scope
 from streams.batch import MappedEvent
@@ -47,22 +48,17 @@ class _Lane:
     """One route an event type takes into a meter, with the period it last served cached.
 
     Mutable on purpose: the period and rule move forward in place when an event falls outside
-    [start_ms, end_ms); everything else is fixed for the (account, plan) objects it was built
-    for."""
+    [start_ms, end_ms); the meter and match are fixed for the (account, plan) objects it was
+    built for."""
 
-    route: Route
-    meter: str
-    aggregation: Aggregation
-    where: tuple[tuple[str, str | bool], ...]
-    member_field: str
-    present: bool
-    """Gauge: the member joins (effect add); balance: the sign of the change."""
-    windowed: bool
+    meter: MeterSpec
+    match: EventMatch
     start_ms: int = 0
     end_ms: int = -1
     """[start_ms, end_ms) of the cached period; empty until the first event."""
     key: str = NO_PERIOD
-    contribution_start_ms: int = 0
+    period_start_ms: int = 0
+    """Start of the period; 0 when not windowed (what `metering.meters.contribution` takes)."""
     period_end_ms: int = 0
     """End of the period for the lateness check; 0 when not windowed (never late)."""
     rule: MeterRule = field(default_factory=lambda: MeterRule(limit=None))
@@ -123,53 +119,18 @@ class PlanMapper:
         late: list[str] = []
         gauges = False
         for lane in program.lanes:
-            if lane.where and not all(
-                getattr(event, name) == wanted for name, wanted in lane.where
-            ):
+            match = lane.match
+            if match.where and not match.accepts(event):
                 continue
             if not lane.start_ms <= time_ms < lane.end_ms:
                 self._enter(lane, account, plan, time_ms)
             if lane.period_end_ms and lane.period_end_ms + limits.grace_ms <= watermark_ms:
-                late.append(lane.meter)
+                late.append(lane.meter.name)
                 continue
-            aggregation = lane.aggregation
-            if aggregation is Aggregation.COUNT:
-                contribution = Contribution(
-                    lane.meter, lane.key, aggregation, 1, None, True, lane.contribution_start_ms
-                )
-            elif aggregation is Aggregation.SUM:
-                contribution = Contribution(
-                    lane.meter,
-                    lane.key,
-                    aggregation,
-                    event.quantity,
-                    None,
-                    True,
-                    lane.contribution_start_ms,
-                )
-            elif aggregation is Aggregation.DISTINCT:
-                contribution = Contribution(
-                    lane.meter,
-                    lane.key,
-                    aggregation,
-                    0,
-                    getattr(event, lane.member_field),
-                    True,
-                    lane.contribution_start_ms,
-                )
-            elif aggregation is Aggregation.GAUGE:
-                gauges = True
-                contribution = Contribution(
-                    lane.meter,
-                    lane.key,
-                    aggregation,
-                    0,
-                    getattr(event, lane.member_field),
-                    lane.present,
-                )
-            else:
-                amount = event.quantity if lane.present else -event.quantity
-                contribution = Contribution(lane.meter, lane.key, aggregation, amount)
+            contribution = meter_contribution(
+                lane.meter, match, lane.key, lane.period_start_ms, event
+            )
+            gauges = gauges or contribution.aggregation is Aggregation.GAUGE
             on_time.append(contribution)
             rules.append(lane.rule)
         member = suppression(event)
@@ -185,18 +146,7 @@ class PlanMapper:
         )
 
     def _program(self, account: Account, plan: Plan, event_type: EventType) -> _Program:
-        lanes = tuple(
-            _Lane(
-                route=route,
-                meter=route.meter.name,
-                aggregation=route.meter.aggregation,
-                where=route.match.where,
-                member_field=route.meter.member_field,
-                present=route.match.effect is Effect.ADD,
-                windowed=route.meter.period is not None,
-            )
-            for route in plan.routes(event_type)
-        )
+        lanes = tuple(_Lane(route.meter, route.match) for route in plan.routes(event_type))
         program = _Program(account, plan, lanes)
         if len(self._programs) > 200_000:
             self._programs.clear()
@@ -205,17 +155,16 @@ class PlanMapper:
 
     def _enter(self, lane: _Lane, account: Account, plan: Plan, time_ms: int) -> None:
         """Move `lane` to the period containing `time_ms` (and that period's rule)."""
-        meter = lane.route.meter
+        meter = lane.meter
         if meter.period is None:
             lane.start_ms, lane.end_ms = -_NEVER, _NEVER
-            lane.key, lane.contribution_start_ms, lane.period_end_ms = NO_PERIOD, 0, 0
+            lane.key, lane.period_start_ms, lane.period_end_ms = NO_PERIOD, 0, 0
         else:
             tz = account.timezone or plan.timezone
             period = period_of(meter.period, time_ms, tz, account.contract_date)
             lane.start_ms, lane.end_ms = period.start_ms, period.end_ms
-            lane.key, lane.period_end_ms = period.key, period.end_ms
-            keeps_start = meter.aggregation is not Aggregation.DISTINCT or meter.exclude_suppressed
-            lane.contribution_start_ms = period.start_ms if keeps_start else 0
+            lane.key, lane.period_start_ms = period.key, period.start_ms
+            lane.period_end_ms = period.end_ms
         key = (account.id, meter.name, lane.key)
         cached = self._rules.get(key)
         if cached is not None and cached[0] is account and cached[1] is plan:
