@@ -20,6 +20,7 @@ encoder and the plan loader read, so a new field or event type cannot be forgott
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Protocol
 
@@ -51,20 +52,14 @@ class FieldSpec(Protocol):
     def enum(self) -> type[StrEnum] | None: ...
 
 
-class Limits(Protocol):
-    """The schema's constants (from `metering.events`)."""
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The schema's constants (`metering.events` passes its own)."""
 
-    @property
-    def spec_version(self) -> str: ...
-
-    @property
-    def data_schema(self) -> str: ...
-
-    @property
-    def max_id_chars(self) -> int: ...
-
-    @property
-    def max_text_chars(self) -> int: ...
+    spec_version: str
+    data_schema: str
+    max_id_chars: int
+    max_text_chars: int
 
 
 _FAILED = (msgspec.MsgspecError, ValueError, RecursionError)

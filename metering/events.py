@@ -28,7 +28,7 @@ import msgspec
 import orjson
 
 from metering.errors import EventRejected, RejectReason
-from metering.event_fastpath import FastDecoder
+from metering.event_fastpath import FastDecoder, Limits
 from metering.rfc3339 import format_ms, parse_ms
 
 SPEC_VERSION: Final = "1.0"
@@ -235,16 +235,11 @@ _DECODERS: Final[dict[EventType, tuple[tuple[DataField, int, str], ...]]] = {
 """Per type: (field, index in `_SLOTS`, dotted path) — computed once, not per event."""
 
 
-@dataclass(frozen=True, slots=True)
-class _SchemaLimits:
-    spec_version: str = SPEC_VERSION
-    data_schema: str = DATA_SCHEMA
-    max_id_chars: int = MAX_ID_CHARS
-    max_text_chars: int = MAX_TEXT_CHARS
-
-
 _FAST: Final = FastDecoder(
-    DATA_FIELDS.items(), UsageEvent, dict(zip(_SLOTS, _DEFAULTS, strict=True)), _SchemaLimits()
+    DATA_FIELDS.items(),
+    UsageEvent,
+    dict(zip(_SLOTS, _DEFAULTS, strict=True)),
+    Limits(SPEC_VERSION, DATA_SCHEMA, MAX_ID_CHARS, MAX_TEXT_CHARS),
 )
 
 
