@@ -97,12 +97,7 @@ async def running(
     )
     mapper = PlanMapper(
         directory,
-        MapperLimits(
-            grace_ms=settings.grace_s * 1000,
-            max_event_bytes=settings.max_event_bytes,
-            max_future_ms=settings.max_future_s * 1000,
-            retention_ms=settings.retention_days * 86_400_000,
-        ),
+        MapperLimits.from_settings(settings),
     )
     # Ladder gauges also feed month shadows; the closer freezes periods (ADR 0004).
     shadowing = GaugeMonths(

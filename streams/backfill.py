@@ -258,12 +258,7 @@ async def _run(
     active = {tp for tp in tps if starts[tp] < ends[tp]}
     bar = Progress(sum(ends[tp] - starts[tp] for tp in tps), progress)
     side = _SideCounts()
-    limits = MapperLimits(
-        grace_ms=settings.grace_s * 1000,
-        max_event_bytes=settings.max_event_bytes,
-        max_future_ms=settings.max_future_s * 1000,
-        retention_ms=settings.retention_days * 86_400_000,
-    )
+    limits = MapperLimits.from_settings(settings)
     processor = UsageProcessor(
         config=ProcessorConfig(
             topic=topic,

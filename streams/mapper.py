@@ -20,6 +20,7 @@ from metering.meters import contribution as meter_contribution
 from metering.meters import suppression
 from metering.periods import period_of
 from metering.plans import EventMatch, MeterSpec, Plan
+from metering.settings import Settings
 from metering.state.model import MeterRule, ThresholdRule
 from metering.thresholds import crossing_id, crossing_scope
 from streams.batch import MappedEvent
@@ -41,6 +42,16 @@ class MapperLimits:
     max_event_bytes: int = 64 * 1024
     max_future_ms: int = 5 * 60 * 1000
     retention_ms: int = 400 * 86_400_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MapperLimits:
+        """The limits a processor (or a backfill) runs with."""
+        return cls(
+            grace_ms=settings.grace_s * 1000,
+            max_event_bytes=settings.max_event_bytes,
+            max_future_ms=settings.max_future_s * 1000,
+            retention_ms=settings.retention_days * 86_400_000,
+        )
 
 
 @dataclass(slots=True)

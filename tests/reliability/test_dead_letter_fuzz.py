@@ -142,12 +142,7 @@ def oracle(settings: Settings, values: list[bytes | None], now: int) -> list[str
         directory.put_account(account_from_json({"id": account, "plan": "it-plan"}))
     mapper = PlanMapper(
         directory,
-        MapperLimits(
-            grace_ms=settings.grace_s * 1000,
-            max_event_bytes=settings.max_event_bytes,
-            max_future_ms=settings.max_future_s * 1000,
-            retention_ms=settings.retention_days * 86_400_000,
-        ),
+        MapperLimits.from_settings(settings),
     )
     watermark = 0
     verdicts = []
