@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from metering.errors import MeteringError
+from metering.core.errors import MeteringError
 from metering.settings import Settings
 
 
@@ -37,7 +37,7 @@ def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _plan_files(args: argparse.Namespace) -> list[Path]:
-    from metering import plans_examples  # noqa: PLC0415
+    from metering.core import plans_examples  # noqa: PLC0415
 
     files = [Path(f) for f in args.files]
     if args.examples:
@@ -48,7 +48,7 @@ def _plan_files(args: argparse.Namespace) -> list[Path]:
 
 
 def _plans_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from metering.plan_loading import load_plan  # noqa: PLC0415
+    from metering.core.plan_loading import load_plan  # noqa: PLC0415
 
     for path in _plan_files(args):
         plan = load_plan(path)
@@ -57,7 +57,7 @@ def _plans_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _plans_apply(args: argparse.Namespace, settings: Settings) -> int:
-    from metering.plan_loading import load_plan  # noqa: PLC0415
+    from metering.core.plan_loading import load_plan  # noqa: PLC0415
     from sinks.config_writer import ConfigWriter  # noqa: PLC0415
     from streams.kafka import new_producer  # noqa: PLC0415
 
@@ -79,7 +79,7 @@ def _plans_apply(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _accounts_put(args: argparse.Namespace, settings: Settings) -> int:
-    from metering.account_codec import account_from_json  # noqa: PLC0415
+    from metering.core.account_codec import account_from_json  # noqa: PLC0415
     from sinks.config_writer import ConfigWriter  # noqa: PLC0415
     from streams.kafka import new_producer  # noqa: PLC0415
 
@@ -207,7 +207,7 @@ def _closer(args: argparse.Namespace, settings: Settings) -> int:
 
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     """Rebuild counters, rollups, statements and tiers from the events topic (ADR 0004)."""
-    from metering.rfc3339 import parse_ms  # noqa: PLC0415
+    from metering.core.rfc3339 import parse_ms  # noqa: PLC0415
     from streams.backfill import backfill  # noqa: PLC0415 - keep Kafka out of --help
 
     try:

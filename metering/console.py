@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from metering.errors import MeteringError
+from metering.core.errors import MeteringError
 
 _COLOURS = {"green": "\033[32m", "yellow": "\033[33m", "red": "\033[31m"}
 _RESET = "\033[0m"

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
-from metering.errors import MeteringError
+from metering.core.errors import MeteringError
 
 
 class ConfigError(MeteringError):

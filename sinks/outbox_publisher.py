@@ -24,7 +24,7 @@ from collections.abc import Callable
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from metering.errors import MeteringError
+from metering.core.errors import MeteringError
 from metering.settings import Settings
 from metering.state.redis_store import OutboxEntry, RedisStateStore
 from streams.kafka import translated

@@ -24,15 +24,15 @@ from prometheus_client import (
     start_http_server,
 )
 
-from metering.directory import Directory
+from metering.core.directory import Directory
+from metering.core.gauge_months import GaugeMonths
+from metering.core.mapper import MapperLimits, PlanMapper
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
 from sinks.side_outputs import SideOutputs
 from streams.config_follower import ConfigFollower
-from streams.gauge_months import GaugeMonths
 from streams.kafka import new_consumer, new_producer, started, translated
-from streams.mapper import MapperLimits, PlanMapper
 from streams.metrics import ProcessorMetrics
 from streams.period_close import CloserConfig, PeriodCloser
 from streams.processor import ProcessorConfig, UsageProcessor

@@ -4,7 +4,7 @@
 (a fresh, empty database: it refuses one that holds keys) and then closes every period the
 replay covers. It runs the processor's own batch step (`UsageProcessor.process`: the same
 `PlanMapper`, `AccountWork` and `RedisStateStore.apply`, the same per-partition watermark)
-with the month shadows of ladder gauges (streams/gauge_months.py), so the target ends up with
+with the month shadows of ladder gauges (metering/core/gauge_months.py), so the target ends up with
 exactly what live processing wrote, and then the closer's own pass (streams/period_close.py)
 freezes the same totals into the same statements and tier events.
 
@@ -36,16 +36,16 @@ from typing import Any, TextIO, cast
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from metering.directory import Directory
-from metering.errors import MeteringError
+from metering.core.directory import Directory
+from metering.core.errors import MeteringError
+from metering.core.gauge_months import GaugeMonths
+from metering.core.mapper import MapperLimits, PlanMapper
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
 from sinks.side_outputs import SideOutputs, SourceRef
 from streams.config_follower import ConfigFollower
-from streams.gauge_months import GaugeMonths
 from streams.kafka import new_consumer, new_producer, translated
-from streams.mapper import MapperLimits, PlanMapper
 from streams.metrics import ProcessorMetrics
 from streams.period_close import CloserConfig, Partitions, PassReport, PeriodCloser
 from streams.processor import ProcessorConfig, UsageProcessor

@@ -14,7 +14,7 @@ import logging
 
 from aiokafka import AIOKafkaConsumer
 
-from metering.directory import Directory, Refusal
+from metering.core.directory import Directory, Refusal
 from streams.errors import StreamError
 from streams.kafka import translated
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from metering.errors import RejectReason
+from metering.core.errors import RejectReason
 from metering.state.errors import StateStoreError
 from streams.errors import StreamError
 

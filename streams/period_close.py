@@ -9,8 +9,8 @@ One pass (`PeriodCloser.close_pass`):
    (the partitions it has fences for): the processor decides lateness with that very
    watermark, so a period that is due here can no longer receive events (ADR 0004).
 3. Per account with something due: claim it (`mtr:{A}:cc`, like the outbox publisher), read
-   the totals, decide in Python (metering/rollups.py: statements, gap-free ladder series,
-   placements with metering.tiers.place) and run ONE Lua step (lua/close_period.lua) that
+   the totals, decide in Python (metering/core/rollups.py: statements, gap-free ladder series,
+   placements with metering.core.tiers.place) and run ONE Lua step (lua/close_period.lua) that
    re-reads every total, freezes the rollups, writes statements and tier events into the
    account's outbox and moves the placement — or, when anything differs from what was read
    (another closer was faster), stops and the account is planned again.
@@ -36,12 +36,12 @@ from typing import Protocol
 
 import orjson
 
-from metering.accounts import Account, timezone_of
-from metering.deltas import Aggregation
-from metering.errors import MeteringError
-from metering.periods import PeriodKind
-from metering.plans import Plan
-from metering.rollups import (
+from metering.core.accounts import Account, timezone_of
+from metering.core.deltas import Aggregation
+from metering.core.errors import MeteringError
+from metering.core.periods import PeriodKind
+from metering.core.plans import Plan
+from metering.core.rollups import (
     Code,
     DueSlot,
     Point,
@@ -59,10 +59,10 @@ from metering.rollups import (
     tier_body,
     tier_event_id,
 )
+from metering.core.tiers import Ladder
 from metering.settings import Settings
 from metering.state.closing import CloseStatus, CloseStep, Freeze, LadderWrites, TierWrite
 from metering.state.redis_store import RedisStateStore
-from metering.tiers import Ladder
 from sinks.outbox_publisher import OutboxPublisher
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ Partitions = Callable[[], Awaitable[Iterable[int]]]
 
 
 class AccountDirectory(Protocol):
-    """Where the closer finds accounts and plans (metering.directory.Directory)."""
+    """Where the closer finds accounts and plans (metering.core.directory.Directory)."""
 
     def lookup(self, account_id: str) -> tuple[Account, Plan] | None: ...
 
@@ -469,7 +469,7 @@ async def run_closer(settings: Settings, stop: asyncio.Event, *, once: bool = Fa
 
     With `once`, one pass, its publishing, and return.
     """
-    from metering.directory import Directory  # noqa: PLC0415 - keep start-up imports local
+    from metering.core.directory import Directory  # noqa: PLC0415 - keep start-up imports local
     from streams.config_follower import ConfigFollower  # noqa: PLC0415
     from streams.kafka import new_consumer, new_producer, started, translated  # noqa: PLC0415
 

@@ -49,13 +49,13 @@ from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from metering.errors import EventRejected
+from metering.core.errors import EventRejected
+from metering.core.fold import AccountWork, MappedEvent
+from metering.state.codec import ApplyStatus
 from metering.state.errors import StateLost, StateStoreUnavailable
-from metering.state.model import ApplyStatus
 from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
 from sinks.side_outputs import SideOutputs, SourceRef
-from streams.batch import AccountWork, MappedEvent
 from streams.errors import StreamUnavailable
 from streams.kafka import translated
 from streams.metrics import ProcessorMetrics

@@ -1,4 +1,4 @@
-"""Admission: may this account do X now? Reads the state store, applies `metering.enforcement`.
+"""Admission: may this account do X now? Reads the state store, applies `metering.core.enforcement`.
 
 One decision per item (a contact, an SMS, a campaign) with a stable reason code and the meter
 that decided it. The rules are the domain's; what this module adds is which meters an action
@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from metering.accounts import Account, effective_limit
 from metering.api.views import MeterSlot, current_slot
-from metering.deltas import Aggregation
-from metering.enforcement import (
+from metering.core.accounts import Account, effective_limit
+from metering.core.deltas import Aggregation
+from metering.core.enforcement import (
     Decision,
     EnforcementMode,
     GatedAction,
@@ -36,8 +36,8 @@ from metering.enforcement import (
     decide_prepaid,
     decide_use,
 )
-from metering.events import ContactOrigin, EmailKind, EventType, UsageEvent
-from metering.plans import Effect, MeterSpec, Plan
+from metering.core.events import ContactOrigin, EmailKind, EventType, UsageEvent
+from metering.core.plans import Effect, MeterSpec, Plan
 from metering.state.redis_store import RedisStateStore
 
 _HARD = (EnforcementMode.NEW_MEMBERS, EnforcementMode.LIMIT, EnforcementMode.PREPAID)

@@ -26,7 +26,7 @@ from metering.api.metrics import ApiMetrics, MetricsMiddleware
 from metering.api.openapi import openapi_document
 from metering.api.problems import Problem
 from metering.api.responses import context, json_response
-from metering.errors import MeteringError
+from metering.core.errors import MeteringError
 from metering.state.errors import StateStoreError, StateStoreUnavailable
 from streams.errors import StreamError, StreamUnavailable
 

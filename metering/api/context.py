@@ -15,13 +15,13 @@ from typing import Protocol
 
 from starlette.requests import Request
 
-from metering.accounts import Account
 from metering.api.auth import KeyRecord, KeyRing, Scope, presented_token
 from metering.api.problems import Problem
 from metering.api.ratelimit import RateLimiter
 from metering.api.store_guard import StoreGuard
-from metering.directory import Directory
-from metering.plans import Plan
+from metering.core.accounts import Account
+from metering.core.directory import Directory
+from metering.core.plans import Plan
 from metering.state.redis_store import RedisStateStore
 
 

@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from metering.api.app import create_app
 from metering.api.auth import KeyRing
 from metering.api.context import ApiConfig, ApiContext
-from metering.directory import Directory
+from metering.core.directory import Directory
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.config_writer import ConfigWriter

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from metering.errors import MeteringError
+from metering.core.errors import MeteringError
 
 
 class DeliveryError(MeteringError):

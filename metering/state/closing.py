@@ -1,8 +1,8 @@
 """Keys and the argument layout of the period-close step (`lua/close_period.lua`).
 
-Pure (no Redis): the closer decides in Python (metering.rollups), this module packs the decision
-into the one JSON argument of the script, and `decode_close` reads its reply. Key names follow
-ADR 0001 (every key of an account carries `{account}`); ADR 0004 lists the ones added here.
+Pure (no Redis): the closer decides in Python (metering.core.rollups), this module packs the
+decision into the one JSON argument of the script, and `decode_close` reads its reply. Key names
+follow ADR 0001 (every key of an account carries `{account}`); ADR 0004 lists the ones added here.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Freeze:
     meter: str
     period: str
     code: str
-    """metering.rollups.Code: `c` counter, `d` distinct set, `m` gauge month."""
+    """metering.core.rollups.Code: `c` counter, `d` distinct set, `m` gauge month."""
     expected: int
     """The total the closer computed; the script refuses to freeze anything else."""
     statement_id: str

@@ -21,11 +21,11 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
-from metering.deltas import Aggregation
-from metering.rollups import gauge_month_meter
+from metering.core.deltas import Aggregation
+from metering.core.rollups import gauge_month_meter
 from metering.state import closing, keys
+from metering.state.codec import ApplyOutcome, ApplyStep, decode_outcome, encode_step
 from metering.state.errors import StateStoreError, StateStoreUnavailable
-from metering.state.model import ApplyOutcome, ApplyStep, decode_outcome, encode_step
 
 
 def _load_script(name: str) -> str:
@@ -404,7 +404,7 @@ class RedisStateStore:
         }
 
     async def placements(self, account: str) -> dict[str, dict[str, Any]]:
-        """The last placement decided per ladder (see metering.rollups.placement_record)."""
+        """The last placement decided per ladder (see metering.core.rollups.placement_record)."""
         async with _translated("read placements"):
             raw = await self._client.hgetall(closing.placements_key(account))
         return {

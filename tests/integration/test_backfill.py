@@ -25,11 +25,11 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from metering.account_codec import account_from_json
-from metering.periods import PeriodKind, period_of
-from metering.plan_loading import load_plan
-from metering.rfc3339 import format_ms, parse_ms
-from metering.rollups import account_watermark, is_due
+from metering.core.account_codec import account_from_json
+from metering.core.periods import PeriodKind, period_of
+from metering.core.plan_loading import load_plan
+from metering.core.rfc3339 import format_ms, parse_ms
+from metering.core.rollups import account_watermark, is_due
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.config_writer import ConfigWriter
@@ -51,7 +51,7 @@ from tests.integration.harness import (
 pytestmark = pytest.mark.integration
 
 PLANS = Path(__file__).parent / "plans"
-CLERK = REPO / "metering" / "plans_examples" / "clerk.toml"
+CLERK = REPO / "metering" / "core" / "plans_examples" / "clerk.toml"
 ACCOUNTS = {"a1": "close-plan", "a2": "close-plan", "a3": "close-plan", "shop": "clerk"}
 MONTHS = ["2026-07", "2026-08", "2026-09", "2026-10"]
 SEARCHES = {  # per month: a1 has a one-month spike, a2 grows for good, a3 has quiet months

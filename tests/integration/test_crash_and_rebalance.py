@@ -15,11 +15,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from metering.deltas import Aggregation
-from metering.periods import PeriodKind, period_of
+from metering.core.deltas import Aggregation
+from metering.core.periods import PeriodKind, period_of
+from metering.core.thresholds import crossing_id
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
-from metering.thresholds import crossing_id
 from tests.integration.harness import (
     ProcessorProcess,
     TopicFactory,

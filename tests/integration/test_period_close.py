@@ -19,21 +19,21 @@ import pytest
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from metering.account_codec import account_from_json
-from metering.deltas import AccountDelta, Aggregation, Contribution
-from metering.directory import Directory
-from metering.periods import PeriodKind
-from metering.plan_loading import load_plan
-from metering.rfc3339 import parse_ms
-from metering.rollups import period_from_key, statement_id
+from metering.core.account_codec import account_from_json
+from metering.core.deltas import AccountDelta, Aggregation, Contribution
+from metering.core.directory import Directory
+from metering.core.gauge_months import GaugeMonths
+from metering.core.mapper import MapperLimits, PlanMapper
+from metering.core.periods import PeriodKind
+from metering.core.plan_loading import load_plan
+from metering.core.rfc3339 import parse_ms
+from metering.core.rollups import period_from_key, statement_id
 from metering.state.closing import CloseStatus, CloseStep, Freeze
-from metering.state.model import ApplyStep, MeterRule
+from metering.state.codec import ApplyStep, MeterRule
 from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
 from sinks.side_outputs import SideOutputs
 from streams.backfill import _HeldOutboxes, _NoCommits, _SideCounts
-from streams.gauge_months import GaugeMonths
-from streams.mapper import MapperLimits, PlanMapper
 from streams.metrics import ProcessorMetrics
 from streams.period_close import CloserConfig, PassReport, PeriodCloser
 from streams.processor import ProcessorConfig, UsageProcessor

@@ -10,10 +10,10 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from metering.deltas import Aggregation
+from metering.core.deltas import Aggregation
+from metering.core.thresholds import crossing_id
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
-from metering.thresholds import crossing_id
 from streams.app import run_until_stopped
 from tests.integration.harness import (
     TopicFactory,
@@ -56,7 +56,7 @@ async def store(settings: Settings) -> AsyncIterator[RedisStateStore]:
 
 
 def month_of(ms: int) -> str:
-    from metering.periods import PeriodKind, period_of  # noqa: PLC0415
+    from metering.core.periods import PeriodKind, period_of  # noqa: PLC0415
 
     return period_of(PeriodKind.CALENDAR_MONTH, ms, "UTC").key
 

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from metering.deltas import Aggregation, Contribution, fold
-from metering.state.model import ApplyOutcome, ApplyStatus, ApplyStep, MeterRule, ThresholdRule
+from metering.core.deltas import Aggregation, Contribution, fold
+from metering.state.codec import ApplyOutcome, ApplyStatus, ApplyStep, MeterRule, ThresholdRule
 from metering.state.redis_store import RedisStateStore
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
-from metering.errors import RejectReason
+from metering.core.errors import RejectReason
 from metering.state.errors import StateStoreUnavailable
 from metering.state.redis_store import OutboxEntry, RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher

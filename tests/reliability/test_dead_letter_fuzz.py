@@ -23,15 +23,15 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from metering.account_codec import account_from_json
-from metering.deltas import Aggregation
-from metering.directory import Directory
-from metering.errors import EventRejected, RejectReason
-from metering.plan_loading import load_plan
+from metering.core.account_codec import account_from_json
+from metering.core.deltas import Aggregation
+from metering.core.directory import Directory
+from metering.core.errors import EventRejected, RejectReason
+from metering.core.mapper import MapperLimits, PlanMapper
+from metering.core.plan_loading import load_plan
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from streams.app import run_until_stopped
-from streams.mapper import MapperLimits, PlanMapper
 from tests.integration.harness import (
     PLAN_FILE,
     TopicFactory,
@@ -222,6 +222,6 @@ async def test_fuzzed_records_are_dead_lettered_with_their_reason_and_counting_g
 
 
 def _month(ms: int) -> str:
-    from metering.periods import PeriodKind, period_of  # noqa: PLC0415
+    from metering.core.periods import PeriodKind, period_of  # noqa: PLC0415
 
     return period_of(PeriodKind.CALENDAR_MONTH, ms, "UTC").key

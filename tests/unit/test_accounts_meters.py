@@ -7,13 +7,13 @@ from types import MappingProxyType
 
 import pytest
 
-from metering.accounts import Account, base_limit, check_account, effective_limit, timezone_of
-from metering.deltas import NO_PERIOD, Aggregation, Contribution
-from metering.errors import AccountError, UnknownMeter
-from metering.events import EventType
-from metering.meters import contributions, fold_events, suppression
-from metering.periods import PeriodKind, period_of
-from metering.plan_loading import parse_plan
+from metering.core.accounts import Account, base_limit, check_account, effective_limit, timezone_of
+from metering.core.deltas import NO_PERIOD, Aggregation, Contribution
+from metering.core.errors import AccountError, UnknownMeter
+from metering.core.events import EventType
+from metering.core.meters import contributions, fold_events, suppression
+from metering.core.periods import PeriodKind, period_of
+from metering.core.plan_loading import parse_plan
 from tests.unit.helpers import PLANS, account, event, ms
 
 ACTITO = PLANS["actito-standard"]

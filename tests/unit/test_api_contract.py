@@ -6,14 +6,14 @@ import re
 
 from starlette.routing import Route
 
-from metering.account_codec import account_from_json
 from metering.api.app import create_app
 from metering.api.context import ApiConfig
 from metering.api.openapi import SCHEMAS, openapi_document
 from metering.api.views import current_slot, meter_usage, plan_json
-from metering.enforcement import Reason
-from metering.plan_loading import example_plans
-from metering.rfc3339 import parse_ms
+from metering.core.account_codec import account_from_json
+from metering.core.enforcement import Reason
+from metering.core.plan_loading import example_plans
+from metering.core.rfc3339 import parse_ms
 
 UNDOCUMENTED = {"/openapi.json", "/dashboard", "/dashboard/app.js", "/dashboard/app.css"}
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import metering.deltas
+import metering.core.deltas
 
-PACKAGE = Path(metering.deltas.__file__).parent
+PACKAGE = Path(metering.core.deltas.__file__).parent
 NOT_DOMAIN = {"state", "api", "cli", "client", "console", "demo"}
 """Sub-packages/modules of `metering` that are faces (API, CLI, console, producer SDK, demo)
 or the Redis adapter (`state`), not the pure core."""

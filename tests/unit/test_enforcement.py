@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from metering.enforcement import (
+from metering.core.enforcement import (
     ADVISORY,
     EnforcementMode,
     EnforcementPolicy,
@@ -14,7 +14,7 @@ from metering.enforcement import (
     decide_prepaid,
     decide_use,
 )
-from metering.events import ContactOrigin
+from metering.core.events import ContactOrigin
 
 HARD = EnforcementPolicy(EnforcementMode.LIMIT)
 NEW_MEMBERS = EnforcementPolicy(EnforcementMode.NEW_MEMBERS)

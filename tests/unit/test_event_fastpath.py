@@ -15,7 +15,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metering.events import (
+from metering.core.events import (
     _FAST,
     DATA_FIELDS,
     MAX_FUTURE_MS,
@@ -26,7 +26,7 @@ from metering.events import (
     check_event,
     decode_event,
 )
-from metering.rfc3339 import format_ms, parse_ms
+from metering.core.rfc3339 import format_ms, parse_ms
 from tests.unit.helpers import draw_data
 
 NOW = parse_ms("2026-11-23T10:00:00Z")

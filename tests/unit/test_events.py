@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metering.errors import EventRejected, RejectReason
-from metering.events import (
+from metering.core.errors import EventRejected, RejectReason
+from metering.core.events import (
     DATA_FIELDS,
     Channel,
     ContactOrigin,
@@ -24,7 +24,7 @@ from metering.events import (
     encode_event,
     event_document,
 )
-from metering.rfc3339 import parse_ms
+from metering.core.rfc3339 import parse_ms
 from tests.unit.helpers import draw_data
 
 NOW = parse_ms("2026-11-23T12:00:00Z")

@@ -10,7 +10,7 @@ substitutions with hostile values, hostile timestamps, and the promises about wh
 event and a refusal carry (bounded detail, round trip).
 
 Every input also goes through the checked decoder alone (`check_event`, the reference): the
-fast path (`metering.event_fastpath`) must never change a verdict, so `decode_event` and the
+fast path (`metering.core.event_fastpath`) must never change a verdict, so `decode_event` and the
 reference must give the same event or the same refusal on everything fuzzed here.
 """
 
@@ -24,8 +24,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metering.errors import EventRejected, RejectReason
-from metering.events import (
+from metering.core.errors import EventRejected, RejectReason
+from metering.core.events import (
     DATA_FIELDS,
     MAX_ID_CHARS,
     MAX_QUANTITY,
@@ -36,7 +36,7 @@ from metering.events import (
     decode_event,
     encode_event,
 )
-from metering.rfc3339 import format_ms, parse_ms
+from metering.core.rfc3339 import format_ms, parse_ms
 from tests.unit.helpers import draw_data
 
 NOW = parse_ms("2026-11-23T10:00:00Z")

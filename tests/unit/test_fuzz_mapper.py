@@ -20,23 +20,23 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metering.account_codec import account_from_json
-from metering.directory import Directory
-from metering.errors import AccountError, EventRejected, RejectReason
-from metering.events import DATA_FIELDS, EventType, decode_event
-from metering.meters import contributions
-from metering.plan_loading import load_plan
-from metering.rfc3339 import format_ms, parse_ms
-from metering.state.model import encode_step
-from streams.batch import AccountWork, MappedEvent
-from streams.mapper import MapperLimits, PlanMapper
+from metering.core.account_codec import account_from_json
+from metering.core.directory import Directory
+from metering.core.errors import AccountError, EventRejected, RejectReason
+from metering.core.events import DATA_FIELDS, EventType, decode_event
+from metering.core.fold import AccountWork, MappedEvent
+from metering.core.mapper import MapperLimits, PlanMapper
+from metering.core.meters import contributions
+from metering.core.plan_loading import load_plan
+from metering.core.rfc3339 import format_ms, parse_ms
+from metering.state.codec import encode_step
 from tests.unit.helpers import draw_data
 
 NOW = parse_ms("2026-11-23T10:00:00Z")
 HOUR = 3_600_000
 ROOT = Path(__file__).resolve().parents[2]
 PLAN_FILES = [
-    *sorted((ROOT / "metering" / "plans_examples").glob("*.toml")),
+    *sorted((ROOT / "metering" / "core" / "plans_examples").glob("*.toml")),
     ROOT / "tests" / "integration" / "plans" / "it-plan.toml",
     ROOT / "tests" / "reliability" / "plans" / "faults-plan.toml",
 ]

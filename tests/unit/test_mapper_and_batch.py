@@ -7,16 +7,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from metering.account_codec import account_from_json
-from metering.directory import Directory
-from metering.errors import EventRejected, RejectReason
-from metering.periods import PeriodKind, period_of
-from metering.plan_loading import load_plan
-from metering.rfc3339 import parse_ms
-from metering.state.model import encode_step
-from metering.thresholds import crossing_id
-from streams.batch import AccountWork
-from streams.mapper import MapperLimits, PlanMapper
+from metering.core.account_codec import account_from_json
+from metering.core.directory import Directory
+from metering.core.errors import EventRejected, RejectReason
+from metering.core.fold import AccountWork
+from metering.core.mapper import MapperLimits, PlanMapper
+from metering.core.periods import PeriodKind, period_of
+from metering.core.plan_loading import load_plan
+from metering.core.rfc3339 import parse_ms
+from metering.core.thresholds import crossing_id
+from metering.state.codec import encode_step
 
 PLAN = Path(__file__).resolve().parents[1] / "integration" / "plans" / "it-plan.toml"
 NOW = parse_ms("2026-11-23T10:00:00Z")

@@ -9,14 +9,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from metering.account_codec import account_from_json
-from metering.accounts import Account
-from metering.deltas import Aggregation
-from metering.directory import Directory
-from metering.periods import PeriodKind, next_period, period_of
-from metering.plan_loading import load_plan
-from metering.rfc3339 import parse_ms
-from metering.rollups import (
+from metering.core.account_codec import account_from_json
+from metering.core.accounts import Account
+from metering.core.deltas import Aggregation
+from metering.core.directory import Directory
+from metering.core.gauge_months import GaugeMonths
+from metering.core.mapper import MapperLimits, PlanMapper
+from metering.core.periods import PeriodKind, next_period, period_of
+from metering.core.plan_loading import load_plan
+from metering.core.rfc3339 import parse_ms
+from metering.core.rollups import (
     Code,
     OpenSlot,
     Point,
@@ -38,6 +40,7 @@ from metering.rollups import (
     tier_body,
     tier_event_id,
 )
+from metering.core.tiers import Ladder
 from metering.state.closing import (
     CloseStatus,
     CloseStep,
@@ -47,10 +50,7 @@ from metering.state.closing import (
     decode_close,
     encode_close,
 )
-from metering.tiers import Ladder
 from streams.backfill import render_progress
-from streams.gauge_months import GaugeMonths
-from streams.mapper import MapperLimits, PlanMapper
 from tests.unit.helpers import PLANS
 
 PLAN = load_plan(Path(__file__).resolve().parents[1] / "integration" / "plans" / "close-plan.toml")

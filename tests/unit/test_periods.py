@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metering.errors import PeriodError
-from metering.periods import (
+from metering.core.errors import PeriodError
+from metering.core.periods import (
     Period,
     PeriodKind,
     clear_caches,
@@ -18,7 +18,7 @@ from metering.periods import (
     period_of,
     previous_period,
 )
-from metering.rfc3339 import parse_ms
+from metering.core.rfc3339 import parse_ms
 
 
 def at(kind: PeriodKind, text: str, tz: str = "UTC", anchor: date | None = None) -> Period:

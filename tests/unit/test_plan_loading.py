@@ -7,14 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from metering.deltas import Aggregation
-from metering.enforcement import AddRule, EnforcementMode, GatedAction
-from metering.errors import PlanError, UnknownMeter
-from metering.events import ContactOrigin, EventType
-from metering.periods import PeriodKind
-from metering.plan_loading import EXAMPLES_DIR, example_plans, load_plan, load_plans, parse_plan
-from metering.plans import DerivedLimit, Effect, FixedLimit
-from metering.thresholds import DAY_MS, DEFAULT_THRESHOLDS, Colour
+from metering.core.deltas import Aggregation
+from metering.core.enforcement import AddRule, EnforcementMode, GatedAction
+from metering.core.errors import PlanError, UnknownMeter
+from metering.core.events import ContactOrigin, EventType
+from metering.core.periods import PeriodKind
+from metering.core.plan_loading import (
+    EXAMPLES_DIR,
+    example_plans,
+    load_plan,
+    load_plans,
+    parse_plan,
+)
+from metering.core.plans import DerivedLimit, Effect, FixedLimit
+from metering.core.thresholds import DAY_MS, DEFAULT_THRESHOLDS, Colour
 
 MINIMAL = """
 id = "p"

@@ -9,10 +9,10 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metering.accounts import Account
-from metering.events import EventType, UsageEvent
-from metering.meters import fold_events
-from metering.plan_loading import parse_plan
+from metering.core.accounts import Account
+from metering.core.events import EventType, UsageEvent
+from metering.core.meters import fold_events
+from metering.core.plan_loading import parse_plan
 from tests.unit.helpers import MemoryState, event, ms
 
 PLAN = parse_plan(

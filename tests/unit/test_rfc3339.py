@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metering.rfc3339 import format_ms, parse_ms
+from metering.core.rfc3339 import format_ms, parse_ms
 
 BASE = int(datetime(2026, 11, 23, 10, tzinfo=UTC).timestamp() * 1000)
 

@@ -7,13 +7,13 @@ from types import MappingProxyType
 
 import pytest
 
-from metering.accounts import effective_limit
-from metering.enforcement import Reason, decide_use
-from metering.events import Channel, EventType, UsageEvent
-from metering.meters import fold_events
-from metering.periods import PeriodKind, period_of
-from metering.status import status
-from metering.thresholds import DEFAULT_THRESHOLDS, Colour, crossing_id
+from metering.core.accounts import effective_limit
+from metering.core.enforcement import Reason, decide_use
+from metering.core.events import Channel, EventType, UsageEvent
+from metering.core.meters import fold_events
+from metering.core.periods import PeriodKind, period_of
+from metering.core.status import status
+from metering.core.thresholds import DEFAULT_THRESHOLDS, Colour, crossing_id
 from tests.unit.helpers import PLANS, MemoryState, account, event, ms, run
 
 PLAN = PLANS["actito-standard"]

@@ -6,11 +6,11 @@ from types import MappingProxyType
 
 import pytest
 
-from metering.accounts import effective_limit
-from metering.enforcement import GatedAction, Reason, decide_action, decide_add
-from metering.events import ContactOrigin, EventType
-from metering.status import status
-from metering.thresholds import (
+from metering.core.accounts import effective_limit
+from metering.core.enforcement import GatedAction, Reason, decide_action, decide_add
+from metering.core.events import ContactOrigin, EventType
+from metering.core.status import status
+from metering.core.thresholds import (
     DAY_MS,
     Colour,
     crossing_scope,

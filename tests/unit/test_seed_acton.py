@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from metering.accounts import effective_limit
-from metering.enforcement import Reason, decide_members
-from metering.events import EventType, UsageEvent
-from metering.meters import fold_events
-from metering.periods import PeriodKind, period_of
-from metering.status import status
-from metering.thresholds import Colour
+from metering.core.accounts import effective_limit
+from metering.core.enforcement import Reason, decide_members
+from metering.core.events import EventType, UsageEvent
+from metering.core.meters import fold_events
+from metering.core.periods import PeriodKind, period_of
+from metering.core.status import status
+from metering.core.thresholds import Colour
 from tests.unit.helpers import PLANS, MemoryState, account, event, ms, run
 
 PLAN = PLANS["acton-active-contacts"]

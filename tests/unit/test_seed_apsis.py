@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from metering.accounts import effective_limit
-from metering.enforcement import Reason, decide_prepaid, decide_use
-from metering.events import EventType
-from metering.status import status
-from metering.thresholds import Colour
+from metering.core.accounts import effective_limit
+from metering.core.enforcement import Reason, decide_prepaid, decide_use
+from metering.core.events import EventType
+from metering.core.status import status
+from metering.core.thresholds import Colour
 from tests.unit.helpers import PLANS, account, event, run
 
 PLAN = PLANS["apsis-essential"]

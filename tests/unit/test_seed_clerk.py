@@ -6,8 +6,8 @@ from fractions import Fraction
 
 import pytest
 
-from metering.events import EventType
-from metering.tiers import place
+from metering.core.events import EventType
+from metering.core.tiers import place
 from tests.unit.helpers import PLANS, account, event, run
 
 PLAN = PLANS["clerk"]

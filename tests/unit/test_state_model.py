@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from metering.state.model import ApplyOutcome, ApplyStatus, decode_outcome
+from metering.state.codec import ApplyOutcome, ApplyStatus, decode_outcome
 
 
 @pytest.mark.parametrize(

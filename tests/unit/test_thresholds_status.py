@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metering.periods import Period
-from metering.status import colour_of, status
-from metering.thresholds import (
+from metering.core.periods import Period
+from metering.core.status import colour_of, status
+from metering.core.thresholds import (
     AT_RISK,
     CROSSING_NAMESPACE,
     DEFAULT_THRESHOLDS,

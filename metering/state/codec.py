@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from metering.deltas import AccountDelta, Aggregation
+from metering.core.deltas import AccountDelta, Aggregation
 from metering.state import keys
 
 _AGG_CODE = {
@@ -30,7 +30,7 @@ class ThresholdRule:
     num: int
     den: int
     crossing_id: str
-    """Deterministic id of this crossing (metering.thresholds.crossing_id)."""
+    """Deterministic id of this crossing (metering.core.thresholds.crossing_id)."""
     strict: bool = False
 
 

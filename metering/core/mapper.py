@@ -12,18 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from metering.accounts import Account, effective_limit
-from metering.deltas import NO_PERIOD, Aggregation, Contribution
-from metering.errors import EventRejected, RejectReason
-from metering.events import EventType, decode_event
-from metering.meters import contribution as meter_contribution
-from metering.meters import suppression
-from metering.periods import period_of
-from metering.plans import EventMatch, MeterSpec, Plan
+from metering.core.accounts import Account, effective_limit
+from metering.core.deltas import NO_PERIOD, Aggregation, Contribution
+from metering.core.errors import EventRejected, RejectReason
+from metering.core.events import EventType, decode_event
+from metering.core.fold import MappedEvent
+from metering.core.meters import contribution as meter_contribution
+from metering.core.meters import suppression
+from metering.core.periods import period_of
+from metering.core.plans import EventMatch, MeterSpec, Plan
+from metering.core.thresholds import crossing_id, crossing_scope
 from metering.settings import Settings
-from metering.state.model import MeterRule, ThresholdRule
-from metering.thresholds import crossing_id, crossing_scope
-from streams.batch import MappedEvent
+from metering.state.codec import MeterRule, ThresholdRule
 
 
 class Directory(Protocol):
@@ -69,7 +69,7 @@ class _Lane:
     """[start_ms, end_ms) of the cached period; empty until the first event."""
     key: str = NO_PERIOD
     period_start_ms: int = 0
-    """Start of the period; 0 when not windowed (what `metering.meters.contribution` takes)."""
+    """Start of the period; 0 when not windowed (what `metering.core.meters.contribution` takes)."""
     period_end_ms: int = 0
     """End of the period for the lateness check; 0 when not windowed (never late)."""
     rule: MeterRule = field(default_factory=lambda: MeterRule(limit=None))
@@ -91,7 +91,7 @@ _NEVER = 2**62
 class PlanMapper:
     """Maps records to `MappedEvent`s using the accounts' plans.
 
-    The per-event work is `metering.meters.contributions` with everything that does not
+    The per-event work is `metering.core.meters.contributions` with everything that does not
     depend on the event's own fields computed once per (account, event type) and per period:
     the routes, the period of each meter and its rule (limit, thresholds, crossing ids, expiry).
     tests/unit/test_fuzz_mapper.py checks the result against `contributions` itself.

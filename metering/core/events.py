@@ -27,9 +27,9 @@ from typing import Any, Final, NoReturn
 import msgspec
 import orjson
 
-from metering.errors import EventRejected, RejectReason
-from metering.event_fastpath import FastDecoder, Limits
-from metering.rfc3339 import format_ms, parse_ms
+from metering.core.errors import EventRejected, RejectReason
+from metering.core.event_fastpath import FastDecoder, Limits
+from metering.core.rfc3339 import format_ms, parse_ms
 
 SPEC_VERSION: Final = "1.0"
 DATA_SCHEMA: Final = "metering/v1"
@@ -264,7 +264,7 @@ def decode_event(
 
     `now_ms` is the processor's clock: an event more than `max_future_ms` ahead of it is a
     producer clock error and would open a period that has not started yet. The common,
-    well-formed event takes `metering.event_fastpath` (accept-only); everything else, and every
+    well-formed event takes `metering.core.event_fastpath` (accept-only); everything else, and every
     refusal, is decided by `check_event`.
     """
     if len(raw) > max_bytes:

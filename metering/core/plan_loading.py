@@ -4,7 +4,7 @@ Why TOML: `tomllib` is in the standard library, people can comment their plans, 
 no implicit typing surprises. Unknown keys are errors (a misspelt `limt` must not silently
 mean "no limit"). Ratios are written as exact strings (`"4/5"`, `"0.8"`, `"80%"`) or integers;
 TOML floats are refused because 0.8 as a float is not 4/5. The format is documented in
-docs/plans.md; the shipped examples are in `metering/plans_examples/`.
+docs/plans.md; the shipped examples are in `metering/core/plans_examples/`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import NoReturn, TypeVar
 
-from metering.deltas import Aggregation
-from metering.enforcement import (
+from metering.core.deltas import Aggregation
+from metering.core.enforcement import (
     ADVISORY,
     AddRule,
     EnforcementMode,
@@ -27,10 +27,10 @@ from metering.enforcement import (
     Gate,
     GatedAction,
 )
-from metering.errors import PeriodError, PlanError
-from metering.events import DATA_FIELDS, ContactOrigin, DataField, EventType
-from metering.periods import PeriodKind, check_timezone
-from metering.plans import (
+from metering.core.errors import PeriodError, PlanError
+from metering.core.events import DATA_FIELDS, ContactOrigin, DataField, EventType
+from metering.core.periods import PeriodKind, check_timezone
+from metering.core.plans import (
     DerivedLimit,
     Effect,
     EventMatch,
@@ -39,8 +39,8 @@ from metering.plans import (
     MeterSpec,
     Plan,
 )
-from metering.thresholds import DAY_MS, DEFAULT_THRESHOLDS, Colour, Threshold
-from metering.tiers import DEFAULT_WINDOW, Ladder
+from metering.core.thresholds import DAY_MS, DEFAULT_THRESHOLDS, Colour, Threshold
+from metering.core.tiers import DEFAULT_WINDOW, Ladder
 
 EXAMPLES_DIR = Path(__file__).with_name("plans_examples")
 """One example plan per seed vendor model, shipped inside the package."""

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from metering.accounts import timezone_of
-from metering.deltas import Aggregation, Contribution
-from metering.periods import PeriodKind, period_of
-from metering.plans import Plan
-from metering.rollups import gauge_month_meter
-from metering.state.model import MeterRule
-from streams.batch import MappedEvent
-from streams.mapper import Directory
+from metering.core.accounts import timezone_of
+from metering.core.deltas import Aggregation, Contribution
+from metering.core.fold import MappedEvent
+from metering.core.mapper import Directory
+from metering.core.periods import PeriodKind, period_of
+from metering.core.plans import Plan
+from metering.core.rollups import gauge_month_meter
+from metering.state.codec import MeterRule
 from streams.processor import EventMapper
 
 

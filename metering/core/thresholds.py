@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
 
-from metering.deltas import NO_PERIOD
+from metering.core.deltas import NO_PERIOD
 
 CROSSING_NAMESPACE = uuid.UUID("6f1c1a9e-2f3c-5b7d-9a51-1d6c3f0e8b42")
 """uuid5 namespace of crossing ids: changing it would re-announce every crossing."""

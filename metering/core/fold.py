@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from metering.deltas import AccountDelta, Contribution
-from metering.state.model import ApplyStep, MeterRule
+from metering.core.deltas import AccountDelta, Contribution
+from metering.state.codec import ApplyStep, MeterRule
 
 
 @dataclass(slots=True)
 class MappedEvent:
     """An accepted event, mapped to what it does to its account's meters (treated as
-    immutable; not frozen for the same reason as `metering.deltas.Contribution`)."""
+    immutable; not frozen for the same reason as `metering.core.deltas.Contribution`)."""
 
     account: str
     event_id: str
@@ -33,7 +33,7 @@ class MappedEvent:
     late: Sequence[str] = ()
     """Meters whose period had closed (end + grace before the watermark) for this event."""
     gauges: bool = False
-    """Some contribution goes to a gauge (the month shadows of `streams.gauge_months`)."""
+    """Some contribution goes to a gauge (the month shadows of `metering.core.gauge_months`)."""
 
     @property
     def rules(self) -> dict[tuple[str, str], MeterRule]:

@@ -14,9 +14,9 @@ from datetime import date
 from types import MappingProxyType
 from typing import Any
 
-from metering.accounts import Account
-from metering.errors import AccountError, PeriodError
-from metering.periods import check_timezone
+from metering.core.accounts import Account
+from metering.core.errors import AccountError, PeriodError
+from metering.core.periods import check_timezone
 
 _KEYS = frozenset({"id", "plan", "timezone", "contract_date", "limits", "extensions"})
 

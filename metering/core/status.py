@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 
-from metering.periods import Period
-from metering.thresholds import Colour, Threshold
+from metering.core.periods import Period
+from metering.core.thresholds import Colour, Threshold
 
 _RANK = {Colour.GREEN: 0, Colour.YELLOW: 1, Colour.RED: 2}
 

@@ -16,7 +16,7 @@ Rules (docs/decisions/0004-period-close.md):
   due one is closed, months without usage as 0 (a gauge carries its level forward), because
   "the average of the last three months" must see a quiet month as a quiet month.
 - Gauges have no periods. For a gauge placed in tiers the processor also writes each change
-  into a per-month shadow (`gauge_month_meter`, see streams/gauge_months.py); closing a month
+  into a per-month shadow (`gauge_month_meter`, see metering/core/gauge_months.py); closing a month
   applies its shadow to a snapshot set, so the level frozen is the level at the month's end in
   event time, not whatever the gauge holds when the closer happens to run.
 """
@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 
-from metering.accounts import Account, timezone_of
-from metering.deltas import Aggregation
-from metering.periods import Period, PeriodKind, next_period, period_of, zone
-from metering.plans import Plan
-from metering.rfc3339 import format_ms
-from metering.tiers import Ladder, Placement, place
+from metering.core.accounts import Account, timezone_of
+from metering.core.deltas import Aggregation
+from metering.core.periods import Period, PeriodKind, next_period, period_of, zone
+from metering.core.plans import Plan
+from metering.core.rfc3339 import format_ms
+from metering.core.tiers import Ladder, Placement, place
 
 CLOSE_NAMESPACE = uuid.UUID("3b0f6a52-8d1e-5c47-a2f9-6e4d17c0b935")
 """uuid5 namespace of statement and tier event ids: changing it would re-announce them all."""
@@ -104,7 +104,7 @@ def account_watermark(partitions: Iterable[int], watermarks: Mapping[int, int]) 
 
 
 def period_from_key(kind: PeriodKind, key: str, tz: str, anchor: date | None = None) -> Period:
-    """The period named `key` (see metering.periods for the key formats)."""
+    """The period named `key` (see metering.core.periods for the key formats)."""
     text = key[1:] if key[:1] in ("d", "b", "y") else key
     parts = [int(p) for p in text.split("-")]
     start = date(parts[0], parts[1] if len(parts) > 1 else 1, parts[2] if len(parts) > 2 else 1)
@@ -303,7 +303,8 @@ def placements_since(
     """The placement as of every period of `series` that starts after `after_ms`.
 
     `series` is the ladder meter's closed periods, oldest first and without gaps; each
-    placement averages the last `ladder.window` of them up to its period (metering.tiers.place).
+    placement averages the last `ladder.window` of them up to its period
+    (metering.core.tiers.place).
     An event is due on the first placement and whenever the tier or its completeness changes:
     a single month over the tier leaves the average, and so the tier, where it was.
     """

@@ -1,6 +1,6 @@
 """Plans: which meters an account has, what feeds them, their limits, thresholds and rules.
 
-A plan is data, written by people in TOML (see `metering.plan_loading` and docs/plans.md). This
+A plan is data, written by people in TOML (see `metering.core.plan_loading` and docs/plans.md). This
 module holds only the validated, immutable model. A `Plan` precomputes, per event type, the
 meters the type may feed (`Plan.routes`), so mapping an event to its meters on the hot path is
 one dictionary look-up plus the meters' field filters.
@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from fractions import Fraction
 
-from metering.deltas import Aggregation
-from metering.enforcement import ADVISORY, EnforcementPolicy
-from metering.errors import UnknownMeter
-from metering.events import EventType, UsageEvent
-from metering.periods import PeriodKind
-from metering.thresholds import Threshold
-from metering.tiers import Ladder
+from metering.core.deltas import Aggregation
+from metering.core.enforcement import ADVISORY, EnforcementPolicy
+from metering.core.errors import UnknownMeter
+from metering.core.events import EventType, UsageEvent
+from metering.core.periods import PeriodKind
+from metering.core.thresholds import Threshold
+from metering.core.tiers import Ladder
 
 
 class Effect(StrEnum):

@@ -42,7 +42,7 @@ class Contribution:
     meter: str
     """Meter name, unique within a plan."""
     period: str
-    """Period key (see `metering.periods.Period.key`); `NO_PERIOD` for gauges and balances."""
+    """Period key (see `metering.core.periods.Period.key`); `NO_PERIOD` for gauges and balances."""
     aggregation: Aggregation
     amount: int = 0
     """Count/sum increment; balance change (negative for consumption)."""

@@ -2,7 +2,7 @@
 
 `contributions` is the processor's per-event step: the plan's routes for the event type (one
 dictionary look-up), the field filters, the period of the event in the account's timezone and
-contract anchor (cached in `metering.periods`), and one `Contribution` per meter fed:
+contract anchor (cached in `metering.core.periods`), and one `Contribution` per meter fed:
 
 | aggregation | amount                          | member / present                      |
 |-------------|---------------------------------|---------------------------------------|
@@ -23,11 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from metering.accounts import Account
-from metering.deltas import NO_PERIOD, AccountDelta, Aggregation, Contribution
-from metering.events import EventType, UsageEvent
-from metering.periods import period_of
-from metering.plans import Effect, EventMatch, MeterSpec, Plan
+from metering.core.accounts import Account
+from metering.core.deltas import NO_PERIOD, AccountDelta, Aggregation, Contribution
+from metering.core.events import EventType, UsageEvent
+from metering.core.periods import period_of
+from metering.core.plans import Effect, EventMatch, MeterSpec, Plan
 
 SUPPRESSION_TYPES = frozenset({EventType.CONTACT_SUPPRESSED, EventType.CONTACT_UNSUBSCRIBED})
 """Events that make a contact suppressed from then on (an unsubscribe is an opt-out)."""

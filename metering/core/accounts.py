@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from types import MappingProxyType
 
-from metering.errors import AccountError, PeriodError
-from metering.periods import check_timezone
-from metering.plans import FixedLimit, Plan
+from metering.core.errors import AccountError, PeriodError
+from metering.core.periods import check_timezone
+from metering.core.plans import FixedLimit, Plan
 
 
 def _empty() -> Mapping[str, int]:

@@ -26,7 +26,7 @@ from enum import StrEnum
 from fractions import Fraction
 from types import MappingProxyType
 
-from metering.events import ContactOrigin
+from metering.core.events import ContactOrigin
 
 
 class EnforcementMode(StrEnum):

@@ -1,6 +1,6 @@
 """The decoder's fast path: one msgspec call parses, types and bounds a well-formed event.
 
-Why a second decoder: the checked decoder in `metering.events` reads a dictionary built by
+Why a second decoder: the checked decoder in `metering.core.events` reads a dictionary built by
 orjson and checks each attribute in Python, about 6-9 µs per event here, most of the processor's
 per-event cost (ADR 0005). msgspec decodes straight into typed structs and checks lengths, enums,
 literals and integer bounds in C (about 1 µs).
@@ -13,8 +13,9 @@ non-ASCII account ids, events over a quantity limit) returns None, and the check
 decides and explains. tests/unit/test_fuzz_events.py runs both decoders on every fuzzed input
 and requires the same event or the same refusal.
 
-The structs are generated from `metering.events.DATA_FIELDS`, the table the checked decoder, the
-encoder and the plan loader read, so a new field or event type cannot be forgotten here.
+The structs are generated from `metering.core.events.DATA_FIELDS`, the table the checked
+decoder, the encoder and the plan loader read, so a new field or event type cannot be forgotten
+here.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 
-from metering.rfc3339 import parse_ms
+from metering.core.rfc3339 import parse_ms
 
 ACCOUNT_PATTERN = "^[!-z|~]+$"
 """Printable ASCII except space, `{` and `}`: a subset of the account ids the checked decoder
@@ -34,7 +35,7 @@ accepts (which also allows printable non-ASCII); the others take the checked pat
 
 
 class FieldSpec(Protocol):
-    """What the generator needs from one `metering.events.DataField`."""
+    """What the generator needs from one `metering.core.events.DataField`."""
 
     @property
     def name(self) -> str: ...
@@ -54,7 +55,7 @@ class FieldSpec(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The schema's constants (`metering.events` passes its own)."""
+    """The schema's constants (`metering.core.events` passes its own)."""
 
     spec_version: str
     data_schema: str

@@ -3,7 +3,7 @@
 Fed by records of the compacted accounts topic (see streams/config_follower.py), in order:
 
     key "plan:<id>"     value {"source": "<file name>", "toml": "<plan file text>"}
-    key "account:<id>"  value the account's JSON document (metering.account_codec)
+    key "account:<id>"  value the account's JSON document (metering.core.account_codec)
     value null          (a tombstone) removes the plan or account
 
 A record that does not parse or does not fit its plan is refused with the reason and the
@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import orjson
 
-from metering.account_codec import account_from_json
-from metering.accounts import Account, check_account
-from metering.errors import MeteringError
-from metering.plan_loading import parse_plan
-from metering.plans import Plan
+from metering.core.account_codec import account_from_json
+from metering.core.accounts import Account, check_account
+from metering.core.errors import MeteringError
+from metering.core.plan_loading import parse_plan
+from metering.core.plans import Plan
 
 log = logging.getLogger(__name__)
 
