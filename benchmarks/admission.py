@@ -60,11 +60,11 @@ def serve(redis_url: str, port: int, token_file: Path) -> None:
     from metering.api.app import create_app  # noqa: PLC0415
     from metering.api.auth import KeyRing, Scope  # noqa: PLC0415
     from metering.api.context import ApiConfig, ApiContext  # noqa: PLC0415
-    from metering.api.server import tune_gc  # noqa: PLC0415
     from metering.core.account_codec import account_from_json  # noqa: PLC0415
     from metering.core.accounts import Account  # noqa: PLC0415
     from metering.core.directory import Directory  # noqa: PLC0415
     from metering.core.plan_loading import example_plans  # noqa: PLC0415
+    from metering.runtime.api import tune_gc  # noqa: PLC0415
     from metering.state.redis_store import RedisStateStore  # noqa: PLC0415
 
     class Nowhere:

@@ -1,10 +1,10 @@
 """Period close: which periods are due, what a statement says, and how tiers follow (pure).
 
-The closer (streams/period_close.py) and the backfill (streams/backfill.py) read Redis, call
-these functions to decide, and write the decisions in one atomic Lua step per account. Keeping
-every decision here, without Kafka or Redis, is what makes a live close and a backfill produce
-the same rollups, statements and tier events: they are functions of the closed totals only
-(no wall-clock time enters a body or an id).
+The closer (streams/period_close.py) and the backfill (metering/runtime/backfill.py) read
+Redis, call these functions to decide, and write the decisions in one atomic Lua step per
+account. Keeping every decision here, without Kafka or Redis, is what makes a live close and a
+backfill produce the same rollups, statements and tier events: they are functions of the
+closed totals only (no wall-clock time enters a body or an id).
 
 Rules (docs/decisions/0004-period-close.md):
 

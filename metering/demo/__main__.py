@@ -15,8 +15,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from metering.api.auth import KeyRing, Scope
+from metering.cli.console import call_api, decisions_table, usage_table
 from metering.client import UsageProducer
-from metering.console import call_api, decisions_table, usage_table
 from metering.core.account_codec import account_from_json
 from metering.core.plan_loading import load_plan
 from metering.demo.scenario import CLERK_MONTHS, DemoAccounts, clerk_history, live_traffic

@@ -30,11 +30,11 @@ from metering.core.periods import PeriodKind, period_of
 from metering.core.plan_loading import load_plan
 from metering.core.rfc3339 import format_ms, parse_ms
 from metering.core.rollups import account_watermark, is_due
+from metering.runtime.backfill import BackfillRefused, backfill
+from metering.runtime.processor import run_until_stopped
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.config_writer import ConfigWriter
-from streams.app import run_until_stopped
-from streams.backfill import BackfillRefused, backfill
 from tests.conftest import Stack, _claim_db, _claim_key, _with_db
 from tests.integration.harness import (
     REPO,

@@ -28,12 +28,12 @@ from metering.core.periods import PeriodKind
 from metering.core.plan_loading import load_plan
 from metering.core.rfc3339 import parse_ms
 from metering.core.rollups import period_from_key, statement_id
+from metering.runtime.backfill import _HeldOutboxes, _NoCommits, _SideCounts
 from metering.state.closing import CloseStatus, CloseStep, Freeze
 from metering.state.codec import ApplyStep, MeterRule
 from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
 from sinks.side_outputs import SideOutputs
-from streams.backfill import _HeldOutboxes, _NoCommits, _SideCounts
 from streams.metrics import ProcessorMetrics
 from streams.period_close import CloserConfig, PassReport, PeriodCloser
 from streams.processor import ProcessorConfig, UsageProcessor

@@ -12,9 +12,9 @@ from prometheus_client import CollectorRegistry
 
 from metering.core.deltas import Aggregation
 from metering.core.thresholds import crossing_id
+from metering.runtime.processor import run_until_stopped
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
-from streams.app import run_until_stopped
 from tests.integration.harness import (
     TopicFactory,
     caught_up,

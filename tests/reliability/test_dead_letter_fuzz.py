@@ -29,9 +29,9 @@ from metering.core.directory import Directory
 from metering.core.errors import EventRejected, RejectReason
 from metering.core.mapper import MapperLimits, PlanMapper
 from metering.core.plan_loading import load_plan
+from metering.runtime.processor import run_until_stopped
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
-from streams.app import run_until_stopped
 from tests.integration.harness import (
     PLAN_FILE,
     TopicFactory,

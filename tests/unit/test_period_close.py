@@ -41,6 +41,7 @@ from metering.core.rollups import (
     tier_event_id,
 )
 from metering.core.tiers import Ladder
+from metering.runtime.backfill import render_progress
 from metering.state.closing import (
     CloseStatus,
     CloseStep,
@@ -50,7 +51,6 @@ from metering.state.closing import (
     decode_close,
     encode_close,
 )
-from streams.backfill import render_progress
 from tests.unit.helpers import PLANS
 
 PLAN = load_plan(Path(__file__).resolve().parents[1] / "integration" / "plans" / "close-plan.toml")

@@ -22,7 +22,7 @@ from metering.settings import Settings
 
 
 def _processor(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.app import main_processor  # noqa: PLC0415 - keep Kafka out of --help
+    from metering.runtime.processor import main_processor  # noqa: PLC0415 - keep Kafka out of --help
 
     main_processor(settings)
     return 0
@@ -146,7 +146,7 @@ def _subject(line: bytes) -> bytes | None:
 
 def _api(args: argparse.Namespace, settings: Settings) -> int:
     from metering.api.context import ApiConfig  # noqa: PLC0415 - keep Starlette out of --help
-    from metering.api.server import main_api  # noqa: PLC0415
+    from metering.runtime.api import main_api  # noqa: PLC0415
 
     config = ApiConfig(rate_per_s=args.rate, burst=args.burst, secure_cookie=args.secure_cookie)
     main_api(settings, config, access_log=args.access_log and not args.no_access_log)
@@ -208,7 +208,7 @@ def _closer(args: argparse.Namespace, settings: Settings) -> int:
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     """Rebuild counters, rollups, statements and tiers from the events topic (ADR 0004)."""
     from metering.core.rfc3339 import parse_ms  # noqa: PLC0415
-    from streams.backfill import backfill  # noqa: PLC0415 - keep Kafka out of --help
+    from metering.runtime.backfill import backfill  # noqa: PLC0415 - keep Kafka out of --help
 
     try:
         from_ms = parse_ms(args.from_time)
@@ -246,7 +246,7 @@ def _colour(args: argparse.Namespace) -> bool:
 
 
 def _usage(args: argparse.Namespace, settings: Settings) -> int:
-    from metering.console import call_api, usage_table  # noqa: PLC0415
+    from metering.cli.console import call_api, usage_table  # noqa: PLC0415
 
     url, key = _api_target(args)
     usage = call_api(url, key, "GET", f"/v1/accounts/{args.account}/usage")
@@ -255,7 +255,7 @@ def _usage(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _admit(args: argparse.Namespace, settings: Settings) -> int:
-    from metering.console import call_api, decisions_table  # noqa: PLC0415
+    from metering.cli.console import call_api, decisions_table  # noqa: PLC0415
 
     url, key = _api_target(args)
     body: dict[str, object]
@@ -278,7 +278,7 @@ def _admit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _publisher(args: argparse.Namespace, settings: Settings) -> int:
-    from sinks.run_publisher import main_publisher  # noqa: PLC0415
+    from metering.runtime.publisher import main_publisher  # noqa: PLC0415
 
     main_publisher(settings)
     return 0
