@@ -10,7 +10,7 @@ of what the checked decoder accepts — unknown attributes and `data` fields are
 account id must be printable ASCII without spaces or braces, every value is typed — and
 anything it does not accept (including valid events it is unsure of: CloudEvents extensions,
 non-ASCII account ids, events over a quantity limit) returns None, and the checked decoder
-decides and explains. tests/unit/test_fuzz_events.py runs both decoders on every fuzzed input
+decides and explains. tests/unit/core/test_fuzz_events.py runs both decoders on every fuzzed input
 and requires the same event or the same refusal.
 
 The structs are generated from `metering.core.events.DATA_FIELDS`, the table the checked

@@ -94,7 +94,7 @@ class PlanMapper:
     The per-event work is `metering.core.meters.contributions` with everything that does not
     depend on the event's own fields computed once per (account, event type) and per period:
     the routes, the period of each meter and its rule (limit, thresholds, crossing ids, expiry).
-    tests/unit/test_fuzz_mapper.py checks the result against `contributions` itself.
+    tests/unit/core/test_fuzz_mapper.py checks the result against `contributions` itself.
     """
 
     def __init__(self, directory: Directory, limits: MapperLimits) -> None:

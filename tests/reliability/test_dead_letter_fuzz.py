@@ -1,7 +1,7 @@
 """Fuzzed records through a real processor: every record it cannot count lands in the
 dead-letter topic, untouched, with the reason the mapper gives; the stream keeps flowing.
 
-tests/integration/test_processor.py sends one hand-made record per reason. Here a seeded
+tests/integration/streams/test_processor.py sends one hand-made record per reason. Here a seeded
 generator sends a few hundred hostile records (random bytes, byte-level mutations of valid
 events, valid events with one field replaced by a hostile value, oversized records, empty
 values, odd keys) between valid ones, on one partition so that the order is known. The

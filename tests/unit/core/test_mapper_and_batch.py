@@ -18,7 +18,7 @@ from metering.core.rfc3339 import parse_ms
 from metering.core.thresholds import crossing_id
 from metering.state.codec import encode_step
 
-PLAN = Path(__file__).resolve().parents[1] / "integration" / "plans" / "it-plan.toml"
+PLAN = Path(__file__).resolve().parents[2] / "integration" / "plans" / "it-plan.toml"
 NOW = parse_ms("2026-11-23T10:00:00Z")
 HOUR = 3_600_000
 

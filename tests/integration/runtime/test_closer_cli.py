@@ -1,7 +1,7 @@
 """`metering closer --once`: the standalone closer publishes statements and tiers to Kafka.
 
 The state is built through the processor's batch step on the events topic's partitions
-(tests/integration/test_period_close.py's `Stream`); the closer reads the configuration from
+(tests/integration/streams/test_period_close.py's `Stream`); the closer reads the configuration from
 the accounts topic, the partitions from Kafka, and publishes through the outbox publisher.
 """
 
@@ -18,8 +18,8 @@ import pytest
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from tests.integration.harness import REPO, TopicFactory, env_of, make_settings, read_topic
-from tests.integration.test_backfill import publish_config
-from tests.integration.test_period_close import Stream, directory_of, searches
+from tests.integration.runtime.test_backfill import publish_config
+from tests.integration.streams.test_period_close import Stream, directory_of, searches
 
 pytestmark = pytest.mark.integration
 

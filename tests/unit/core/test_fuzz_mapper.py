@@ -34,7 +34,7 @@ from tests.unit.helpers import draw_data
 
 NOW = parse_ms("2026-11-23T10:00:00Z")
 HOUR = 3_600_000
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PLAN_FILES = [
     *sorted((ROOT / "metering" / "core" / "plans_examples").glob("*.toml")),
     ROOT / "tests" / "integration" / "plans" / "it-plan.toml",

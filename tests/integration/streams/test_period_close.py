@@ -2,7 +2,7 @@
 
 Events go through the processor's own batch step (`UsageProcessor.process` with the mapper,
 the gauge month shadows and `RedisStateStore.apply`) on fake partitions, so these tests need
-Redis only; tests/integration/test_backfill.py runs the whole thing through Kafka.
+Redis only; tests/integration/runtime/test_backfill.py runs the whole thing through Kafka.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from tests.unit.helpers import PLANS
 
 pytestmark = pytest.mark.integration
 
-PLAN = load_plan(Path(__file__).parent / "plans" / "close-plan.toml")
+PLAN = load_plan(Path(__file__).parents[1] / "plans" / "close-plan.toml")
 TOPIC = "usage"
 GROUP = "g"
 HOUR = 3_600_000

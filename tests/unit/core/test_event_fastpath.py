@@ -1,6 +1,6 @@
 """The decoder's fast path: taken for well-formed events, identical to the checked decoder.
 
-tests/unit/test_fuzz_events.py proves that `decode_event` (fast path first) and `check_event`
+tests/unit/core/test_fuzz_events.py proves that `decode_event` (fast path first) and `check_event`
 (the checked decoder alone) agree on hostile input. This file proves the other half: the fast
 path is really taken for the events producers send (else the speed-up would be imaginary),
 with the limits counted the same way (characters, not bytes), and that the inputs it does not

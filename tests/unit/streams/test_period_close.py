@@ -53,7 +53,7 @@ from metering.state.closing import (
 )
 from tests.unit.helpers import PLANS
 
-PLAN = load_plan(Path(__file__).resolve().parents[1] / "integration" / "plans" / "close-plan.toml")
+PLAN = load_plan(Path(__file__).resolve().parents[2] / "integration" / "plans" / "close-plan.toml")
 ACCOUNT = Account(id="a1", plan_id="close-plan")
 CLERK = PLANS["clerk"]
 SHOP = Account(id="shop", plan_id="clerk")  # Europe/Copenhagen

@@ -50,7 +50,7 @@ from tests.integration.harness import (
 
 pytestmark = pytest.mark.integration
 
-PLANS = Path(__file__).parent / "plans"
+PLANS = Path(__file__).parents[1] / "plans"
 CLERK = REPO / "metering" / "core" / "plans_examples" / "clerk.toml"
 ACCOUNTS = {"a1": "close-plan", "a2": "close-plan", "a3": "close-plan", "shop": "clerk"}
 MONTHS = ["2026-07", "2026-08", "2026-09", "2026-10"]

@@ -3,7 +3,7 @@ event or raises `EventRejected` with a known reason, never anything else.
 
 Why it matters: the processor dead-letters `EventRejected` and keeps going; any other exception
 escapes its batch and restarts the process, which reads the same record again — one poison
-record would stop a partition for good. tests/unit/test_events.py already throws short random
+record would stop a partition for good. tests/unit/core/test_events.py already throws short random
 bytes and shallow random JSON at the decoder; this file goes further: bigger and structured
 garbage, every input type the decoder takes, byte-level mutations of valid events, field-level
 substitutions with hostile values, hostile timestamps, and the promises about what an accepted

@@ -417,7 +417,7 @@ events = [{ type = "email.sent" }]
 
 
 def test_the_example_in_docs_plans_md_loads() -> None:
-    doc = Path(__file__).resolve().parents[2] / "docs" / "plans.md"
+    doc = Path(__file__).resolve().parents[3] / "docs" / "plans.md"
     text = doc.read_text(encoding="utf-8")
     block = text.split("```toml\n", 1)[1].split("```", 1)[0]
     plan = parse_plan(block, source=str(doc))
