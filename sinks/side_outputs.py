@@ -10,23 +10,11 @@ so a crash re-sends (at least once, the same headers) rather than loses.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
+from metering.core.ports import SourceRef
 from streams.kafka import translated
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRef:
-    """Where a record was read."""
-
-    topic: str
-    partition: int
-    offset: int
-
-    def header(self) -> bytes:
-        return f"{self.topic}/{self.partition}/{self.offset}".encode()
 
 
 class SideOutputs:

@@ -39,8 +39,17 @@ import orjson
 from metering.core.accounts import Account, timezone_of
 from metering.core.deltas import Aggregation
 from metering.core.errors import MeteringError
-from metering.core.periods import PeriodKind
+from metering.core.periods import DAY_MS, PeriodKind
 from metering.core.plans import Plan
+from metering.core.ports import (
+    CloseStatus,
+    CloseStep,
+    CloseStore,
+    Freeze,
+    LadderWrites,
+    OutboxPublishing,
+    TierWrite,
+)
 from metering.core.rollups import (
     Code,
     DueSlot,
@@ -61,14 +70,10 @@ from metering.core.rollups import (
 )
 from metering.core.tiers import Ladder
 from metering.settings import Settings
-from metering.state.closing import CloseStatus, CloseStep, Freeze, LadderWrites, TierWrite
-from metering.state.redis_store import RedisStateStore
-from sinks.outbox_publisher import OutboxPublisher
 
 log = logging.getLogger(__name__)
 
 QUARTER_HOUR_MS = 15 * 60 * 1000
-DAY_MS = 86_400_000
 
 Partitions = Callable[[], Awaitable[Iterable[int]]]
 """The partition numbers of the events topic (Kafka metadata)."""
@@ -156,12 +161,12 @@ class PeriodCloser:
 
     def __init__(
         self,
-        store: RedisStateStore,
+        store: CloseStore,
         directory: AccountDirectory,
         config: CloserConfig,
         *,
         partitions: Partitions,
-        publisher: OutboxPublisher | None = None,
+        publisher: OutboxPublishing | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self._store = store
@@ -462,58 +467,3 @@ class PeriodCloser:
                 delay = min(max(delay, 0.1) * 2, 60.0)
                 log.exception("close pass failed, retrying in %.1fs", delay)
             await asyncio.sleep(delay)
-
-
-async def run_closer(settings: Settings, stop: asyncio.Event, *, once: bool = False) -> PassReport:
-    """`metering closer`: a standalone closer (config follower, publisher, passes) until `stop`.
-
-    With `once`, one pass, its publishing, and return.
-    """
-    from metering.core.directory import Directory  # noqa: PLC0415 - keep start-up imports local
-    from streams.config_follower import ConfigFollower  # noqa: PLC0415
-    from streams.kafka import new_consumer, new_producer, started, translated  # noqa: PLC0415
-
-    store = RedisStateStore.from_url(settings.redis_url)
-    producer = new_producer(settings, client_id="metering-closer")
-    config_consumer = new_consumer(settings, group_id=None, client_id="metering-closer-config")
-    directory = Directory()
-    follower = ConfigFollower(config_consumer, settings.accounts_topic, directory)
-    publisher = OutboxPublisher(
-        store,
-        producer,
-        topic=settings.thresholds_topic,
-        statements_topic=settings.statements_topic,
-        tiers_topic=settings.tiers_topic,
-    )
-
-    async def partitions() -> Iterable[int]:
-        async with translated("read partitions"):
-            return set(await producer.partitions_for(settings.events_topic))
-
-    closer = PeriodCloser(
-        store,
-        directory,
-        CloserConfig.from_settings(settings),
-        partitions=partitions,
-        publisher=publisher,
-    )
-    try:
-        await store.ping()
-        async with started(producer, config_consumer):
-            await follower.catch_up()
-            if once:
-                return await closer.close_pass()
-            tasks = [
-                asyncio.create_task(follower.run(stop), name="config-follower"),
-                asyncio.create_task(publisher.run(), name="outbox-publisher"),
-                asyncio.create_task(closer.run(), name="period-closer"),
-            ]
-            try:
-                await stop.wait()
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-            return closer.totals
-    finally:
-        await store.close()

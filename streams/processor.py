@@ -45,31 +45,27 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from metering.core.errors import EventRejected
-from metering.core.fold import AccountWork, MappedEvent
-from metering.state.codec import ApplyStatus
+from metering.core.fold import AccountWork
+from metering.core.ports import (
+    ApplyStatus,
+    EventMapper,
+    OutboxPublishing,
+    SideOutputs,
+    SourceRef,
+    UsageStore,
+)
 from metering.state.errors import StateLost, StateStoreUnavailable
-from metering.state.redis_store import RedisStateStore
-from sinks.outbox_publisher import OutboxPublisher
-from sinks.side_outputs import SideOutputs, SourceRef
 from streams.errors import StreamUnavailable
 from streams.kafka import translated
 from streams.metrics import ProcessorMetrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class EventMapper(Protocol):
-    """Turns a record's bytes into a `MappedEvent` or raises `EventRejected`."""
-
-    def map(self, value: bytes | None, *, now_ms: int, watermark_ms: int) -> MappedEvent:
-        """Decode, validate and map; `watermark_ms` decides which periods have closed."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +100,10 @@ class UsageProcessor:
         *,
         config: ProcessorConfig,
         consumer: AIOKafkaConsumer,
-        store: RedisStateStore,
+        store: UsageStore,
         mapper: EventMapper,
         side_outputs: SideOutputs,
-        publisher: OutboxPublisher,
+        publisher: OutboxPublishing,
         metrics: ProcessorMetrics,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:

@@ -37,6 +37,7 @@ from metering.core.enforcement import (
     decide_use,
 )
 from metering.core.events import ContactOrigin, EmailKind, EventType, UsageEvent
+from metering.core.periods import DAY_MS, expire_at_s
 from metering.core.plans import Effect, MeterSpec, Plan
 from metering.state.redis_store import RedisStateStore
 
@@ -47,7 +48,6 @@ _CODES = {
     "o": (True, Reason.ADVISORY_OVER_LIMIT),
     "r": (False, Reason.NEW_MEMBER_OVER_LIMIT),
 }
-_DAY_MS = 86_400_000
 
 
 @dataclass
@@ -128,7 +128,7 @@ class Admission:
         self._account = account
         self._plan = plan
         self._now = now_ms
-        self._retention_ms = retention_days * _DAY_MS
+        self._retention_ms = retention_days * DAY_MS
         self._summary: dict[str, dict[str, Any]] = {}
 
     def _slot(self, meter: MeterSpec) -> tuple[MeterSlot, int | None]:
@@ -216,7 +216,7 @@ class Admission:
             hard=hard and reserve,
             period_start_ms=slot.period.start_ms if meter.exclude_suppressed else 0,
             period_end_ms=slot.period.end_ms,
-            expire_at_s=(slot.period.end_ms + self._retention_ms) // 1000,
+            expire_at_s=expire_at_s(slot.period.end_ms, self._retention_ms),
         )
         for item, code in zip(live, codes, strict=True):
             if code == "a":

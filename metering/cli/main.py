@@ -187,7 +187,7 @@ def _closer(args: argparse.Namespace, settings: Settings) -> int:
     """Close due periods: statements and tier placements (ADR 0004), until SIGTERM or once."""
     import signal  # noqa: PLC0415
 
-    from streams.period_close import run_closer  # noqa: PLC0415 - keep Kafka out of --help
+    from metering.runtime.closer import run_closer  # noqa: PLC0415 - keep Kafka out of --help
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from metering.core.deltas import AccountDelta, Contribution
-from metering.state.codec import ApplyStep, MeterRule
+from metering.core.ports import ApplyStep, MeterRule
 
 
 @dataclass(slots=True)

@@ -26,11 +26,10 @@ from metering.core.accounts import timezone_of
 from metering.core.deltas import Aggregation, Contribution
 from metering.core.fold import MappedEvent
 from metering.core.mapper import Directory
-from metering.core.periods import PeriodKind, period_of
+from metering.core.periods import PeriodKind, expire_at_s, period_of
 from metering.core.plans import Plan
+from metering.core.ports import EventMapper, MeterRule
 from metering.core.rollups import gauge_month_meter
-from metering.state.codec import MeterRule
-from streams.processor import EventMapper
 
 
 class GaugeMonths:
@@ -63,7 +62,7 @@ class GaugeMonths:
         rule = MeterRule(
             limit=None,
             period_end_ms=month.end_ms,
-            expire_at_s=(month.end_ms + self._retention_ms) // 1000,
+            expire_at_s=expire_at_s(month.end_ms, self._retention_ms),
             scope=month.key,
         )
         extra: list[Contribution] = []

@@ -19,11 +19,10 @@ from metering.core.events import EventType, decode_event
 from metering.core.fold import MappedEvent
 from metering.core.meters import contribution as meter_contribution
 from metering.core.meters import suppression
-from metering.core.periods import period_of
+from metering.core.periods import DAY_MS, expire_at_s, period_of
 from metering.core.plans import EventMatch, MeterSpec, Plan
+from metering.core.ports import MeterRule, ThresholdRule
 from metering.core.thresholds import crossing_id, crossing_scope
-from metering.settings import Settings
-from metering.state.codec import MeterRule, ThresholdRule
 
 
 class Directory(Protocol):
@@ -34,6 +33,20 @@ class Directory(Protocol):
         ...
 
 
+class LimitSettings(Protocol):
+    """The part of `metering.settings.Settings` the limits come from (core does not import the
+    settings module: the runtime hands them in)."""
+
+    @property
+    def grace_s(self) -> int: ...
+    @property
+    def max_event_bytes(self) -> int: ...
+    @property
+    def max_future_s(self) -> int: ...
+    @property
+    def retention_days(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class MapperLimits:
     """Validation and lateness settings."""
@@ -41,16 +54,16 @@ class MapperLimits:
     grace_ms: int
     max_event_bytes: int = 64 * 1024
     max_future_ms: int = 5 * 60 * 1000
-    retention_ms: int = 400 * 86_400_000
+    retention_ms: int = 400 * DAY_MS
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> MapperLimits:
+    def from_settings(cls, settings: LimitSettings) -> MapperLimits:
         """The limits a processor (or a backfill) runs with."""
         return cls(
             grace_ms=settings.grace_s * 1000,
             max_event_bytes=settings.max_event_bytes,
             max_future_ms=settings.max_future_s * 1000,
-            retention_ms=settings.retention_days * 86_400_000,
+            retention_ms=settings.retention_days * DAY_MS,
         )
 
 
@@ -204,13 +217,13 @@ class PlanMapper:
                 )
                 for t in meter.thresholds
             )
-        expire_at_s = 0
+        expire_at = 0
         if period_end:
-            expire_at_s = (period_end + self._limits.retention_ms) // 1000
+            expire_at = expire_at_s(period_end, self._limits.retention_ms)
         return MeterRule(
             limit=limit,
             thresholds=thresholds,
             period_end_ms=period_end,
-            expire_at_s=expire_at_s,
+            expire_at_s=expire_at,
             scope=scope,
         )

@@ -36,6 +36,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from metering.core.errors import PeriodError
 
+DAY_MS = 86_400_000
+"""Milliseconds in a (UTC) day: the one definition every module uses."""
+
+
+def expire_at_s(period_end_ms: int, retention_ms: int) -> int:
+    """When a period's state may be dropped (epoch seconds, Redis EXPIREAT): its end plus the
+    retention. The processor, the gauge-month shadows and admission all keep state this long."""
+    return (period_end_ms + retention_ms) // 1000
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _LAST_MAX = 65_536

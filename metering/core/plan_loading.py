@@ -29,7 +29,7 @@ from metering.core.enforcement import (
 )
 from metering.core.errors import PeriodError, PlanError
 from metering.core.events import DATA_FIELDS, ContactOrigin, DataField, EventType
-from metering.core.periods import PeriodKind, check_timezone
+from metering.core.periods import DAY_MS, PeriodKind, check_timezone
 from metering.core.plans import (
     DerivedLimit,
     Effect,
@@ -39,7 +39,7 @@ from metering.core.plans import (
     MeterSpec,
     Plan,
 )
-from metering.core.thresholds import DAY_MS, DEFAULT_THRESHOLDS, Colour, Threshold
+from metering.core.thresholds import DEFAULT_THRESHOLDS, Colour, Threshold
 from metering.core.tiers import DEFAULT_WINDOW, Ladder
 
 EXAMPLES_DIR = Path(__file__).with_name("plans_examples")

@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 from datetime import date
 
-_DAY_MS = 86_400_000
+from metering.core.periods import DAY_MS
+
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _CACHE_MAX = 4096
 _date_cache: dict[str, int] = {}
@@ -41,7 +42,7 @@ def _date_ms(text: str) -> int:
     if match is None:
         raise ValueError(f"not a date: {text!r}")
     day = date(int(match[1]), int(match[2]), int(match[3]))  # validates month and day
-    value = (day.toordinal() - _EPOCH_ORDINAL) * _DAY_MS
+    value = (day.toordinal() - _EPOCH_ORDINAL) * DAY_MS
     if len(_date_cache) >= _CACHE_MAX:
         _date_cache.clear()
     _date_cache[text] = value
@@ -109,7 +110,7 @@ def _parse_general(text: str) -> int:
 
 def format_ms(epoch_ms: int) -> str:
     """Format epoch milliseconds as RFC 3339 UTC (`...T10:00:00Z` or `...T10:00:00.250Z`)."""
-    days, rest = divmod(epoch_ms, _DAY_MS)
+    days, rest = divmod(epoch_ms, DAY_MS)
     day = date.fromordinal(days + _EPOCH_ORDINAL)
     seconds, millis = divmod(rest, 1000)
     minutes, second = divmod(seconds, 60)

@@ -26,9 +26,6 @@ from metering.core.deltas import NO_PERIOD
 CROSSING_NAMESPACE = uuid.UUID("6f1c1a9e-2f3c-5b7d-9a51-1d6c3f0e8b42")
 """uuid5 namespace of crossing ids: changing it would re-announce every crossing."""
 
-DAY_MS = 86_400_000
-
-
 class Colour(StrEnum):
     """Status colour (Actito's bullet points)."""
 

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
@@ -40,10 +40,10 @@ from metering.core.directory import Directory
 from metering.core.errors import MeteringError
 from metering.core.gauge_months import GaugeMonths
 from metering.core.mapper import MapperLimits, PlanMapper
+from metering.core.ports import SourceRef
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
-from sinks.side_outputs import SideOutputs, SourceRef
 from streams.config_follower import ConfigFollower
 from streams.kafka import new_consumer, new_producer, translated
 from streams.metrics import ProcessorMetrics
@@ -274,8 +274,8 @@ async def _run(
             grace_ms=limits.grace_ms,
             retention_ms=limits.retention_ms,
         ),
-        side_outputs=cast(SideOutputs, side),
-        publisher=cast(OutboxPublisher, _HeldOutboxes()),
+        side_outputs=side,
+        publisher=_HeldOutboxes(),
         metrics=ProcessorMetrics.create(CollectorRegistry()),
     )
     while active:

@@ -97,14 +97,14 @@ async def running(
     )
     mapper = PlanMapper(
         directory,
-        MapperLimits.from_settings(settings),
+        limits := MapperLimits.from_settings(settings),
     )
     # Ladder gauges also feed month shadows; the closer freezes periods (ADR 0004).
     shadowing = GaugeMonths(
         mapper,
         directory,
-        grace_ms=settings.grace_s * 1000,
-        retention_ms=settings.retention_days * 86_400_000,
+        grace_ms=limits.grace_ms,
+        retention_ms=limits.retention_ms,
     )
 
     async def partitions() -> set[int]:

@@ -1,15 +1,24 @@
-"""Value types of the state store and the encoding of an apply step into script arguments.
+"""The codec of the Lua steps: core values -> script arguments, script replies -> core values.
 
-Pure: the argument layout is documented in `lua/apply.lua` and unit-tested here without Redis.
+Pure (no Redis): the argument layouts are documented in `lua/apply.lua` and
+`lua/close_period.lua` and unit-tested without Redis. Callers of the store only ever see the
+core values (`metering.core.ports`), never a reply's letters or status codes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import IntEnum
+import orjson
 
-from metering.core.deltas import AccountDelta, Aggregation
+from metering.core.deltas import Aggregation
+from metering.core.ports import (
+    ApplyOutcome,
+    ApplyStatus,
+    ApplyStep,
+    CloseOutcome,
+    CloseStatus,
+    CloseStep,
+    MeterRule,
+)
 from metering.state import keys
 
 _AGG_CODE = {
@@ -21,84 +30,7 @@ _AGG_CODE = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ThresholdRule:
-    """A threshold as an exact fraction of the limit: reached when used > 0 and
-    used * den >= limit * num (strictly greater when `strict`)."""
-
-    name: str
-    num: int
-    den: int
-    crossing_id: str
-    """Deterministic id of this crossing (metering.core.thresholds.crossing_id)."""
-    strict: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class MeterRule:
-    """What the store needs to know about one (meter, period) besides the delta itself."""
-
-    limit: int | None
-    """Effective limit (plan, permanent change and temporary extension); None = unlimited."""
-    thresholds: tuple[ThresholdRule, ...] = ()
-    period_end_ms: int = 0
-    expire_at_s: int = 0
-    """When the counter may be dropped (period end + retention); 0 = never."""
-    scope: str = ""
-    """What a crossing is once per: the period key, or `L<limit>` for unwindowed meters."""
-    wire: tuple[object, ...] = field(init=False, repr=False, compare=False)
-    """The rule's part of a meter entry in the script's JSON, built once per rule: rules are
-    cached per (account, meter, period) while steps are encoded per batch."""
-
-    def __post_init__(self) -> None:
-        thresholds = [
-            [t.name, t.num, t.den, 1 if t.strict else 0, t.crossing_id] for t in self.thresholds
-        ]
-        wire = (
-            self.period_end_ms,
-            self.expire_at_s,
-            -1 if self.limit is None else self.limit,
-            self.scope,
-            thresholds,
-        )
-        object.__setattr__(self, "wire", wire)
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyStep:
-    """One account's share of one partition batch, with the rules to apply it under."""
-
-    delta: AccountDelta
-    topic: str
-    partition: int
-    rules: Mapping[tuple[str, str], MeterRule]
-
-
 _UNLIMITED = MeterRule(limit=None)
-
-
-class ApplyStatus(IntEnum):
-    """What the atomic step did (the values are the script's status codes)."""
-
-    APPLIED = 0
-    ALREADY_APPLIED = 1
-    """The account fence covers the whole step: a replay after a crash; nothing written."""
-    PARTIAL = 2
-    """The fence lies inside the step's offsets: re-send only the events above `fence`."""
-    DUPLICATES = 3
-    """Some event ids are remembered: drop them and re-send; nothing written."""
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyOutcome:
-    """The result of one step."""
-
-    status: ApplyStatus
-    crossings: tuple[str, ...] = ()
-    """Deterministic ids of the crossings this step put into the account's outbox."""
-    outbox_length: int = 0
-    fence: int = -1
-    duplicates: tuple[str, ...] = field(default_factory=tuple)
 
 
 def dedup_bucket_s(dedup_window_s: int) -> int:
@@ -177,3 +109,49 @@ def _text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode()
     return str(value)
+
+
+def encode_close(step: CloseStep) -> tuple[str, bytes]:
+    """(open-period index key, the step as one JSON argument) for `lua/close_period.lua`."""
+    payload = [
+        keys.account_prefix(step.account),
+        step.expire_at_s,
+        step.now_ms,
+        [
+            [
+                f.meter,
+                f.period,
+                f.code,
+                f.expected,
+                f.statement_id,
+                f.statement.decode(),
+                f.open_field,
+            ]
+            for f in step.freezes
+        ],
+        [[meter, period, total] for meter, period, total in step.checks],
+        [
+            [
+                lad.ladder,
+                lad.expected_as_of or "",
+                [[w.as_of, w.record.decode(), w.event_id, w.event.decode()] for w in lad.writes],
+            ]
+            for lad in step.ladders
+        ],
+    ]
+    return keys.open_periods_key(step.account), orjson.dumps(payload)
+
+
+def decode_close(reply: object) -> CloseOutcome:
+    """The script's reply: {status, outbox length, frozen, statements, tiers[, detail]}."""
+    if not isinstance(reply, list) or len(reply) < 5:
+        raise ValueError(f"unexpected close reply: {reply!r}")
+    detail = reply[5] if len(reply) > 5 else b""
+    return CloseOutcome(
+        status=CloseStatus(int(reply[0])),
+        outbox_length=int(reply[1]),
+        frozen=int(reply[2]),
+        statements=int(reply[3]),
+        tiers=int(reply[4]),
+        detail=detail.decode() if isinstance(detail, bytes) else str(detail),
+    )

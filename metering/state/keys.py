@@ -79,3 +79,30 @@ def position_key(group: str, topic: str, partition: int) -> str:
 def watermark_key(group: str, topic: str, partition: int) -> str:
     """Event-time watermark (epoch ms) reached at the stored position of a partition."""
     return f"mtr:wm:{group}:{topic}:{partition}"
+
+
+# --- period close (ADR 0004) ---
+
+CLOSE_LEASE = "mtr:close:lease"
+"""Held by the closer running a pass, so several processors do not all scan at once (a hint:
+per-account claims and the script's checks keep overlapping passes correct)."""
+
+
+def rollup_key(account: str, meter: str) -> str:
+    """Hash period -> frozen total of one meter (kept `retention_days` after the last close)."""
+    return f"{account_prefix(account)}r:{meter}"
+
+
+def placements_key(account: str) -> str:
+    """Hash ladder -> last placement (JSON), and `as_of:<ladder>` -> its period key."""
+    return f"{account_prefix(account)}t"
+
+
+def gauge_snapshot_key(account: str, meter: str) -> str:
+    """Set of a ladder gauge's members at the end of its last closed month."""
+    return f"{account_prefix(account)}gs:{meter}"
+
+
+def close_claim_key(account: str) -> str:
+    """Held by the one closer closing this account's periods."""
+    return f"{account_prefix(account)}cc"

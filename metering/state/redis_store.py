@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -22,24 +21,15 @@ from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
 from metering.core.deltas import Aggregation
+from metering.core.ports import ApplyOutcome, ApplyStep, CloseOutcome, CloseStep, OutboxEntry
 from metering.core.rollups import gauge_month_meter
-from metering.state import closing, keys
-from metering.state.codec import ApplyOutcome, ApplyStep, decode_outcome, encode_step
+from metering.state import keys
+from metering.state.codec import decode_close, decode_outcome, encode_close, encode_step
 from metering.state.errors import StateStoreError, StateStoreUnavailable
 
 
 def _load_script(name: str) -> str:
     return resources.files("metering.state").joinpath("lua", name).read_text(encoding="utf-8")
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    """One crossing waiting in an account's outbox."""
-
-    entry_id: str
-    """The Redis stream entry id (for acknowledging)."""
-    fields: dict[str, str]
-    """`id`, `account`, `meter`, `period`, `threshold`, `num`, `den`, `limit`, `used`, ..."""
 
 
 @asynccontextmanager
@@ -396,7 +386,7 @@ class RedisStateStore:
         async with _translated("read rollups"):
             pipe = self._client.pipeline(transaction=False)
             for meter in meters:
-                pipe.hgetall(closing.rollup_key(account, meter))
+                pipe.hgetall(keys.rollup_key(account, meter))
             replies = await pipe.execute()
         return {
             meter: {_text(k): int(v) for k, v in reply.items()}
@@ -406,7 +396,7 @@ class RedisStateStore:
     async def placements(self, account: str) -> dict[str, dict[str, Any]]:
         """The last placement decided per ladder (see metering.core.rollups.placement_record)."""
         async with _translated("read placements"):
-            raw = await self._client.hgetall(closing.placements_key(account))
+            raw = await self._client.hgetall(keys.placements_key(account))
         return {
             _text(k): orjson.loads(v) for k, v in raw.items() if not _text(k).startswith("as_of:")
         }
@@ -426,7 +416,7 @@ class RedisStateStore:
         self, account: str, meter: str, members: Sequence[str]
     ) -> tuple[int, dict[str, bool]]:
         """Level of a gauge's month-end snapshot, and whether each of `members` is in it."""
-        key = closing.gauge_snapshot_key(account, meter)
+        key = keys.gauge_snapshot_key(account, meter)
         async with _translated("read gauge snapshot"):
             pipe = self._client.pipeline(transaction=False)
             pipe.scard(key)
@@ -436,41 +426,41 @@ class RedisStateStore:
         flags = [bool(flag) for reply in replies[1:] for flag in reply]
         return int(replies[0]), dict(zip(members, flags, strict=True))
 
-    async def close_periods(self, step: closing.CloseStep) -> closing.CloseOutcome:
+    async def close_periods(self, step: CloseStep) -> CloseOutcome:
         """Run one account's close step (lua/close_period.lua) atomically."""
         if self._close is None:
             self._close = self._client.register_script(_load_script("close_period.lua"))
-        key, payload = closing.encode_close(step)
+        key, payload = encode_close(step)
         async with _translated("close periods"):
             reply = await self._close(keys=[key], args=[payload])
-        return closing.decode_close(reply)
+        return decode_close(reply)
 
     async def claim_close(self, account: str, owner: str, ttl_ms: int = 60_000) -> bool:
         """Take the right to close `account`'s periods for `ttl_ms` (False: someone has it)."""
         async with _translated("claim close"):
             got = await self._client.set(
-                closing.close_claim_key(account), owner, nx=True, px=ttl_ms
+                keys.close_claim_key(account), owner, nx=True, px=ttl_ms
             )
         return bool(got)
 
     async def release_close(self, account: str, owner: str) -> None:
         """Give the close claim back if we still hold it."""
         async with _translated("release close"):
-            await self._release(keys=[closing.close_claim_key(account)], args=[owner])
+            await self._release(keys=[keys.close_claim_key(account)], args=[owner])
 
     async def take_close_lease(self, owner: str, ttl_ms: int) -> bool:
         """Take (or extend, when ours) the right to run a close pass."""
         async with _translated("take close lease"):
-            if await self._client.set(closing.CLOSE_LEASE, owner, nx=True, px=ttl_ms):
+            if await self._client.set(keys.CLOSE_LEASE, owner, nx=True, px=ttl_ms):
                 return True
-            if _text(await self._client.get(closing.CLOSE_LEASE)) == owner:
-                await self._client.pexpire(closing.CLOSE_LEASE, ttl_ms)
+            if _text(await self._client.get(keys.CLOSE_LEASE)) == owner:
+                await self._client.pexpire(keys.CLOSE_LEASE, ttl_ms)
                 return True
         return False
 
     async def release_close_lease(self, owner: str) -> None:
         async with _translated("release close lease"):
-            await self._release(keys=[closing.CLOSE_LEASE], args=[owner])
+            await self._release(keys=[keys.CLOSE_LEASE], args=[owner])
 
     async def key_count(self) -> int:
         """Keys in this database (a backfill refuses a target that is not empty)."""

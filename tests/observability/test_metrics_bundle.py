@@ -11,8 +11,9 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from metering.core.errors import RejectReason
+from metering.core.ports import OutboxEntry
 from metering.state.errors import StateStoreUnavailable
-from metering.state.redis_store import OutboxEntry, RedisStateStore
+from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
 from streams.errors import StreamUnavailable
 from streams.metrics import ProcessorMetrics

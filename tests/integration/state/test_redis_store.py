@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from metering.core.deltas import Aggregation, Contribution, fold
-from metering.state.codec import ApplyOutcome, ApplyStatus, ApplyStep, MeterRule, ThresholdRule
+from metering.core.ports import ApplyOutcome, ApplyStatus, ApplyStep, MeterRule, ThresholdRule
 from metering.state.redis_store import RedisStateStore
 
 pytestmark = pytest.mark.integration

@@ -26,11 +26,10 @@ from metering.core.gauge_months import GaugeMonths
 from metering.core.mapper import MapperLimits, PlanMapper
 from metering.core.periods import PeriodKind
 from metering.core.plan_loading import load_plan
+from metering.core.ports import ApplyStep, CloseStatus, CloseStep, Freeze, MeterRule
 from metering.core.rfc3339 import parse_ms
 from metering.core.rollups import period_from_key, statement_id
 from metering.runtime.backfill import _HeldOutboxes, _NoCommits, _SideCounts
-from metering.state.closing import CloseStatus, CloseStep, Freeze
-from metering.state.codec import ApplyStep, MeterRule
 from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
 from sinks.side_outputs import SideOutputs

@@ -11,7 +11,7 @@ from metering.core.deltas import Aggregation
 from metering.core.enforcement import AddRule, EnforcementMode, GatedAction
 from metering.core.errors import PlanError, UnknownMeter
 from metering.core.events import ContactOrigin, EventType
-from metering.core.periods import PeriodKind
+from metering.core.periods import DAY_MS, PeriodKind
 from metering.core.plan_loading import (
     EXAMPLES_DIR,
     example_plans,
@@ -20,7 +20,7 @@ from metering.core.plan_loading import (
     parse_plan,
 )
 from metering.core.plans import DerivedLimit, Effect, FixedLimit
-from metering.core.thresholds import DAY_MS, DEFAULT_THRESHOLDS, Colour
+from metering.core.thresholds import DEFAULT_THRESHOLDS, Colour
 
 MINIMAL = """
 id = "p"

@@ -9,9 +9,9 @@ import pytest
 from metering.core.accounts import effective_limit
 from metering.core.enforcement import GatedAction, Reason, decide_action, decide_add
 from metering.core.events import ContactOrigin, EventType
+from metering.core.periods import DAY_MS
 from metering.core.status import status
 from metering.core.thresholds import (
-    DAY_MS,
     Colour,
     crossing_scope,
     next_reminder_ms,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from metering.state.codec import ApplyOutcome, ApplyStatus, decode_outcome
+from metering.core.ports import ApplyOutcome, ApplyStatus
+from metering.state.codec import decode_outcome
 
 
 @pytest.mark.parametrize(

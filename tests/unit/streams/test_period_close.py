@@ -17,6 +17,7 @@ from metering.core.gauge_months import GaugeMonths
 from metering.core.mapper import MapperLimits, PlanMapper
 from metering.core.periods import PeriodKind, next_period, period_of
 from metering.core.plan_loading import load_plan
+from metering.core.ports import CloseStatus, CloseStep, Freeze, LadderWrites, TierWrite
 from metering.core.rfc3339 import parse_ms
 from metering.core.rollups import (
     Code,
@@ -42,15 +43,7 @@ from metering.core.rollups import (
 )
 from metering.core.tiers import Ladder
 from metering.runtime.backfill import render_progress
-from metering.state.closing import (
-    CloseStatus,
-    CloseStep,
-    Freeze,
-    LadderWrites,
-    TierWrite,
-    decode_close,
-    encode_close,
-)
+from metering.state.codec import decode_close, encode_close
 from tests.unit.helpers import PLANS
 
 PLAN = load_plan(Path(__file__).resolve().parents[2] / "integration" / "plans" / "close-plan.toml")
