@@ -125,9 +125,35 @@ class Directory:
         return sorted(self._plans.values(), key=lambda p: p.id)
 
     def put_plan(self, plan: Plan) -> None:
-        """Install or replace a plan (accounts on it are re-checked on lookup)."""
+        """Install or replace a plan (accounts on it are re-checked on lookup).
+
+        A new version without meters the old one had is applied (an operator forced it, see
+        `removed_meters_in_use`), and logged: from now on the events of those meters are
+        counted nowhere for the accounts on the plan."""
+        for meter, accounts in self.removed_meters_in_use(plan).items():
+            log.warning(
+                "plan %s no longer has meter %s: events of its %d accounts (%s) are no longer "
+                "counted in it",
+                plan.id,
+                meter,
+                len(accounts),
+                ", ".join(accounts[:5]) + (", ..." if len(accounts) > 5 else ""),
+            )
         self._plans[plan.id] = plan
         self._changed()
+
+    def removed_meters_in_use(self, plan: Plan) -> dict[str, list[str]]:
+        """Meter -> ids of the accounts using it, for each meter of the installed version of
+        `plan` that the new `plan` drops while accounts are on the plan (each of them feeds
+        every meter of its plan). Empty when the plan is new or keeps all its meters."""
+        current = self._plans.get(plan.id)
+        if current is None:
+            return {}
+        removed = [m.name for m in current.meters if not plan.has_meter(m.name)]
+        users = sorted(a.id for a in self._accounts.values() if a.plan_id == plan.id)
+        if not removed or not users:
+            return {}
+        return dict.fromkeys(removed, users)
 
     def put_account(self, account: Account) -> None:
         """Install or replace an account after checking it fits its plan (when known)."""
