@@ -80,6 +80,14 @@ def _plans_apply(args: argparse.Namespace, settings: Settings) -> int:
             for plan, _ in plans
             for meter, accounts in directory.removed_meters_in_use(plan).items()
         ]
+        for plan, _ in plans:
+            undated = directory.missing_contract_dates(plan)
+            if undated:
+                raise MeteringError(
+                    f"plan {plan.id}: billing periods need a contract_date, which "
+                    f"{_some(undated)} lack: set their contract_date first "
+                    "(`metering accounts put`), then apply the plan"
+                )
         for plan_id, meter, accounts in dropped:
             users = _some(accounts)
             if not args.remove_meters_in_use:
@@ -355,8 +363,9 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 _APPLY_HELP = """.
 
-The accounts topic is read first. A plan that drops a meter while accounts are on the plan
-is refused, naming the meter and the accounts, unless --remove-meters-in-use is given. When
+The accounts topic is read first. A plan that adds billing periods while accounts on it have
+no contract_date is refused, naming them. A plan that drops a meter while accounts are on the
+plan is refused, naming the meter and the accounts, unless --remove-meters-in-use is given. When
 forced, the events that fed only that meter are still consumed but counted nowhere (they
 still count in the plan's other meters, and every processor and API logs the removal as a
 warning); the meter's counters are left in Redis as they are and expire with their periods.

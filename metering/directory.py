@@ -90,6 +90,13 @@ def _refused(name: str, exc: Exception) -> Refusal:
     return _refusal(name, RefusalReason.UNEXPECTED, f"{type(exc).__name__}: {exc}")
 
 
+def _anchored(account: Account, plan: Plan) -> bool:
+    """Whether the account has the contract date the plan's billing periods need."""
+    if account.contract_date is not None:
+        return True
+    return not any(m.period is not None and m.period.anchored for m in plan.meters)
+
+
 class Directory:
     """Plans and accounts by id, updated record by record."""
 
@@ -109,6 +116,16 @@ class Directory:
         account = self._accounts.get(account_id)
         plan = self._plans.get(account.plan_id) if account is not None else None
         result = (account, plan) if account is not None and plan is not None else None
+        if account is not None and plan is not None and not _anchored(account, plan):
+            # An account stored before its plan, or a plan version that added a billing
+            # period: mapping its events would raise instead of refusing them.
+            log.warning(
+                "account %s has no contract_date, which plan %s needs (billing periods): its "
+                "events are refused as unknown_account until one of them is fixed",
+                account.id,
+                plan.id,
+            )
+            result = None
         self._resolved[account_id] = result
         return result
 
@@ -154,6 +171,13 @@ class Directory:
         if not removed or not users:
             return {}
         return dict.fromkeys(removed, users)
+
+    def missing_contract_dates(self, plan: Plan) -> list[str]:
+        """Ids of the accounts on `plan` that have no contract date while `plan` has billing
+        periods (their events could not be metered under it)."""
+        return sorted(
+            a.id for a in self._accounts.values() if a.plan_id == plan.id and not _anchored(a, plan)
+        )
 
     def put_account(self, account: Account) -> None:
         """Install or replace an account after checking it fits its plan (when known)."""

@@ -86,6 +86,16 @@ async def test_apply_refuses_to_drop_a_meter_in_use_unless_forced(
     assert "applied plan apsis-essential" in out
     assert not (await plan_in_force(Settings.from_env())).has_meter("known_profiles")
 
+    billing = tmp_path / "billing.toml"
+    billing.write_text(WITHOUT_KNOWN_PROFILES.replace("calendar_month", "billing_month"))
+    assert await asyncio.to_thread(main, ["plans", "apply", str(billing)]) == 2
+    err = capsys.readouterr().err
+    assert "plan apsis-essential: billing periods need a contract_date" in err
+    assert "2 accounts (acme, beta) lack" in err
+    email = (await plan_in_force(Settings.from_env())).meter("email_sendings")
+    assert email.period is not None
+    assert not email.period.anchored, "the refused plan was not published"
+
 
 async def plan_in_force(settings: Settings) -> Plan:
     directory = Directory()

@@ -24,7 +24,11 @@ from hypothesis import strategies as st
 from metering.account_codec import account_to_json
 from metering.accounts import Account
 from metering.directory import MAX_PROBLEM_CHARS, Directory, Refusal, RefusalReason
+from metering.errors import EventRejected, RejectReason
 from metering.plan_loading import EXAMPLES_DIR
+from metering.rfc3339 import parse_ms
+from metering.settings import Settings
+from streams.mapper import MapperLimits, PlanMapper
 
 FUZZ = settings(
     max_examples=300,
@@ -267,3 +271,32 @@ def test_iso_week_and_basic_dates_are_refused_calendar_dates_apply() -> None:
     account = directory.account("acme")
     assert account is not None
     assert account.contract_date == date(2026, 1, 31)
+
+
+def test_an_account_without_the_contract_date_its_plan_needs_is_not_mapped() -> None:
+    """A plan version that adds a billing period (or an account stored before its plan) must
+    not make mapping raise: the account resolves to nothing and its events are refused."""
+    directory = seeded()
+    billing = APSIS_TEXT.replace('period = "calendar_month"', 'period = "billing_month"')
+    assert directory.apply_record(b"plan:apsis-essential", plan_value(billing)) is None
+    plan = directory.plan("apsis-essential")
+    assert plan is not None
+    assert directory.missing_contract_dates(plan) == ["acme"]
+    assert directory.lookup("acme") is None
+    mapper = PlanMapper(directory, MapperLimits.from_settings(Settings()))
+    event = {
+        "specversion": "1.0",
+        "id": "e1",
+        "source": "test",
+        "type": "email.sent",
+        "subject": "acme",
+        "time": "2026-11-23T10:00:00Z",
+        "data": {"contact": "c1", "kind": "marketing"},
+    }
+    with pytest.raises(EventRejected) as refused:
+        mapper.map(orjson.dumps(event), now_ms=parse_ms("2026-11-23T10:01:00Z"), watermark_ms=0)
+    assert refused.value.reason is RejectReason.UNKNOWN_ACCOUNT
+    dated = {**account_to_json(GOOD_ACCOUNT), "contract_date": "2026-01-31"}
+    assert directory.apply_record(b"account:acme", dump(dated)) is None
+    assert directory.lookup("acme") is not None
+    assert mapper.map(orjson.dumps(event), now_ms=parse_ms("2026-11-23T10:01:00Z"), watermark_ms=0)
