@@ -508,12 +508,15 @@ async def run_closer(settings: Settings, stop: asyncio.Event, *, once: bool = Fa
                 asyncio.create_task(publisher.run(), name="outbox-publisher"),
                 asyncio.create_task(closer.run(), name="period-closer"),
             ]
+            tasks[0].add_done_callback(lambda _: stop.set())  # a failed follower stops us
             try:
                 await stop.wait()
             finally:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+            if follower.failure is not None:
+                raise MeteringError(f"the configuration follower stopped: {follower.failure!r}")
             return closer.totals
     finally:
         await store.close()

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from metering.account_codec import account_from_json, account_to_json
+from metering.account_codec import account_from_json, account_to_json, calendar_date
 from metering.accounts import Account, check_account
 from metering.api import validation as v
 from metering.api.auth import COOKIE
@@ -241,7 +241,7 @@ def _date(value: object) -> date | None:
     if not isinstance(value, str) or len(value) != 10:
         raise invalid("contract_date", "must be a date YYYY-MM-DD (or null)")
     try:
-        return date.fromisoformat(value)
+        return calendar_date(value)  # not ISO week dates (2026-W01-1): issue 14
     except ValueError:
         raise invalid("contract_date", "must be a date YYYY-MM-DD (or null)") from None
 
