@@ -34,6 +34,12 @@ def gauge_snapshot_key(account: str, meter: str) -> str:
     return f"{keys.account_prefix(account)}gs:{meter}"
 
 
+def closed_through_key(account: str) -> str:
+    """Every period of the account ending at or before this time (epoch ms) is closed: the
+    apply step refuses to change one, whatever partition and watermark its event came with."""
+    return f"{keys.account_prefix(account)}ct"
+
+
 def close_claim_key(account: str) -> str:
     """Held by the one closer closing this account's periods."""
     return f"{keys.account_prefix(account)}cc"
@@ -91,6 +97,9 @@ class CloseStep:
     now_ms: int = 0
     """When the decision was taken (`at_ms` of the outbox entries, for the outbox age metric;
     never part of an event body, which depends on the totals only)."""
+    closed_through_ms: int = 0
+    """The account's watermark minus the grace: every period ending by then is closed once the
+    step is done (stored forward only; 0 leaves it as it is)."""
 
     @property
     def empty(self) -> bool:
@@ -141,6 +150,7 @@ def encode_close(step: CloseStep) -> tuple[str, bytes]:
             ]
             for lad in step.ladders
         ],
+        step.closed_through_ms,
     ]
     return keys.open_periods_key(step.account), orjson.dumps(payload)
 

@@ -87,6 +87,9 @@ class ApplyStatus(IntEnum):
     """The fence lies inside the step's offsets: re-send only the events above `fence`."""
     DUPLICATES = 3
     """Some event ids are remembered: drop them and re-send; nothing written."""
+    CLOSED = 4
+    """Some (meter, period) of the step is closed (its total is frozen): send those events to
+    the late topic, drop those contributions and re-send; nothing written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,8 @@ class ApplyOutcome:
     outbox_length: int = 0
     fence: int = -1
     duplicates: tuple[str, ...] = field(default_factory=tuple)
+    closed: tuple[tuple[str, str], ...] = ()
+    """(meter, period) pairs of the step whose period is closed (status CLOSED)."""
 
 
 def dedup_bucket_s(dedup_window_s: int) -> int:
@@ -170,6 +175,9 @@ def decode_outcome(reply: object) -> ApplyOutcome:
         return ApplyOutcome(status, outbox_length=int(reply[1]))
     if status is ApplyStatus.PARTIAL:
         return ApplyOutcome(status, fence=int(reply[1]))
+    if status is ApplyStatus.CLOSED:
+        flat = [_text(x) for x in reply[1]]
+        return ApplyOutcome(status, closed=tuple(zip(flat[::2], flat[1::2], strict=True)))
     return ApplyOutcome(status, duplicates=tuple(_text(x) for x in reply[1]))
 
 
