@@ -205,8 +205,9 @@ def parse_plan(text: str, *, source: str) -> Plan:
     """Parse TOML `text`; `source` names it in errors (usually the file path).
 
     Every failure is a `PlanError`: `tomllib` raises RecursionError on deeply nested arrays or
-    inline tables (a few hundred levels), and a plan record on the accounts topic may carry
-    anything, so both become one-line errors instead of killing the caller."""
+    inline tables (a few hundred levels) and ValueError on an integer of thousands of digits,
+    and a plan record on the accounts topic may carry anything, so these become one-line
+    errors instead of killing the caller."""
     if not isinstance(text, str):
         raise PlanError(source, "", f"a plan is TOML text, got {_kind(text)}")
     try:
@@ -215,6 +216,8 @@ def parse_plan(text: str, *, source: str) -> Plan:
         raise PlanError(source, "", f"not valid TOML: {exc}") from exc
     except RecursionError:
         raise PlanError(source, "", "not valid TOML: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts (4,300)
+        raise PlanError(source, "", f"not valid TOML: {exc}") from None
     return plan_from_mapping(data, source=source)
 
 

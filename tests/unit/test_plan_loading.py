@@ -441,3 +441,9 @@ def test_ratio_text_with_a_huge_exponent_is_refused_not_computed() -> None:
 def test_deeply_nested_toml_is_a_plan_error(nest: str) -> None:
     with pytest.raises(PlanError, match="nested too deeply"):
         parse_plan(nest, source="deep.toml")
+
+
+def test_an_integer_too_long_to_convert_is_a_plan_error() -> None:
+    # tomllib raises ValueError (Python's 4,300-digit limit), not TOMLDecodeError.
+    with pytest.raises(PlanError, match="not valid TOML: Exceeds the limit"):
+        parse_plan("x = " + "9" * 5000, source="huge.toml")
