@@ -338,6 +338,7 @@ class PeriodCloser:
             tuple(writes),
             expire_at_s=(self._clock_ms() + cfg.retention_ms) // 1000,
             now_ms=self._clock_ms(),
+            closed_through_ms=max(0, wm - cfg.grace_ms),
         )
         return planned
 

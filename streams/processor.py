@@ -10,6 +10,8 @@ Commit order for every `getmany()` batch (what a crash between two steps means):
    Lua step per account that writes its counters, dedup marks, crossings (into the account's
    outbox) and its fence (the last offset of this partition applied for the account).
    A step whose fence already covers it is a no-op, so a replay never counts twice.
+   A step into a period the store knows is closed (ADR 0004) writes nothing: those events go
+   to the late topic, acknowledged before the rest of the step is applied.
 4. Note accounts with crossings in the outbox index (a hint; the publisher's sweep backs it).
 5. Publish outboxes (sinks/outbox_publisher.py): a crash before that only delays crossings.
 6. Advance the partition positions (with the event-time watermark) in Redis; forward only.
@@ -90,6 +92,8 @@ class _Prepared:
     works: dict[tuple[str, TopicPartition], AccountWork] = field(default_factory=dict)
     positions: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
     total: int = 0
+    records: dict[TopicPartition, list[Any]] = field(default_factory=dict)
+    """The fetched records, for the late topic when the store finds a period closed."""
 
 
 class UsageProcessor:
@@ -233,7 +237,7 @@ class UsageProcessor:
     async def _prepare(self, records: dict[TopicPartition, list[Any]]) -> _Prepared:
         """Steps 1-2: decode, validate and map; side outputs are queued, not yet awaited."""
         now_ms = self._clock_ms()
-        prepared = _Prepared(oldest_ts=now_ms)
+        prepared = _Prepared(oldest_ts=now_ms, records=records)
         for tp, batch in records.items():
             if batch:
                 oldest = await self._read(tp, batch, now_ms, prepared.works)
@@ -251,7 +255,7 @@ class UsageProcessor:
     async def _commit(self, prepared: _Prepared) -> None:
         """Steps 2-7 of the commit order for one prepared batch."""
         await self._retrying("deliver side outputs", self._side.flush)
-        outboxes = await self._apply(list(prepared.works.values()))
+        outboxes = await self._apply(list(prepared.works.values()), prepared.records)
         if outboxes:
             await self._retrying("index outboxes", lambda: self._store.index_outboxes(outboxes))
             await self._retrying(
@@ -330,8 +334,14 @@ class UsageProcessor:
             self._metrics.consumer_lag.labels(partition=str(tp.partition)).set(lag)
         return oldest_ts
 
-    async def _apply(self, works: list[AccountWork]) -> set[str]:
-        """Apply works until each is applied or fenced; returns accounts whose outbox has data."""
+    async def _apply(
+        self, works: list[AccountWork], records: dict[TopicPartition, list[Any]]
+    ) -> set[str]:
+        """Apply works until each is applied or fenced; returns accounts whose outbox has data.
+
+        Events the store refuses because their period is closed go to the late topic, and are
+        acknowledged by Kafka before the rest of their step is re-sent: once the fence moved
+        past them a replay would not find them again."""
         outboxes: set[str] = set()
         pending = works
         while pending:
@@ -348,6 +358,7 @@ class UsageProcessor:
             self._metrics.apply_seconds.observe(time.perf_counter() - started)
             again: list[AccountWork] = []
             applied = crossings = 0  # counted per call, not per step (a metric update locks)
+            refused = False
             for work, outcome in zip(pending, outcomes, strict=True):
                 if outcome.status is ApplyStatus.APPLIED:
                     applied += work.events
@@ -364,13 +375,36 @@ class UsageProcessor:
                     # A replay after a crash: the part already applied may have left crossings
                     # that were never indexed, and the re-sent rest reports only its own.
                     outboxes.add(work.account)
+                elif outcome.status is ApplyStatus.CLOSED:
+                    await self._late_for_closed(work, outcome.closed, records)
+                    refused = True
+                    again.append(work)
                 else:
                     self._metrics.deduplicated.inc(work.drop_ids(outcome.duplicates))
                     again.append(work)
             self._metrics.applied.inc(applied)
             self._metrics.crossings.inc(crossings)
+            if refused:
+                await self._retrying("deliver side outputs", self._side.flush)
             pending = again
         return outboxes
+
+    async def _late_for_closed(
+        self,
+        work: AccountWork,
+        closed: tuple[tuple[str, str], ...],
+        records: dict[TopicPartition, list[Any]],
+    ) -> None:
+        """Queue to the late topic the events of `work` that the store refused (their period
+        is closed), in the late topic's usual format, and take them out of the work."""
+        tp = TopicPartition(work.topic, work.partition)
+        by_offset = {r.offset: r for r in records.get(tp, ())}
+        for offset, meters in work.refuse_closed(closed):
+            record = by_offset[offset]
+            self._metrics.late.inc()
+            await self._side.late(
+                SourceRef(tp.topic, tp.partition, offset), record.key, record.value, meters=meters
+            )
 
     async def _commit_to_kafka(
         self, positions: dict[TopicPartition, tuple[int, int]], *, now: bool = False

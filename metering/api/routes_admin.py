@@ -36,7 +36,7 @@ from metering.api.context import ApiContext
 from metering.api.problems import Problem, conflict, invalid
 from metering.api.responses import context, json_response
 from metering.api.views import current_slot, plan_json
-from metering.core.account_codec import account_from_json, account_to_json
+from metering.core.account_codec import account_from_json, account_to_json, calendar_date
 from metering.core.accounts import Account, check_account
 from metering.core.deltas import Aggregation
 from metering.core.directory import ACCOUNT_PREFIX
@@ -241,7 +241,7 @@ def _date(value: object) -> date | None:
     if not isinstance(value, str) or len(value) != 10:
         raise invalid("contract_date", "must be a date YYYY-MM-DD (or null)")
     try:
-        return date.fromisoformat(value)
+        return calendar_date(value)  # not ISO week dates (2026-W01-1): issue 14
     except ValueError:
         raise invalid("contract_date", "must be a date YYYY-MM-DD (or null)") from None
 

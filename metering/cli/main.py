@@ -57,25 +57,66 @@ def _plans_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _plans_apply(args: argparse.Namespace, settings: Settings) -> int:
+    from metering.core.directory import Directory  # noqa: PLC0415
     from metering.core.plan_loading import load_plan  # noqa: PLC0415
     from sinks.config_writer import ConfigWriter  # noqa: PLC0415
-    from streams.kafka import new_producer  # noqa: PLC0415
+    from streams.config_follower import ConfigFollower  # noqa: PLC0415
+    from streams.kafka import new_consumer, new_producer, started  # noqa: PLC0415
 
     plans = [(load_plan(path), path) for path in _plan_files(args)]
 
+    async def current() -> Directory:
+        """The configuration in force (the accounts topic read to its end)."""
+        directory = Directory()
+        consumer = new_consumer(settings, group_id=None, client_id="metering-cli-config")
+        async with started(consumer):
+            await ConfigFollower(consumer, settings.accounts_topic, directory).catch_up()
+        return directory
+
     async def apply() -> None:
+        directory = await current()
+        dropped = [
+            (plan.id, meter, accounts)
+            for plan, _ in plans
+            for meter, accounts in directory.removed_meters_in_use(plan).items()
+        ]
+        for plan, _ in plans:
+            undated = directory.missing_contract_dates(plan)
+            if undated:
+                raise MeteringError(
+                    f"plan {plan.id}: billing periods need a contract_date, which "
+                    f"{_some(undated)} lack: set their contract_date first "
+                    "(`metering accounts put`), then apply the plan"
+                )
+        for plan_id, meter, accounts in dropped:
+            users = _some(accounts)
+            if not args.remove_meters_in_use:
+                raise MeteringError(
+                    f"plan {plan_id}: meter {meter!r} is in use by {users}; its events would be "
+                    "counted nowhere: keep the meter, move the accounts to another plan, or "
+                    "pass --remove-meters-in-use (see docs/plans.md)"
+                )
+            print(
+                f"warning: plan {plan_id}: removing meter {meter!r} in use by {users}: from now "
+                "on their events of this meter are counted nowhere",
+                file=sys.stderr,
+            )
         producer = new_producer(settings, client_id="metering-cli")
-        await producer.start()
-        try:
+        async with started(producer):
             writer = ConfigWriter(producer, settings.accounts_topic)
             for plan, path in plans:
                 await writer.put_plan(plan.id, path.read_text(encoding="utf-8"), path.name)
                 print(f"applied plan {plan.id} from {path}")
-        finally:
-            await producer.stop()
 
     asyncio.run(apply())
     return 0
+
+
+def _some(accounts: list[str], shown: int = 10) -> str:
+    """`3 accounts (a, b, c)`, the first `shown` named."""
+    more = f", and {len(accounts) - shown} more" if len(accounts) > shown else ""
+    noun = "account" if len(accounts) == 1 else "accounts"
+    return f"{len(accounts)} {noun} ({', '.join(accounts[:shown])}{more})"
 
 
 def _accounts_put(args: argparse.Namespace, settings: Settings) -> int:
@@ -320,6 +361,45 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.set_defaults(run=_publisher)
 
 
+_APPLY_HELP = """.
+
+The accounts topic is read first. A plan that adds billing periods while accounts on it have
+no contract_date is refused, naming them. A plan that drops a meter while accounts are on the
+plan is refused, naming the meter and the accounts, unless --remove-meters-in-use is given. When
+forced, the events that fed only that meter are still consumed but counted nowhere (they
+still count in the plan's other meters, and every processor and API logs the removal as a
+warning); the meter's counters are left in Redis as they are and expire with their periods.
+The events themselves stay on the events topic for its retention. Adding the meter back
+counts new events again; events in between are not counted. See docs/plans.md.
+"""
+
+
+def _add_plans_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`plans validate` and `plans apply`."""
+    plans = sub.add_parser("plans", help="validate and apply plan files (TOML)")
+    plans_sub = plans.add_subparsers(dest="plans_command", required=True, metavar="ACTION")
+    for name, run, text in (
+        ("validate", _plans_validate, "check plan files; errors name file, field and problem"),
+        ("apply", _plans_apply, "publish plan files to the accounts topic (live update)"),
+    ):
+        p = plans_sub.add_parser(
+            name,
+            help=text,
+            description=text + (_APPLY_HELP if name == "apply" else ""),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("files", nargs="*", help="plan files")
+        p.add_argument("--examples", action="store_true", help="the shipped example plans")
+        if name == "apply":
+            p.add_argument(
+                "--remove-meters-in-use",
+                action="store_true",
+                help="apply even when a plan drops meters that accounts on it use "
+                "(their events are then counted nowhere; see below)",
+            )
+        p.set_defaults(run=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metering",
@@ -337,16 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replication", type=int, default=1, help="replication factor (default 1)")
     p.set_defaults(run=_topics_create)
 
-    plans = sub.add_parser("plans", help="validate and apply plan files (TOML)")
-    plans_sub = plans.add_subparsers(dest="plans_command", required=True, metavar="ACTION")
-    for name, run, text in (
-        ("validate", _plans_validate, "check plan files; errors name file, field and problem"),
-        ("apply", _plans_apply, "publish plan files to the accounts topic (live update)"),
-    ):
-        p = plans_sub.add_parser(name, help=text)
-        p.add_argument("files", nargs="*", help="plan files")
-        p.add_argument("--examples", action="store_true", help="the shipped example plans")
-        p.set_defaults(run=run)
+    _add_plans_commands(sub)
 
     accounts = sub.add_parser("accounts", help="manage accounts")
     accounts_sub = accounts.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")

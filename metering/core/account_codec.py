@@ -10,6 +10,7 @@ Validation names the field and the problem (AccountError); that the account fits
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from types import MappingProxyType
 from typing import Any
@@ -18,6 +19,7 @@ from metering.core.accounts import Account
 from metering.core.errors import AccountError, PeriodError
 from metering.core.periods import check_timezone
 
+_CALENDAR_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 _KEYS = frozenset({"id", "plan", "timezone", "contract_date", "limits", "extensions"})
 
 
@@ -45,12 +47,7 @@ def account_from_json(doc: object) -> Account:
     contract = doc.get("contract_date")
     contract_date = None
     if contract is not None:
-        if not isinstance(contract, str):
-            raise AccountError(account_id, "contract_date", "must be a date YYYY-MM-DD")
-        try:
-            contract_date = date.fromisoformat(contract)
-        except ValueError:
-            raise AccountError(account_id, "contract_date", "must be a date YYYY-MM-DD") from None
+        contract_date = _calendar_date(account_id, contract)
     limits = _limits(account_id, doc.get("limits", {}))
     extensions = _extensions(account_id, doc.get("extensions", []))
     return Account(
@@ -78,6 +75,27 @@ def account_to_json(account: Account) -> dict[str, Any]:
             for (meter, period), extra in sorted(account.extensions.items())
         ]
     return doc
+
+
+def calendar_date(text: str) -> date:
+    """The date written `text`, a calendar date YYYY-MM-DD and nothing else (ValueError).
+
+    `date.fromisoformat` also takes ISO week dates (`2026-W01-1`, which is 2025-12-29) and
+    basic forms (`20260131`): a contract date someone misread would move every billing period
+    of the account, so only the one unambiguous form is accepted (here and in the admin API)."""
+    if not _CALENDAR_DATE.fullmatch(text):
+        raise ValueError(f"not a calendar date YYYY-MM-DD: {text[:40]!r}")
+    return date.fromisoformat(text)
+
+
+def _calendar_date(account_id: str, value: object) -> date:
+    problem = "must be a calendar date YYYY-MM-DD"
+    if not isinstance(value, str):
+        raise AccountError(account_id, "contract_date", f"{problem}, got {type(value).__name__}")
+    try:
+        return calendar_date(value)
+    except ValueError:
+        raise AccountError(account_id, "contract_date", f"{problem}, got {value[:40]!r}") from None
 
 
 def _amount(account_id: str, path: str, value: object) -> int:

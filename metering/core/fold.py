@@ -10,7 +10,7 @@ folds once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from metering.core.deltas import AccountDelta, Contribution
 from metering.core.ports import ApplyStep, MeterRule
@@ -122,6 +122,48 @@ class AccountWork:
         dropped = before - len(self.items)
         self.dropped_duplicates += dropped
         return dropped
+
+    def refuse_closed(self, closed: Sequence[tuple[str, str]]) -> list[tuple[int, list[str]]]:
+        """Take the contributions to closed (meter, period)s out of the events (the store
+        found those periods closed, and a closed period never changes); an event left with
+        nothing to apply is forgotten, like one the mapper found late. Returns, per event
+        that lost something, its offset and the meters it is late for (for the late topic).
+
+        The offsets the step spans do not change, so the fence still moves past them."""
+        refused = set(closed)
+        late: list[tuple[int, list[str]]] = []
+        kept: list[_Item] = []
+        for item in self.items:
+            event = item.event
+            if not any((c.meter, c.period) in refused for c in event.contributions):
+                kept.append(item)
+                continue
+            meters: list[str] = []
+            contributions = []
+            rules = []
+            for c, rule in zip(event.contributions, event.contribution_rules, strict=True):
+                if (c.meter, c.period) in refused:
+                    if c.meter not in meters:
+                        meters.append(c.meter)
+                else:
+                    contributions.append(c)
+                    rules.append(rule)
+            late.append((item.offset, meters))
+            if contributions or event.suppressions:
+                kept.append(
+                    _Item(
+                        item.offset,
+                        replace(
+                            event,
+                            contributions=contributions,
+                            contribution_rules=rules,
+                            late=[*event.late, *meters],
+                        ),
+                    )
+                )
+        self.items = kept
+        self._delta = None
+        return late
 
 
 def _fold(delta: AccountDelta, rules: dict[tuple[str, str], MeterRule], event: MappedEvent) -> None:

@@ -48,6 +48,8 @@ EXAMPLES_DIR = Path(__file__).with_name("plans_examples")
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _PLAN_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 _MISSING = object()
+_RATIO = re.compile(r"[+-]?(\d{1,18}(\.\d{0,18})?|\.\d{1,18})%?|[+-]?\d{1,18}/\d{1,18}")
+"""What `_ratio` accepts as text: a decimal (optionally a percentage) or a fraction."""
 _WINDOWED = {Aggregation.COUNT, Aggregation.SUM, Aggregation.DISTINCT}
 _MEMBERED = {Aggregation.DISTINCT, Aggregation.GAUGE}
 
@@ -181,6 +183,9 @@ def _ratio(table: _Table, key: str) -> Fraction:
         table.fail(key, f'floats are not exact: write {value} as a string, e.g. "{value}"')
     if isinstance(value, bool) or not isinstance(value, int | str):
         table.fail(key, f'must be an exact ratio such as "4/5", got {_kind(value)}')
+    if isinstance(value, str) and not _RATIO.fullmatch(value.strip()):
+        # Also keeps "1e999999999" out of Fraction(), which would compute 10**999999999.
+        table.fail(key, f'must be an exact ratio such as "4/5", "0.8" or "80%"; got {value!r}')
     try:
         if isinstance(value, str) and value.strip().endswith("%"):
             ratio = Fraction(value.strip()[:-1]) / 100
@@ -197,11 +202,22 @@ def _ratio(table: _Table, key: str) -> Fraction:
 
 
 def parse_plan(text: str, *, source: str) -> Plan:
-    """Parse TOML `text`; `source` names it in errors (usually the file path)."""
+    """Parse TOML `text`; `source` names it in errors (usually the file path).
+
+    Every failure is a `PlanError`: `tomllib` raises RecursionError on deeply nested arrays or
+    inline tables (a few hundred levels) and ValueError on an integer of thousands of digits,
+    and a plan record on the accounts topic may carry anything, so these become one-line
+    errors instead of killing the caller."""
+    if not isinstance(text, str):
+        raise PlanError(source, "", f"a plan is TOML text, got {_kind(text)}")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PlanError(source, "", f"not valid TOML: {exc}") from exc
+    except RecursionError:
+        raise PlanError(source, "", "not valid TOML: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts (4,300)
+        raise PlanError(source, "", f"not valid TOML: {exc}") from None
     return plan_from_mapping(data, source=source)
 
 

@@ -97,6 +97,9 @@ class ApplyStatus(IntEnum):
     """The fence lies inside the step's offsets: re-send only the events above `fence`."""
     DUPLICATES = 3
     """Some event ids are remembered: drop them and re-send; nothing written."""
+    CLOSED = 4
+    """Some (meter, period) of the step is closed (its total is frozen): send those events to
+    the late topic, drop those contributions and re-send; nothing written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,8 @@ class ApplyOutcome:
     outbox_length: int = 0
     fence: int = -1
     duplicates: tuple[str, ...] = field(default_factory=tuple)
+    closed: tuple[tuple[str, str], ...] = ()
+    """(meter, period) pairs of the step whose period is closed (status CLOSED)."""
 
 
 # --- the close step (lua/close_period.lua) --------------------------------------------------
@@ -166,6 +171,9 @@ class CloseStep:
     now_ms: int = 0
     """When the decision was taken (`at_ms` of the outbox entries, for the outbox age metric;
     never part of an event body, which depends on the totals only)."""
+    closed_through_ms: int = 0
+    """The account's watermark minus the grace: every period ending by then is closed once the
+    step is done (stored forward only; 0 leaves it as it is)."""
 
     @property
     def empty(self) -> bool:

@@ -15,7 +15,7 @@ import gc
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import uvicorn
 from aiokafka import AIOKafkaProducer
@@ -29,7 +29,8 @@ from metering.core.directory import Directory
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.config_writer import ConfigWriter
-from streams.config_follower import ConfigFollower
+from streams.config_follower import ConfigFollower, ConfigMetrics
+from streams.errors import StreamError
 from streams.kafka import new_consumer, new_producer, translated
 
 log = logging.getLogger(__name__)
@@ -48,14 +49,25 @@ class KafkaEvents:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, config: ApiConfig) -> AsyncIterator[ApiContext]:
-    """Open Redis and Kafka, catch up with the configuration, follow it; close all on exit."""
+async def running(
+    settings: Settings,
+    config: ApiConfig,
+    *,
+    registry: CollectorRegistry | None = None,
+    on_follower_failure: Callable[[BaseException], None] | None = None,
+) -> AsyncIterator[ApiContext]:
+    """Open Redis and Kafka, catch up with the configuration, follow it; close all on exit.
+
+    `on_follower_failure` is called if the configuration follower stops on an error (the
+    process should stop: `main_api` then exits non-zero); the follower's counters go on
+    `registry`."""
     client_id = f"metering-api-{socket.gethostname()}-{os.getpid()}"
     store = RedisStateStore.for_api(settings.redis_url)
     producer = new_producer(settings, client_id=client_id, linger_ms=0)
     consumer = new_consumer(settings, group_id=None, client_id=f"{client_id}-config")
     directory = Directory()
-    follower = ConfigFollower(consumer, settings.accounts_topic, directory)
+    metrics = ConfigMetrics.create(registry or CollectorRegistry())
+    follower = ConfigFollower(consumer, settings.accounts_topic, directory, metrics)
     stop = asyncio.Event()
     started: list[object] = []
     task: asyncio.Task[None] | None = None
@@ -71,6 +83,12 @@ async def running(settings: Settings, config: ApiConfig) -> AsyncIterator[ApiCon
             "configuration loaded: %d records, %d accounts", applied, len(directory.accounts())
         )
         task = asyncio.create_task(follower.run(stop), name="api-config-follower")
+
+        def follower_done(_: asyncio.Task[None]) -> None:
+            if follower.failure is not None and on_follower_failure is not None:
+                on_follower_failure(follower.failure)
+
+        task.add_done_callback(follower_done)
         yield ApiContext(
             store=store,
             directory=directory,
@@ -107,7 +125,13 @@ def tune_gc() -> None:
     gc.freeze()
 
 
-def build_app(settings: Settings, config: ApiConfig, *, gc_tuning: bool = False) -> Starlette:
+def build_app(
+    settings: Settings,
+    config: ApiConfig,
+    *,
+    gc_tuning: bool = False,
+    on_follower_failure: Callable[[BaseException], None] | None = None,
+) -> Starlette:
     """The application with a lifespan that opens (and closes) everything it needs.
 
     Its `/metrics` also carries the standard `process_*` and `python_info` series, as the
@@ -121,7 +145,9 @@ def build_app(settings: Settings, config: ApiConfig, *, gc_tuning: bool = False)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with running(settings, config) as ctx:
+        async with running(
+            settings, config, registry=registry, on_follower_failure=on_follower_failure
+        ) as ctx:
             app.state.ctx = ctx
             if gc_tuning:
                 tune_gc()
@@ -139,15 +165,29 @@ def main_api(settings: Settings, config: ApiConfig, *, access_log: bool = False)
     only; keys travel in headers, cookies or bodies, never in paths or query strings, so they
     never appear in logs.
     """
-    uvicorn.run(
-        build_app(settings, config, gc_tuning=True),
-        host=settings.api_host,
-        port=settings.api_port,
-        access_log=access_log,
-        server_header=False,
-        log_config=None,
-        # What "auto" picks when they are installed (they are dependencies); named so that a
-        # missing one fails at start instead of silently halving the admission capacity.
-        loop="uvloop",
-        http="httptools",
+    failures: list[BaseException] = []
+
+    def follower_failed(exc: BaseException) -> None:
+        failures.append(exc)
+        server.should_exit = True  # graceful shutdown, then exit non-zero below
+
+    app = build_app(settings, config, gc_tuning=True, on_follower_failure=follower_failed)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.api_host,
+            port=settings.api_port,
+            access_log=access_log,
+            server_header=False,
+            log_config=None,
+            # What "auto" picks when they are installed (they are dependencies); named so that
+            # a missing one fails at start instead of silently halving the admission capacity.
+            loop="uvloop",
+            http="httptools",
+        )
     )
+    server.run()
+    if failures:
+        raise StreamError(f"the configuration follower stopped: {failures[0]!r}")
+    if not server.started:
+        raise StreamError("the API did not start (see the errors above)")

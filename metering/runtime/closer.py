@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Iterable
 
 from metering.core.directory import Directory
+from metering.core.errors import MeteringError
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
@@ -58,12 +59,15 @@ async def run_closer(settings: Settings, stop: asyncio.Event, *, once: bool = Fa
                 asyncio.create_task(publisher.run(), name="outbox-publisher"),
                 asyncio.create_task(closer.run(), name="period-closer"),
             ]
+            tasks[0].add_done_callback(lambda _: stop.set())  # a failed follower stops us
             try:
                 await stop.wait()
             finally:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+            if follower.failure is not None:
+                raise MeteringError(f"the configuration follower stopped: {follower.failure!r}")
             return closer.totals
     finally:
         await store.close()

@@ -31,7 +31,8 @@ from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
 from sinks.side_outputs import SideOutputs
-from streams.config_follower import ConfigFollower
+from streams.config_follower import ConfigFollower, ConfigMetrics
+from streams.errors import StreamError
 from streams.kafka import new_consumer, new_producer, started, translated
 from streams.metrics import ProcessorMetrics
 from streams.period_close import CloserConfig, PeriodCloser
@@ -77,7 +78,9 @@ async def running(
         heartbeat_interval_ms=max(500, settings.kafka_session_timeout_ms // 4),
     )
     directory = Directory()
-    follower = ConfigFollower(config_consumer, settings.accounts_topic, directory)
+    follower = ConfigFollower(
+        config_consumer, settings.accounts_topic, directory, ConfigMetrics.create(registry)
+    )
 
     def published_kind(kind: str, count: int) -> None:
         counter = metrics.statements_published if kind == "statement" else metrics.tiers_published
@@ -160,10 +163,11 @@ async def run_until_stopped(
         log.info(
             "processor running: group %s, topic %s", settings.consumer_group, settings.events_topic
         )
-        tasks = [
-            asyncio.create_task(app.follower.run(stop), name="config-follower"),
-            asyncio.create_task(app.publisher.run(), name="outbox-publisher"),
-        ]
+        follower = asyncio.create_task(app.follower.run(stop), name="config-follower")
+        # A follower that stopped on an error stops the processor: it would otherwise meter
+        # with a configuration that no longer follows the topic (issue 14).
+        follower.add_done_callback(lambda _: stop.set())
+        tasks = [follower, asyncio.create_task(app.publisher.run(), name="outbox-publisher")]
         if app.closer is not None:
             tasks.append(asyncio.create_task(app.closer.run(), name="period-closer"))
         try:
@@ -172,6 +176,10 @@ async def run_until_stopped(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        if app.follower.failure is not None:
+            raise StreamError(
+                f"the configuration follower stopped: {app.follower.failure!r}"
+            ) from app.follower.failure
 
 
 def tune_gc() -> None:

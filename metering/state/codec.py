@@ -102,6 +102,9 @@ def decode_outcome(reply: object) -> ApplyOutcome:
         return ApplyOutcome(status, outbox_length=int(reply[1]))
     if status is ApplyStatus.PARTIAL:
         return ApplyOutcome(status, fence=int(reply[1]))
+    if status is ApplyStatus.CLOSED:
+        flat = [_text(x) for x in reply[1]]
+        return ApplyOutcome(status, closed=tuple(zip(flat[::2], flat[1::2], strict=True)))
     return ApplyOutcome(status, duplicates=tuple(_text(x) for x in reply[1]))
 
 
@@ -138,6 +141,7 @@ def encode_close(step: CloseStep) -> tuple[str, bytes]:
             ]
             for lad in step.ladders
         ],
+        step.closed_through_ms,
     ]
     return keys.open_periods_key(step.account), orjson.dumps(payload)
 

@@ -103,6 +103,12 @@ def gauge_snapshot_key(account: str, meter: str) -> str:
     return f"{account_prefix(account)}gs:{meter}"
 
 
+def closed_through_key(account: str) -> str:
+    """Every period of the account ending at or before this time (epoch ms) is closed: the
+    apply step refuses to change one, whatever partition and watermark its event came with."""
+    return f"{account_prefix(account)}ct"
+
+
 def close_claim_key(account: str) -> str:
     """Held by the one closer closing this account's periods."""
     return f"{account_prefix(account)}cc"

@@ -17,11 +17,22 @@ Order inside the step (all or nothing, Redis runs a script atomically):
                       current and two previous buckets are checked, so an id is remembered for
                       at least the window (and at most 1.5 windows). One SMISMEMBER per bucket
                       and one SADD per step; small sets stay listpack-encoded (compact).
-  3. suppressions (before the distinct adds that may skip them), counters, distinct sets,
-     gauges, balances, last-update times, the open-period index.
-  4. thresholds     : a crossing is decided here, exactly once per (meter, scope, threshold),
+  3. closed periods : a (meter, period) of the step that is not in the open-period index
+                      (mtr:{A}:p) is closed when the close step froze it (rollup field in
+                      mtr:{A}:r:<meter>) or when it ends at or before the account's closed-
+                      through time (mtr:{A}:ct, written by close_period.lua: every period ending
+                      by then was closed, with or without usage) -> status 4 + those
+                      [meter, period, ...], nothing written (the caller sends the events to the
+                      late topic, drops those contributions and re-sends the rest). A closed
+                      period never changes, whatever the caller's watermark said (ADR 0004).
+                      Costs one HMGET of the index per step; a GET and an HEXISTS only for a
+                      period not in the index (its first write, or a closed one). Gauge month
+                      shadows (agg g with a period) are not checked here.
+  4. suppressions (before the distinct adds that may skip them), counters, distinct sets,
+     gauges, balances, last-update times, the open-period index (fields it lacked).
+  5. thresholds     : a crossing is decided here, exactly once per (meter, scope, threshold),
                       guarded by a mark key; it goes into the account's outbox stream.
-  5. dedup ids and the fence move forward last.
+  6. dedup ids and the fence move forward last.
 A step's reply is {0, outbox_length, crossing ids...} (outbox_length is 0 when the step added no
 crossing); status 1 also carries the outbox length so a caller that crashed before indexing the
 outbox indexes it on replay. Keys get their expiry when a step creates them.
@@ -78,6 +89,42 @@ local function apply_step(fence_key, step)
     end
     if #dups > 0 then
       return {3, dups}
+    end
+  end
+
+  local open_key = prefix .. 'p'
+  local indexed = {}
+  local slots, entries = {}, {}
+  for _, m in ipairs(step[9]) do
+    if m[2] ~= '' then
+      slots[#slots + 1] = m[1] .. ':' .. m[2]
+      entries[#entries + 1] = m
+    end
+  end
+  if #slots > 0 then
+    local closed = {}
+    local horizon = nil
+    for s = 1, #slots, CHUNK do
+      local e = math.min(s + CHUNK - 1, #slots)
+      local found = redis.call('HMGET', open_key, unpack(slots, s, e))
+      for j = s, e do
+        if found[j - s + 1] then
+          indexed[slots[j]] = true
+        elseif entries[j][3] ~= 'g' then -- gauge month shadows: see streams/gauge_months.py
+          local m = entries[j]
+          if horizon == nil then
+            horizon = tonumber(redis.call('GET', prefix .. 'ct') or '0')
+          end
+          if (m[6] > 0 and m[6] <= horizon)
+              or redis.call('HEXISTS', prefix .. 'r:' .. m[1], m[2]) == 1 then
+            closed[#closed + 1] = m[1]
+            closed[#closed + 1] = m[2]
+          end
+        end
+      end
+    end
+    if #closed > 0 then
+      return {4, closed}
     end
   end
 
@@ -149,7 +196,7 @@ local function apply_step(fence_key, step)
     end
     updates[#updates + 1] = slot
     updates[#updates + 1] = now_text
-    if period ~= '' then
+    if period ~= '' and not indexed[slot] then
       opens[#opens + 1] = slot
       opens[#opens + 1] = string.format('%d', period_end)
     end
@@ -175,7 +222,7 @@ local function apply_step(fence_key, step)
     end
   end
   if #updates > 0 then redis.call('HSET', prefix .. 'u', unpack(updates)) end
-  if #opens > 0 then redis.call('HSET', prefix .. 'p', unpack(opens)) end
+  if #opens > 0 then redis.call('HSET', open_key, unpack(opens)) end
 
   if n_ids > 0 then
     local dkey = prefix .. 'd:' .. bucket

@@ -19,13 +19,18 @@ the account's slot and writes only what matches, so a decision is taken once and
   3. ladders: the stored placement must still be as of `expected_as_of` (another closer did
      not move it meanwhile); then each placement is stored and, when it changed, its tier
      event goes into the outbox. All ladders are checked before any is written.
-  4. rollups, placements and snapshot sets expire at `expire_at` (refreshed by every close).
+  4. the account's closed-through time (mtr:{A}:ct) moves forward to `closed_through_ms`:
+     every period ending by then is closed (frozen above, or without usage), and apply.lua
+     refuses contributions to it, whatever partition and watermark they come with.
+  5. rollups, placements, snapshot sets and the closed-through time expire at `expire_at`
+     (refreshed by every close).
 
 KEYS[1] = mtr:{A}:p  (the open-period index; declares the slot)
 ARGV[1] = [prefix, expire_at_s, now_ms,
            [[meter, period, code (c|d|m), expected, statement id, statement body, index field]...],
            [[meter, period, total]...],
-           [[ladder, expected_as_of ('' = none), [[as_of, record, event id ('' = none), body]...]]...]]
+           [[ladder, expected_as_of ('' = none), [[as_of, record, event id ('' = none), body]...]]...],
+           closed_through_ms (0 = leave as is)]
 Returns {status (0 done, 1 mismatch), outbox length, periods frozen, statements, tier events
          [, detail]}.
 ]==]
@@ -136,6 +141,17 @@ for _, lad in ipairs(step[6]) do
     end
   end
   to_expire[#to_expire + 1] = placements
+end
+
+-- 4. closed-through time: every period ending by then is closed for this account (the
+--    apply step refuses contributions to those not in the open-period index); forward only.
+local through = step[7] or 0
+if through > 0 then
+  local ct = prefix .. 'ct'
+  if through > tonumber(redis.call('GET', ct) or '0') then
+    redis.call('SET', ct, string.format('%d', through))
+  end
+  to_expire[#to_expire + 1] = ct
 end
 
 if expire_at > 0 then

@@ -80,11 +80,12 @@ class Stream:
         *,
         topic: str = TOPIC,
         group: str = GROUP,
+        side: _SideCounts | None = None,
     ) -> None:
         self.directory = directory
         self.topic = topic
         self.group = group
-        self.side = _SideCounts()
+        self.side = side or _SideCounts()
         self.offsets: dict[int, int] = {}
         self.processor = UsageProcessor(
             config=ProcessorConfig(topic=topic, group=group, dedup_window_s=86_400),
@@ -499,3 +500,67 @@ async def test_the_publisher_routes_statements_and_tiers_to_their_topics(
     # An entry of a kind this publisher does not know waits (with what follows) for one that does.
     left = await store.read_outbox("a1")
     assert [e.fields["id"] for e in left] == ["n1", "s2"]
+
+
+class _LateLog(_SideCounts):
+    """Records what goes to the late topic: (partition, offset, meters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late_sent: list[tuple[int, int, list[str]]] = []
+
+    async def late(self, source: Any, key: Any, value: Any, *, meters: list[str]) -> None:
+        await super().late(source, key, value, meters=meters)
+        self.late_sent.append((source.partition, source.offset, meters))
+
+
+async def test_a_closed_period_never_changes_from_a_partition_that_never_carried_an_event(
+    store: RedisStateStore,
+) -> None:
+    late = _LateLog()
+    stream = Stream(store, directory_of(("a1", "close-plan")), side=late)
+    await stream.feed(0, searches("a1", "2026-07", 5))
+    await stream.feed(0, [doc("a1", "recommendation.viewed", "2026-07-03T10:00:00Z", quantity=2)])
+    await stream.feed(0, searches("a1", "2026-09", 1, day=2))  # July and August are due
+    await stream.closer(store).close_pass()
+    before = await store.rollups("a1", ["searches", "views"])
+    assert before == {
+        "searches": {"2026-07": 5, "2026-08": 0},  # a ladder: its quiet month is frozen at 0
+        "views": {"2026-07": 2},  # no ladder: August had no usage, nothing to freeze
+    }
+
+    # Partition 1 never carried an event: its watermark is 0, the processor judges nothing
+    # late. The store knows better: July is frozen, August ends before a1's closed-through.
+    await stream.feed(
+        1,
+        [
+            doc("a1", "search.viewed", "2026-07-20T10:00:00Z", surface="page"),
+            doc("a1", "recommendation.viewed", "2026-08-15T10:00:00Z", quantity=4),
+            doc("a1", "search.viewed", "2026-08-15T10:00:00Z", surface="page"),
+            doc("a1", "search.viewed", "2026-09-03T10:00:00Z", surface="page"),  # open: counts
+        ],
+    )
+
+    assert late.late_sent == [(1, 0, ["searches"]), (1, 1, ["views"]), (1, 2, ["searches"])]
+    amounts = await store.read_amounts(
+        "a1",
+        [
+            ("searches", "2026-07", Aggregation.COUNT),
+            ("searches", "2026-08", Aggregation.COUNT),
+            ("views", "2026-08", Aggregation.SUM),
+            ("searches", "2026-09", Aggregation.COUNT),
+        ],
+    )
+    assert amounts == {
+        ("searches", "2026-07"): 5,
+        ("searches", "2026-08"): 0,
+        ("views", "2026-08"): 0,
+        ("searches", "2026-09"): 2,
+    }
+    assert set(await store.open_periods(["a1"])) == {"a1"}
+    assert set((await store.open_periods(["a1"]))["a1"]) == {"searches:2026-09"}
+    # Nothing for the closer to repair or re-publish: rollups and statements stay as they were.
+    statements = len(await outbox(store, "a1", "statement"))
+    await stream.closer(store).close_pass()
+    assert await store.rollups("a1", ["searches", "views"]) == before
+    assert len(await outbox(store, "a1", "statement")) == statements

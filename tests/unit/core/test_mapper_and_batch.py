@@ -137,6 +137,36 @@ def test_work_drops_duplicate_ids_but_its_fence_still_covers_them() -> None:
     assert (step.delta.first_offset, step.delta.last_offset, step.delta.event_ids) == (1, 2, [])
 
 
+def test_work_refused_for_closed_periods_keeps_the_rest_and_names_the_late_meters() -> None:
+    m = mapper(directory())
+    work = AccountWork("acme", "t", 0)
+    docs = [
+        (10, "email.sent", "2026-10-20T09:00:00Z", {"contact": "c1", "kind": "marketing"}),
+        (11, "email.sent", "2026-11-20T09:00:00Z", {"contact": "c2", "kind": "marketing"}),
+        (12, "recommendation.viewed", "2026-10-21T09:00:00Z", {"quantity": 3}),
+        (13, "contact.added", "2026-10-21T09:00:00Z", {"contact": "c3", "origin": "import"}),
+    ]
+    for offset, event_type, time, data in docs:
+        doc = orjson.loads(record(event_type, time=time, **data))
+        doc["id"] = f"e{offset}"
+        work.add(offset, m.map(orjson.dumps(doc), now_ms=NOW, watermark_ms=0))
+
+    late = work.refuse_closed([("emails", "2026-10"), ("recommendation_views", "2026-10")])
+
+    assert late == [(10, ["emails"]), (12, ["recommendation_views"])]
+    step = work.step()
+    assert (step.delta.first_offset, step.delta.last_offset) == (10, 13)  # the fence covers all
+    assert step.delta.event_ids == ["e10", "e11", "e13"]  # e12 had nothing left to apply
+    assert sorted(step.delta.meters) == [
+        ("active_contacts", "2026-10"),
+        ("active_contacts", "2026-11"),
+        ("emails", "2026-11"),
+        ("profiles", ""),
+    ]
+    assert sorted(step.rules) == sorted(step.delta.meters)
+    assert work.items[0].event.late == ["emails"]
+
+
 def test_the_apply_step_is_encoded_as_the_script_reads_it() -> None:
     m = mapper(directory())
     work = AccountWork("acme", "usage", 3)

@@ -430,3 +430,26 @@ def test_the_example_in_docs_plans_md_loads() -> None:
         "sms_credits",
         "searches",
     ]
+
+
+def test_ratio_text_with_a_huge_exponent_is_refused_not_computed() -> None:
+    """Fraction("1e999999999") would compute 10**999999999 (minutes, gigabytes)."""
+    text = (
+        (EXAMPLES_DIR / "apsis.toml").read_text(encoding="utf-8").replace('"4/5"', '"1e999999999"')
+    )
+    with pytest.raises(PlanError, match=r"thresholds\[0\]\.ratio: must be an exact ratio"):
+        parse_plan(text, source="apsis.toml")
+
+
+@pytest.mark.parametrize(
+    "nest", ["a = " + "[" * 3000 + "]" * 3000, "a = " + "{b = " * 3000 + "1" + "}" * 3000]
+)
+def test_deeply_nested_toml_is_a_plan_error(nest: str) -> None:
+    with pytest.raises(PlanError, match="nested too deeply"):
+        parse_plan(nest, source="deep.toml")
+
+
+def test_an_integer_too_long_to_convert_is_a_plan_error() -> None:
+    # tomllib raises ValueError (Python's 4,300-digit limit), not TOMLDecodeError.
+    with pytest.raises(PlanError, match="not valid TOML: Exceeds the limit"):
+        parse_plan("x = " + "9" * 5000, source="huge.toml")

@@ -17,6 +17,12 @@ from metering.state.codec import decode_outcome
         ([1, 0], ApplyOutcome(ApplyStatus.ALREADY_APPLIED)),
         ([2, 41], ApplyOutcome(ApplyStatus.PARTIAL, fence=41)),
         ([3, [b"e1", "e2"]], ApplyOutcome(ApplyStatus.DUPLICATES, duplicates=("e1", "e2"))),
+        (
+            [4, [b"searches", b"2026-07", "active", "2026-07"]],
+            ApplyOutcome(
+                ApplyStatus.CLOSED, closed=(("searches", "2026-07"), ("active", "2026-07"))
+            ),
+        ),
     ],
 )
 def test_each_reply_decodes_to_its_outcome(reply: list[object], outcome: ApplyOutcome) -> None:

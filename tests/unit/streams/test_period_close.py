@@ -405,6 +405,7 @@ def test_close_step_layout() -> None:
         (LadderWrites("search", "2026-06", (TierWrite("2026-07", b"{}", "tid", b"{}"),)),),
         expire_at_s=99,
         now_ms=7,
+        closed_through_ms=1_000,
     )
     key, payload = encode_close(step)
     assert key == "mtr:{a1}:p"
@@ -415,6 +416,7 @@ def test_close_step_layout() -> None:
         [["searches", "2026-07", "c", 12, "sid", '{"t":1}', "searches:2026-07"]],
         [["searches", "2026-06", 3]],
         [["search", "2026-06", [["2026-07", "{}", "tid", "{}"]]]],
+        1_000,
     ]
     outcome = decode_close([1, 4, 1, 1, 0, b"rollup moved"])
     assert (outcome.status, outcome.outbox_length, outcome.detail) == (
