@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry, Counter
 
 from metering.core.directory import Directory, Refusal, RefusalReason
-from streams.errors import StreamError
+from metering.core.errors import StreamError
 from streams.kafka import translated
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
+from metering.core.errors import StreamError, StreamUnavailable
 from metering.settings import Settings
-from streams.errors import StreamError, StreamUnavailable
 
 
 def client_options(settings: Settings) -> dict[str, Any]:

@@ -51,7 +51,7 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from metering.core.errors import EventRejected
+from metering.core.errors import EventRejected, MeteringError, StateLost, StreamError
 from metering.core.fold import AccountWork
 from metering.core.ports import (
     ApplyStatus,
@@ -61,8 +61,6 @@ from metering.core.ports import (
     SourceRef,
     UsageStore,
 )
-from metering.state.errors import StateLost, StateStoreUnavailable
-from streams.errors import StreamUnavailable
 from streams.kafka import translated
 from streams.metrics import ProcessorMetrics
 
@@ -434,17 +432,21 @@ class UsageProcessor:
             log.warning("offset commit to Kafka failed (Redis positions are the truth): %s", exc)
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Retry transient Redis/Kafka failures with capped exponential backoff, never skip."""
+        """Retry transient failures (`MeteringError.retriable`) with capped exponential backoff,
+        never skip; anything else propagates."""
         delay = 0.05
         while True:
             try:
                 return await call()
-            except StateStoreUnavailable as exc:
-                self._metrics.redis_errors.inc()
-                log.warning("%s: Redis unavailable, retrying in %.2fs: %s", what, delay, exc)
-            except StreamUnavailable as exc:
-                self._metrics.kafka_errors.inc()
-                log.warning("%s: Kafka unavailable, retrying in %.2fs: %s", what, delay, exc)
+            except MeteringError as exc:
+                if not exc.retriable:
+                    raise
+                if isinstance(exc, StreamError):
+                    self._metrics.kafka_errors.inc()
+                    log.warning("%s: Kafka unavailable, retrying in %.2fs: %s", what, delay, exc)
+                else:
+                    self._metrics.redis_errors.inc()
+                    log.warning("%s: Redis unavailable, retrying in %.2fs: %s", what, delay, exc)
             self._metrics.retries.inc()
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._config.max_backoff_s)

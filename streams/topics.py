@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from metering.core.errors import StreamError
 from metering.core.periods import DAY_MS
 from metering.settings import Settings
-from streams.errors import StreamError
 from streams.kafka import client_options, translated
 
 

@@ -12,14 +12,10 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from metering.core.errors import MeteringError
+from metering.core.errors import ApiCallFailed
 
 _COLOURS = {"green": "\033[32m", "yellow": "\033[33m", "red": "\033[31m"}
 _RESET = "\033[0m"
-
-
-class ApiCallFailed(MeteringError):
-    """The API refused or could not be reached; the message carries its problem document."""
 
 
 def call_api(

@@ -13,7 +13,7 @@ from typing import Any, Self
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from metering.client.errors import DeliveryError
+from metering.core.errors import DeliveryError
 from metering.core.events import EventType, UsageEvent, decode_event, encode_event
 
 ID_NAMESPACE = uuid.UUID("0b7f2c4e-8d1a-5f3b-9c6e-2a4d8e1f7b35")

@@ -1,30 +1,56 @@
-"""The domain's exceptions: one root, data carried on each exception.
+"""Every exception we raise on purpose: one root, a `retriable` flag, data on each exception.
 
-Everything the domain raises on purpose derives from `MeteringError`, so a caller (processor,
-API, CLI) can catch the domain's refusals without catching programming errors. Each exception
-keeps its facts as attributes (a reason code, a field path, a file name) because callers turn
-them into dead-letter headers, metric labels and HTTP problem documents, and parsing a message
-string back would be fragile.
+Everything derives from `MeteringError`, so a caller (processor, API, CLI) can catch our
+refusals without catching programming errors. Each exception keeps its facts as attributes (a
+reason code, a field path, a file name) because callers turn them into dead-letter headers,
+metric labels and HTTP problem documents, and parsing a message back would be fragile.
 
-Tree::
+`retriable` (a class attribute, aiokafka's `KafkaError.retriable` style) answers "may the same
+call succeed if I try again later, unchanged?". Callers decide by the flag, not by the class:
+the processor backs off and retries a batch on a retriable error and stops on any other one;
+the API answers 503 with Retry-After for a retriable one (metering/api/app.py). Library errors
+(redis-py, aiokafka) are translated into these at the boundary (metering/state/,
+streams/kafka.py) with `raise ... from exc`.
+
+The whole tree lives in this module (ADR 0007) so that it can be read in one place;
+metering/core/ imports no library, so the Redis and Kafka classes carry no library types.
+
+Tree (`*` = retriable)::
 
     MeteringError
-    ├── EventRejected      an event that cannot be metered (reason code + field)
-    ├── PlanError          a plan file that does not describe a valid plan
-    ├── AccountError       account settings that do not fit their plan
-    ├── PeriodError        a timezone or anchor that cannot define periods
-    ├── UnknownAccount     no account with this id
-    ├── UnknownPlan        no plan with this id
-    └── UnknownMeter       the plan has no meter with this name
+    ├── EventRejected          an event that cannot be metered (reason code + field)
+    ├── PlanError              a plan file that does not describe a valid plan
+    ├── AccountError           account settings that do not fit their plan
+    ├── PeriodError            a timezone or anchor that cannot define periods
+    ├── UnknownAccount         no account with this id
+    ├── UnknownPlan            no plan with this id
+    ├── UnknownMeter           the plan has no meter with this name
+    ├── ConfigError            a setting (METERING_*) with a value we cannot use
+    ├── StateStoreError        Redis refused an operation (a bug or a misconfiguration)
+    │   ├── StateStoreUnavailable *  Redis unreachable or timed out
+    │   └── StateLost          Redis answered but the state we wrote is gone
+    ├── StreamError            Kafka refused or failed an operation
+    │   └── StreamUnavailable *      the broker unreachable, timed out, or said "retriable"
+    ├── DeliveryError *        the producer SDK: Kafka did not acknowledge an event
+    ├── ApiCallFailed          the CLI: the API refused or could not be reached
+    └── BackfillRefused        the backfill's target is not empty
+
+The HTTP face has two exceptions of its own that are not errors of the service but control
+flow inside Starlette: `metering.api.problems.Problem` (an HTTP problem document to send) and
+the body-limit signal in metering/api/app.py. They stay in the API (ADR 0007).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import ClassVar
 
 
 class MeteringError(Exception):
-    """Root of every error the metering domain raises on purpose."""
+    """Root of every error we raise on purpose."""
+
+    retriable: ClassVar[bool] = False
+    """Whether the same call may succeed if tried again later, unchanged (see the module doc)."""
 
 
 class RejectReason(StrEnum):
@@ -120,3 +146,65 @@ class UnknownMeter(MeteringError):
         self.plan_id = plan_id
         self.meter = meter
         super().__init__(f"plan {plan_id!r} has no meter {meter!r}")
+
+
+class ConfigError(MeteringError):
+    """A setting has a value we cannot use; names the variable and the problem."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+# --- the state store (metering/state/ translates redis-py errors into these) ----------------
+
+
+class StateStoreError(MeteringError):
+    """The state store could not do what was asked; the message says what and why."""
+
+
+class StateStoreUnavailable(StateStoreError):
+    """Redis could not be reached or timed out: retry with backoff, never skip the batch."""
+
+    retriable = True
+
+
+class StateLost(StateStoreError):
+    """Redis answered but the state we wrote is gone (restarted empty): rebuild or stop."""
+
+
+# --- Kafka (streams/kafka.py translates aiokafka errors into these) -------------------------
+
+
+class StreamError(MeteringError):
+    """Kafka refused or failed an operation; the message names the operation and the cause."""
+
+
+class StreamUnavailable(StreamError):
+    """The broker could not be reached or timed out: retry with backoff."""
+
+    retriable = True
+
+
+# --- the faces -------------------------------------------------------------------------------
+
+
+class DeliveryError(MeteringError):
+    """Kafka did not acknowledge an event; `event_id` says which, so it can be retried as is
+    (the same id counts once however often it is delivered within the dedup window)."""
+
+    retriable = True
+
+    def __init__(self, event_id: str, problem: str) -> None:
+        super().__init__(f"event {event_id} not delivered: {problem}")
+        self.event_id = event_id
+        self.problem = problem
+
+
+class ApiCallFailed(MeteringError):
+    """The API refused or could not be reached; the message carries its problem document."""
+
+
+class BackfillRefused(MeteringError):
+    """The backfill's target cannot be rebuilt into (not empty)."""

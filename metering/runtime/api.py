@@ -26,11 +26,11 @@ from metering.api.app import create_app
 from metering.api.auth import KeyRing
 from metering.api.context import ApiConfig, ApiContext
 from metering.core.directory import Directory
+from metering.core.errors import StreamError
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.config_writer import ConfigWriter
 from streams.config_follower import ConfigFollower, ConfigMetrics
-from streams.errors import StreamError
 from streams.kafka import new_consumer, new_producer, translated
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from metering.core.directory import Directory
-from metering.core.errors import MeteringError
+from metering.core.errors import BackfillRefused, MeteringError
 from metering.core.gauge_months import GaugeMonths
 from metering.core.mapper import MapperLimits, PlanMapper
 from metering.core.ports import SourceRef
@@ -51,10 +51,6 @@ from streams.period_close import CloserConfig, Partitions, PassReport, PeriodClo
 from streams.processor import ProcessorConfig, UsageProcessor
 
 log = logging.getLogger(__name__)
-
-
-class BackfillRefused(MeteringError):
-    """The target cannot be rebuilt into (not empty)."""
 
 
 def render_progress(done: int, total: int, elapsed_s: float, *, width: int = 30) -> str:

@@ -25,6 +25,7 @@ from prometheus_client import (
 )
 
 from metering.core.directory import Directory
+from metering.core.errors import StreamError
 from metering.core.gauge_months import GaugeMonths
 from metering.core.mapper import MapperLimits, PlanMapper
 from metering.settings import Settings
@@ -32,7 +33,6 @@ from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
 from sinks.side_outputs import SideOutputs
 from streams.config_follower import ConfigFollower, ConfigMetrics
-from streams.errors import StreamError
 from streams.kafka import new_consumer, new_producer, started, translated
 from streams.metrics import ProcessorMetrics
 from streams.period_close import CloserConfig, PeriodCloser

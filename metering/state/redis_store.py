@@ -21,11 +21,11 @@ from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
 from metering.core.deltas import Aggregation
+from metering.core.errors import StateStoreError, StateStoreUnavailable
 from metering.core.ports import ApplyOutcome, ApplyStep, CloseOutcome, CloseStep, OutboxEntry
 from metering.core.rollups import gauge_month_meter
 from metering.state import keys
 from metering.state.codec import decode_close, decode_outcome, encode_close, encode_step
-from metering.state.errors import StateStoreError, StateStoreUnavailable
 
 
 def _load_script(name: str) -> str:

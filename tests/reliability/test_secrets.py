@@ -23,8 +23,8 @@ import pytest
 
 from metering.core.account_codec import account_from_json
 from metering.core.deltas import Aggregation
+from metering.core.errors import StateStoreError
 from metering.settings import Settings
-from metering.state.errors import StateStoreError
 from metering.state.redis_store import RedisStateStore
 from sinks.config_writer import ConfigWriter
 from streams.kafka import client_options, new_consumer, new_producer

@@ -26,11 +26,12 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from metering.core.account_codec import account_from_json
+from metering.core.errors import BackfillRefused
 from metering.core.periods import PeriodKind, period_of
 from metering.core.plan_loading import load_plan
 from metering.core.rfc3339 import format_ms, parse_ms
 from metering.core.rollups import account_watermark, is_due
-from metering.runtime.backfill import BackfillRefused, backfill
+from metering.runtime.backfill import backfill
 from metering.runtime.processor import run_until_stopped
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore

@@ -22,12 +22,12 @@ from prometheus_client import CollectorRegistry
 
 from metering.api.context import ApiConfig
 from metering.core.directory import Directory
+from metering.core.errors import StreamError
 from metering.runtime.api import running
 from metering.runtime.processor import run_until_stopped
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from streams.config_follower import ConfigFollower, ConfigMetrics
-from streams.errors import StreamError
 from streams.kafka import new_consumer
 from tests.integration.harness import (
     PLAN_FILE,
