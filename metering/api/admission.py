@@ -39,14 +39,15 @@ from metering.core.enforcement import (
 from metering.core.events import ContactOrigin, EmailKind, EventType, UsageEvent
 from metering.core.periods import DAY_MS, expire_at_s
 from metering.core.plans import Effect, MeterSpec, Plan
+from metering.core.ports import MemberVerdict
 from metering.state.redis_store import RedisStateStore
 
 _HARD = (EnforcementMode.NEW_MEMBERS, EnforcementMode.LIMIT, EnforcementMode.PREPAID)
-_CODES = {
-    "c": (True, Reason.ALREADY_COUNTED),
-    "s": (True, Reason.SUPPRESSED_NOT_COUNTED),
-    "o": (True, Reason.ADVISORY_OVER_LIMIT),
-    "r": (False, Reason.NEW_MEMBER_OVER_LIMIT),
+_VERDICTS = {
+    MemberVerdict.COUNTED: (True, Reason.ALREADY_COUNTED),
+    MemberVerdict.SUPPRESSED: (True, Reason.SUPPRESSED_NOT_COUNTED),
+    MemberVerdict.OVER_LIMIT: (True, Reason.ADVISORY_OVER_LIMIT),
+    MemberVerdict.REFUSED: (False, Reason.NEW_MEMBER_OVER_LIMIT),
 }
 
 
@@ -207,7 +208,7 @@ class Admission:
             )[(meter.name, slot.key)]
             self._note(meter, slot, used, limit)
             return
-        size, codes = await self._store.admit_members(
+        size, verdicts = await self._store.admit(
             self._account.id,
             meter.name,
             slot.key,
@@ -218,14 +219,15 @@ class Admission:
             period_end_ms=slot.period.end_ms,
             expire_at_s=expire_at_s(slot.period.end_ms, self._retention_ms),
         )
-        for item, code in zip(live, codes, strict=True):
-            if code == "a":
+        for item, verdict in zip(live, verdicts, strict=True):
+            if verdict is MemberVerdict.ADMITTED:
                 reason = Reason.NO_LIMIT if limit is None else Reason.WITHIN_LIMIT
                 decision = Decision(True, reason, item.item)
-            elif code == "o" and hard:  # evaluated without reserving, on an enforcing meter
+            elif verdict is MemberVerdict.OVER_LIMIT and hard:
+                # evaluated without reserving, on an enforcing meter
                 decision = Decision(False, Reason.NEW_MEMBER_OVER_LIMIT, item.item)
             else:
-                allowed, reason = _CODES[code]
+                allowed, reason = _VERDICTS[verdict]
                 decision = Decision(allowed, reason, item.item)
             item.decisions.append((meter.name, decision, hard))
         self._note(meter, slot, size, limit)

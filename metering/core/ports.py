@@ -14,7 +14,8 @@ rule's part of that layout precomputed because rules are cached while steps are 
 batch (ADR 0005), which is why a value type here knows its encoded form.
 
 Values: `ThresholdRule`, `MeterRule`, `ApplyStep` -> `ApplyOutcome` (apply step);
-`CloseStep` -> `CloseOutcome` (close step); `OutboxEntry`; `SourceRef`.
+`CloseStep` -> `CloseOutcome` (close step); `MemberVerdict` (admission); `OutboxEntry`;
+`SourceRef`.
 Protocols: `EventMapper`, `UsageStore` (processor), `OutboxStore` (publisher), `CloseStore`
 (closer), `SideOutputs` (dead-letter and late records), `OutboxPublishing`.
 """
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from metering.core.deltas import AccountDelta, Aggregation
@@ -195,6 +196,25 @@ class CloseOutcome:
     statements: int
     tiers: int
     detail: str = ""
+
+
+# --- admission (lua/admit_members.lua) ---------------------------------------------------------
+
+
+class MemberVerdict(StrEnum):
+    """What the admission step decided for one member of a distinct meter (the values are the
+    script's one-letter codes; only metering/state/codec.py reads those)."""
+
+    COUNTED = "c"
+    """Already counted this period."""
+    SUPPRESSED = "s"
+    """Suppressed, so not counted."""
+    ADMITTED = "a"
+    """New and within the limit (reserved when the step was asked to reserve)."""
+    OVER_LIMIT = "o"
+    """New and over the limit, evaluated without reserving (advisory, or a dry run)."""
+    REFUSED = "r"
+    """New and over the limit of an enforcing meter: refused, nothing reserved."""
 
 
 # --- the outbox and side outputs -------------------------------------------------------------

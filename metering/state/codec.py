@@ -17,6 +17,7 @@ from metering.core.ports import (
     CloseOutcome,
     CloseStatus,
     CloseStep,
+    MemberVerdict,
     MeterRule,
 )
 from metering.state import keys
@@ -159,3 +160,14 @@ def decode_close(reply: object) -> CloseOutcome:
         tiers=int(reply[4]),
         detail=detail.decode() if isinstance(detail, bytes) else str(detail),
     )
+
+
+_VERDICTS = {v.value: v for v in MemberVerdict}
+
+
+def decode_admission(codes: str) -> tuple[MemberVerdict, ...]:
+    """The admission script's per-member letters as verdicts, in the members' order."""
+    try:
+        return tuple(_VERDICTS[c] for c in codes)
+    except KeyError as exc:
+        raise ValueError(f"unexpected admission reply: {codes[:50]!r}") from exc

@@ -16,14 +16,28 @@ REBUILDING = "mtr:store:rebuilding"
 field as replays catch up: while it exists, the API refuses to answer from partial counters."""
 
 
+API_KEYS = "mtr:api-keys"
+"""Hash: SHA-256 hex digest of an API token -> JSON record (id, scope, account, created)."""
+
+
 def account_prefix(account: str) -> str:
     """`mtr:{account}:`: the prefix (and Cluster hash tag) of every key of one account."""
     return f"mtr:{{{account}}}:"
 
 
+def account_of(key: str, suffix: str) -> str:
+    """The account of an account key found by a scan (`mtr:{A}:<suffix>` -> `A`)."""
+    return key[len("mtr:{") : -len("}:" + suffix)]
+
+
 def fence_key(account: str, topic: str, partition: int) -> str:
     """Last offset of `topic`/`partition` applied for `account`."""
     return f"{account_prefix(account)}f:{topic}:{partition}"
+
+
+def fence_pattern(topic: str) -> str:
+    """Scan pattern of every account's fences for `topic` (is there any fence at all?)."""
+    return f"mtr:{{*}}:f:{topic}:*"
 
 
 def counter_key(account: str, meter: str, period: str) -> str:
@@ -56,9 +70,19 @@ def open_periods_key(account: str) -> str:
     return f"{account_prefix(account)}p"
 
 
+OPEN_PERIODS_SUFFIX = "p"
+OPEN_PERIODS_PATTERN = "mtr:{*}:p"
+"""Scan pattern of every account's open-period index (the closer's sweep)."""
+
+
 def outbox_key(account: str) -> str:
     """Stream of crossings decided for the account and not yet published."""
     return f"{account_prefix(account)}o"
+
+
+OUTBOX_SUFFIX = "o"
+OUTBOX_PATTERN = "mtr:{*}:o"
+"""Scan pattern of every account's outbox (the publisher's sweep)."""
 
 
 def outbox_claim_key(account: str) -> str:

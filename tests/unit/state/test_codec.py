@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from metering.core.ports import ApplyOutcome, ApplyStatus
-from metering.state.codec import decode_outcome
+from metering.core.ports import ApplyOutcome, ApplyStatus, MemberVerdict
+from metering.state.codec import decode_admission, decode_outcome
 
 
 @pytest.mark.parametrize(
@@ -33,3 +33,15 @@ def test_each_reply_decodes_to_its_outcome(reply: list[object], outcome: ApplyOu
 def test_a_reply_of_another_shape_is_an_error(reply: object) -> None:
     with pytest.raises(ValueError, match=r"9|unexpected apply reply"):
         decode_outcome(reply)
+
+
+def test_admission_letters_decode_to_verdicts_and_unknown_letters_are_refused() -> None:
+    assert decode_admission("csaor") == (
+        MemberVerdict.COUNTED,
+        MemberVerdict.SUPPRESSED,
+        MemberVerdict.ADMITTED,
+        MemberVerdict.OVER_LIMIT,
+        MemberVerdict.REFUSED,
+    )
+    with pytest.raises(ValueError, match="unexpected admission reply"):
+        decode_admission("ax")
