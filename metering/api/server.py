@@ -78,6 +78,7 @@ async def running(settings: Settings, config: ApiConfig) -> AsyncIterator[ApiCon
             events=KafkaEvents(producer, settings.events_topic),
             keys=KeyRing(store, cache_s=config.key_cache_s),
             config=config,
+            tasks=[task],
         )
     finally:
         stop.set()
