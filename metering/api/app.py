@@ -115,12 +115,25 @@ async def _refusing_writes(request: Request, exc: Exception) -> Response:
     return store_guard.refusing_writes(exc.cause).response()
 
 
+async def _kafka_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("%s %s: Kafka unavailable: %s", request.method, request.url.path, exc)
+    return Problem(
+        503,
+        "kafka_unavailable",
+        f"{exc}: the change was not acknowledged. It was either not written or written once "
+        "and may still be applied; retrying the same request (with the same Idempotency-Key "
+        "for top-ups) is safe and never applies it twice",
+        title="Kafka unavailable",
+        headers={"Retry-After": "1"},
+    ).response()
+
+
 async def _unavailable(request: Request, exc: Exception) -> Response:
     log.warning("%s %s: dependency unavailable: %s", request.method, request.url.path, exc)
     return Problem(
         503,
         "unavailable",
-        "the state store or Kafka is unavailable; retry later",
+        "the state store (Redis) is unavailable; retry later",
         headers={"Retry-After": "1"},
     ).response()
 
@@ -223,7 +236,7 @@ def create_app(
             HTTPException: _http,
             StateStoreRefusingWrites: _refusing_writes,
             StateStoreUnavailable: _unavailable,
-            StreamUnavailable: _unavailable,
+            StreamUnavailable: _kafka_unavailable,
             StateStoreError: _failed,
             StreamError: _failed,
             MeteringError: _domain,
