@@ -535,7 +535,15 @@ class RedisStateStore:
     ) -> RedisStateStore:
         """Like `from_url`, but requests beyond `max_connections` wait for a free connection
         (up to `timeout_s`) instead of failing with "Too many connections": an HTTP server
-        has as many concurrent callers as clients send, unlike the processor's one pipeline."""
+        has as many concurrent callers as clients send, unlike the processor's one pipeline.
+
+        A command that fails with a connection error is sent once more on a fresh connection:
+        after a Redis restart, every pooled connection is dead, and without the retry the first
+        request on each answered 503. Only connection errors (not timeouts, after which the
+        command may still be running), and only once, so a Redis that is really down is still
+        reported at once. Safe because every write the API makes has the same effect when
+        repeated: API key records (HSET, HDEL), the readiness probe (SET) and admission's
+        reservations (set members, lua/admit_members.lua)."""
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
@@ -543,6 +551,7 @@ class RedisStateStore:
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=30,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)),
         )
         return cls(aioredis.Redis.from_pool(pool))  # closing the client closes the pool
 
