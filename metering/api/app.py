@@ -145,6 +145,13 @@ async def _failed(request: Request, exc: Exception) -> Response:
     ).response()
 
 
+async def _crash(request: Request, exc: Exception) -> Response:
+    """A bug: a 500 problem document rather than Starlette's plain-text page (Starlette still
+    re-raises afterwards, so the server logs the traceback; no request headers are logged)."""
+    log.error("%s %s: unexpected %s", request.method, request.url.path, type(exc).__name__)
+    return Problem(500, "internal_error", "the API failed unexpectedly; it was logged").response()
+
+
 async def _domain(request: Request, exc: Exception) -> Response:
     return Problem(409, "configuration_conflict", str(exc)).response()
 
@@ -240,6 +247,7 @@ def create_app(
             StateStoreError: _failed,
             StreamError: _failed,
             MeteringError: _domain,
+            Exception: _crash,
         },
         lifespan=lifespan,
     )

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import uvicorn
 from aiokafka import AIOKafkaProducer
@@ -26,6 +27,7 @@ from metering.api.app import create_app
 from metering.api.auth import KeyRing
 from metering.api.context import ApiConfig, ApiContext
 from metering.api.deadline import BoundedConfig, BoundedEvents
+from metering.api.http_protocol import ProblemHttpToolsProtocol
 from metering.directory import Directory
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
@@ -170,6 +172,24 @@ def build_app(settings: Settings, config: ApiConfig, *, gc_tuning: bool = False)
     return create_app(config=config, lifespan=lifespan, registry=registry)
 
 
+def server_options() -> dict[str, Any]:
+    """uvicorn options of the API's HTTP server (also used by the tests' real server).
+
+    - `http`: httptools (what "auto" picks when installed, a dependency; named so that a
+      missing one fails at start instead of silently halving the admission capacity), in
+      the subclass whose parser-level 400s are problem documents (http_protocol.py);
+    - `ws="none"`: the API serves no WebSocket, so an `Upgrade: websocket` request is an
+      ordinary request (uvicorn would otherwise answer it with a bare plain-text 403);
+    - `loop="uvloop"`, no `Server` header.
+    """
+    return {
+        "http": ProblemHttpToolsProtocol,
+        "ws": "none",
+        "loop": "uvloop",
+        "server_header": False,
+    }
+
+
 def main_api(settings: Settings, config: ApiConfig, *, access_log: bool = False) -> None:
     """Entry point of `metering api`: serve on settings.api_host:api_port until SIGTERM.
 
@@ -184,10 +204,6 @@ def main_api(settings: Settings, config: ApiConfig, *, access_log: bool = False)
         host=settings.api_host,
         port=settings.api_port,
         access_log=access_log,
-        server_header=False,
         log_config=None,
-        # What "auto" picks when they are installed (they are dependencies); named so that a
-        # missing one fails at start instead of silently halving the admission capacity.
-        loop="uvloop",
-        http="httptools",
+        **server_options(),
     )
