@@ -1,12 +1,14 @@
 """The Redis state store: the only module that speaks Redis.
 
 Used by the processor (apply steps, positions, outbox) and the API (usage reads, admission).
-Every Redis library error is translated here into `StateStoreUnavailable` (retry) or
-`StateStoreError` (a bug or a misconfiguration), so callers never see `redis.*` exceptions.
+Every Redis library error is translated here into `StateStoreUnavailable` (retry),
+`StateStoreRefusingWrites` (Redis answers but refuses writes: MISCONF, OOM, READONLY; retry too)
+or `StateStoreError` (a bug or a misconfiguration), so callers never see `redis.*` exceptions.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,7 +26,11 @@ from redis.crc import key_slot
 from metering.deltas import Aggregation
 from metering.rollups import gauge_month_meter
 from metering.state import closing, keys
-from metering.state.errors import StateStoreError, StateStoreUnavailable
+from metering.state.errors import (
+    StateStoreError,
+    StateStoreRefusingWrites,
+    StateStoreUnavailable,
+)
 from metering.state.model import ApplyOutcome, ApplyStep, decode_outcome, encode_step
 
 
@@ -50,7 +56,32 @@ async def _translated(what: str) -> AsyncIterator[None]:
     except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
         raise StateStoreUnavailable(f"Redis unavailable during {what}: {exc}") from exc
     except redis_errors.RedisError as exc:
+        cause = _write_refusal(exc)
+        if cause is not None:
+            raise StateStoreRefusingWrites(
+                f"Redis refuses writes ({cause}) during {what}: {exc}", cause
+            ) from exc
         raise StateStoreError(f"Redis refused {what}: {exc}") from exc
+
+
+_REFUSAL = re.compile(r"\b(MISCONF|OOM|READONLY)\b")
+
+
+def _write_refusal(exc: redis_errors.RedisError) -> str | None:
+    """The cause when `exc` is Redis refusing writes (`StateStoreRefusingWrites.CAUSES`).
+
+    redis-py has classes for OOM and READONLY (whose messages lose the code) but not for
+    MISCONF, and an error raised inside a script may reach us as text with the refusal's code
+    further on: classes first, then the code in the message.
+    """
+    if isinstance(exc, redis_errors.OutOfMemoryError):
+        return StateStoreRefusingWrites.CAUSES["OOM"]
+    if isinstance(exc, redis_errors.ReadOnlyError):
+        return StateStoreRefusingWrites.CAUSES["READONLY"]
+    if not isinstance(exc, redis_errors.ResponseError):
+        return None
+    found = _REFUSAL.search(str(exc))
+    return None if found is None else StateStoreRefusingWrites.CAUSES[found.group(1)]
 
 
 class RedisStateStore:
@@ -234,15 +265,29 @@ class RedisStateStore:
         async with _translated("finish rebuilding"):
             await self._client.hdel(keys.REBUILDING, *[f"{topic}:{p}" for p in partitions])
 
-    async def readiness(self) -> tuple[str | None, int]:
-        """(store marker, number of partitions still replaying after a loss) in one round trip:
-        what the API checks before answering from the store."""
+    async def readiness(self) -> tuple[str | None, int, str | None]:
+        """(store marker, number of partitions still replaying after a loss, why writes are
+        refused or None) in one round trip: what the API checks before answering.
+
+        Writes are probed with a tiny SET (with a TTL) of `HEALTH_PROBE`, since a Redis that
+        cannot persist (MISCONF), is full (OOM) or is a replica (READONLY) still answers reads;
+        the cause is `StateStoreRefusingWrites.CAUSES`'s name. Other errors raise as usual.
+        """
         async with _translated("read store readiness"):
             pipe = self._client.pipeline(transaction=False)
+            pipe.set(HEALTH_PROBE, 1, px=HEALTH_PROBE_TTL_MS)
             pipe.get(keys.STORE_MARKER)
             pipe.hlen(keys.REBUILDING)
-            marker, rebuilding = await pipe.execute()
-        return (None if marker is None else _text(marker)), int(rebuilding)
+            probe, marker, rebuilding = await pipe.execute(raise_on_error=False)
+            refusal = None
+            if isinstance(probe, redis_errors.RedisError):
+                refusal = _write_refusal(probe)
+                if refusal is None:
+                    raise probe
+            for reply in (marker, rebuilding):
+                if isinstance(reply, Exception):
+                    raise reply
+        return (None if marker is None else _text(marker)), int(rebuilding), refusal
 
     async def claim_store_marker(self, token: str) -> str:
         """Write `token` as the marker unless one exists; return the marker now in force."""
@@ -490,7 +535,15 @@ class RedisStateStore:
     ) -> RedisStateStore:
         """Like `from_url`, but requests beyond `max_connections` wait for a free connection
         (up to `timeout_s`) instead of failing with "Too many connections": an HTTP server
-        has as many concurrent callers as clients send, unlike the processor's one pipeline."""
+        has as many concurrent callers as clients send, unlike the processor's one pipeline.
+
+        A command that fails with a connection error is sent once more on a fresh connection:
+        after a Redis restart, every pooled connection is dead, and without the retry the first
+        request on each answered 503. Only connection errors (not timeouts, after which the
+        command may still be running), and only once, so a Redis that is really down is still
+        reported at once. Safe because every write the API makes has the same effect when
+        repeated: API key records (HSET, HDEL), the readiness probe (SET) and admission's
+        reservations (set members, lua/admit_members.lua)."""
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
@@ -498,6 +551,7 @@ class RedisStateStore:
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=30,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)),
         )
         return cls(aioredis.Redis.from_pool(pool))  # closing the client closes the pool
 
@@ -578,6 +632,9 @@ class RedisStateStore:
 
 
 API_KEYS = "mtr:api-keys"
+HEALTH_PROBE = "mtr:api:write-probe"
+"""Written by readiness checks (`readiness`) to learn whether Redis accepts writes."""
+HEALTH_PROBE_TTL_MS = 10_000
 """Hash: SHA-256 hex digest of an API token -> JSON record (id, scope, account, created)."""
 
 
