@@ -76,6 +76,9 @@ class Settings:
     """Port of the API (and its dashboard)."""
     metrics_port: int = 9308
     """Port of the processor's Prometheus endpoint on 127.0.0.1; 0 turns it off."""
+    api_kafka_write_timeout_ms: int = 5000
+    """How long an API call that writes to Kafka (account changes, top-ups) waits for the
+    broker before answering 503 `kafka_unavailable`; also bounds the API's Kafka start-up."""
 
     def to_env(self) -> dict[str, str]:
         """The `METERING_*` variables that give a child process these settings (the inverse

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from metering.api import dashboard, routes_admin, routes_admission, routes_usage
+from metering.api import dashboard, routes_admin, routes_admission, routes_usage, store_guard
 from metering.api.context import ApiConfig, ApiContext
 from metering.api.metrics import ApiMetrics, MetricsMiddleware
 from metering.api.openapi import openapi_document
@@ -31,6 +31,7 @@ from metering.api.responses import context, json_response
 from metering.core.errors import (
     MeteringError,
     StateStoreError,
+    StateStoreRefusingWrites,
     StreamError,
 )
 
@@ -109,12 +110,31 @@ async def _http(request: Request, exc: Exception) -> Response:
     return Problem(exc.status_code, code, str(exc.detail), headers=headers).response()
 
 
+async def _refusing_writes(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StateStoreRefusingWrites)
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return store_guard.refusing_writes(exc.cause).response()
+
+
+async def _kafka_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("%s %s: Kafka unavailable: %s", request.method, request.url.path, exc)
+    return Problem(
+        503,
+        "kafka_unavailable",
+        f"{exc}: the change was not acknowledged. It was either not written or written once "
+        "and may still be applied; retrying the same request (with the same Idempotency-Key "
+        "for top-ups) is safe and never applies it twice",
+        title="Kafka unavailable",
+        headers={"Retry-After": "1"},
+    ).response()
+
+
 async def _unavailable(request: Request, exc: Exception) -> Response:
     log.warning("%s %s: dependency unavailable: %s", request.method, request.url.path, exc)
     return Problem(
         503,
         "unavailable",
-        "the state store or Kafka is unavailable; retry later",
+        "the state store (Redis) is unavailable; retry later",
         headers={"Retry-After": "1"},
     ).response()
 
@@ -126,6 +146,13 @@ async def _failed(request: Request, exc: Exception) -> Response:
     ).response()
 
 
+async def _crash(request: Request, exc: Exception) -> Response:
+    """A bug: a 500 problem document rather than Starlette's plain-text page (Starlette still
+    re-raises afterwards, so the server logs the traceback; no request headers are logged)."""
+    log.error("%s %s: unexpected %s", request.method, request.url.path, type(exc).__name__)
+    return Problem(500, "internal_error", "the API failed unexpectedly; it was logged").response()
+
+
 async def _domain(request: Request, exc: Exception) -> Response:
     return Problem(409, "configuration_conflict", str(exc)).response()
 
@@ -134,6 +161,10 @@ async def _metering_error(request: Request, exc: Exception) -> Response:
     """Our errors, by the `retriable` flag first (the tree's contract), then by room."""
     assert isinstance(exc, MeteringError)
     if exc.retriable:
+        if isinstance(exc, StateStoreRefusingWrites):
+            return await _refusing_writes(request, exc)
+        if isinstance(exc, StreamError):
+            return await _kafka_unavailable(request, exc)
         return await _unavailable(request, exc)
     if isinstance(exc, StateStoreError | StreamError):
         return await _failed(request, exc)
@@ -141,24 +172,40 @@ async def _metering_error(request: Request, exc: Exception) -> Response:
 
 
 async def health(request: Request) -> Response:
-    """Liveness and Redis reachability (no authentication, no details)."""
-    await context(request).store.ping()
+    """Liveness (no authentication): 200 while this process can still recover by itself.
+
+    Redis and Kafka are not consulted: when they fail (unreachable, refusing writes) the API
+    answers 503 and recovers on its own once they are back, and restarting it would not help
+    (that is readiness's business, `/readyz`). It fails (503 `stopped`) only when background
+    work it needs has ended (the configuration follower), which nothing but a restart revives.
+    """
+    ended = [task.get_name() for task in context(request).tasks if task.done()]
+    if ended:
+        raise Problem(
+            503,
+            "stopped",
+            f"background work ended ({', '.join(ended)}): restart the API process",
+            title="API process needs a restart",
+        )
     return json_response({"status": "ok"})
 
 
 async def ready(request: Request) -> Response:
-    """Readiness: Redis answers and holds the store marker, so usage and admission answers can
-    be trusted (no authentication). 503 `unavailable` when Redis does not answer, 503
-    `store_not_initialised` when it answers without the marker, 503 `store_rebuilding` while a
-    processor replays partitions after a loss.
+    """Readiness: Redis answers, accepts writes and holds the store marker, so usage and
+    admission answers can be trusted (no authentication). 503 `unavailable` when Redis does
+    not answer, 503 `store_refusing_writes` when it refuses the probe write (MISCONF, OOM,
+    READONLY; `cause` says which), 503 `store_not_initialised` when it answers without the
+    marker, 503 `store_rebuilding` while a processor replays partitions after a loss.
 
     Read afresh (a probe is rare) and the answer refreshes the cache the hot path uses.
     `/healthz` stays a liveness probe: restarting the API would not bring the marker back.
     """
     guard = context(request).store_guard
-    if not await guard.refresh():
+    if not await guard.refresh() or guard.refusing_writes is not None:
         raise guard.refusal()
-    return json_response({"status": "ready", "redis": "reachable", "store_marker": "present"})
+    return json_response(
+        {"status": "ready", "redis": "reachable", "store_marker": "present", "writes": "accepted"}
+    )
 
 
 async def metrics(request: Request) -> Response:
@@ -210,6 +257,7 @@ def create_app(
             Problem: _problem,
             HTTPException: _http,
             MeteringError: _metering_error,
+            Exception: _crash,
         },
         lifespan=lifespan,
     )

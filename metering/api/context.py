@@ -8,6 +8,7 @@ processors use, so both read the same configuration.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +71,9 @@ class ApiContext:
     keys: KeyRing
     config: ApiConfig = field(default_factory=ApiConfig)
     clock_ms: Callable[[], int] = _now_ms
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    """Background work the API cannot serve correctly without (the configuration follower):
+    `/healthz` fails once one of them has ended, since nothing restarts it but a restart."""
     limiter: RateLimiter = field(init=False)
     failures: RateLimiter = field(init=False)
     store_guard: StoreGuard = field(init=False)
@@ -107,15 +111,18 @@ class ApiContext:
             raise Problem(403, "forbidden", "this API key may not read that account")
         return record
 
-    async def state_reader(self, request: Request, account: str) -> KeyRecord:
+    async def state_reader(
+        self, request: Request, account: str, *, writes: bool = False
+    ) -> KeyRecord:
         """Like `reader`, for answers computed from the metered state (usage, history, members,
-        tiers, admission): 503 first when the store lost that state (no store marker).
+        tiers, admission): 503 first when the store lost that state (no store marker), and,
+        with `writes` (admission), when Redis refuses writes (`store_refusing_writes`).
 
         The store is checked before the key on purpose: API keys live in the same Redis, so
         after a FLUSHALL every key is unknown too, and a 401 would send callers hunting for a
         revoked key instead of saying what happened. The check is cached (no I/O here).
         """
-        await self.store_guard.require()
+        await self.store_guard.require(writes=writes)
         return await self.reader(request, account)
 
     async def admin(self, request: Request) -> KeyRecord:

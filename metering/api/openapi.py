@@ -69,14 +69,21 @@ SCHEMAS: dict[str, Any] = {
             "code": {**_STR, "description": "Stable machine-readable code."},
             "detail": _STR,
             "field": {**_STR, "description": "Dotted path of the input at fault."},
+            "cause": {
+                "type": "string",
+                "enum": ["persistence", "out_of_memory", "read_only", "kafka_timeout"],
+                "description": "Why a 503 `store_refusing_writes` or `kafka_unavailable` "
+                "happened (docs/api.md).",
+            },
         },
     ),
     "Ready": _obj(
-        ["status", "redis", "store_marker"],
+        ["status", "redis", "store_marker", "writes"],
         {
             "status": {"type": "string", "enum": ["ready"]},
             "redis": {"type": "string", "enum": ["reachable"]},
             "store_marker": {"type": "string", "enum": ["present"]},
+            "writes": {"type": "string", "enum": ["accepted"]},
         },
     ),
     "Me": _obj(
@@ -340,9 +347,11 @@ def _problems(*codes: int) -> dict[str, Any]:
         422: "A field is invalid; `field` names it.",
         429: "Rate limit of the key exceeded; see Retry-After.",
         500: "The state store or Kafka refused the request.",
-        503: "The state store or Kafka is unavailable (`unavailable`), the store lost its "
-        "state and holds no store marker (`store_not_initialised`), or a processor is still "
-        "rebuilding it from Kafka (`store_rebuilding`); see Retry-After.",
+        503: "The state store or Kafka is unavailable (`unavailable`), Redis refuses writes "
+        "(`store_refusing_writes`, `cause` says why), Kafka did not acknowledge a write within "
+        "the deadline (`kafka_unavailable`), the store lost its state and holds no store "
+        "marker (`store_not_initialised`), or a processor is still rebuilding it from Kafka "
+        "(`store_rebuilding`); see Retry-After.",
     }
     return {
         str(code): {

@@ -29,6 +29,7 @@ class Problem(Exception):
         field: str | None = None,
         headers: Mapping[str, str] | None = None,
         title: str | None = None,
+        extra: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {detail}")
         self.status = status
@@ -39,6 +40,9 @@ class Problem(Exception):
         self.title = title
         """Overrides the status's generic title when the code has a more telling one (RFC 9457:
         one title per problem type, and the type is the code)."""
+        self.extra = dict(extra or {})
+        """More members of the document, for problems that name a cause (RFC 9457
+        extension members), e.g. `cause` of `store_refusing_writes`."""
 
     def document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -50,6 +54,7 @@ class Problem(Exception):
         }
         if self.field is not None:
             doc["field"] = self.field
+        doc.update(self.extra)
         return doc
 
     def response(self) -> Response:

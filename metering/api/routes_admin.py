@@ -168,15 +168,21 @@ def _check_amounts(body: dict[str, Any]) -> None:
 
 
 async def delete_account(request: Request) -> Response:
-    """Tombstone the account (processors stop metering it) and revoke its API keys."""
+    """Revoke the account's API keys, then tombstone it (processors stop metering it).
+
+    Keys first, so that every failure leaves a state the same request completes: when the
+    tombstone is refused (503) the account still exists and a retry revokes (nothing left) and
+    tombstones again; the other order could leave a deleted account whose keys a retry no
+    longer reaches (404). See docs/api.md, "Writes to Kafka".
+    """
     ctx = context(request)
     account_id = v.path(request, "account", v.ACCOUNT_ID)
     await ctx.admin(request)
     async with _lock(account_id):
         _existing(ctx, account_id)
+        await ctx.keys.revoke(account=account_id)
         await ctx.config_publisher.delete_account(account_id)
         ctx.directory.apply_record(f"{ACCOUNT_PREFIX}{account_id}".encode(), None)
-    await ctx.keys.revoke(account=account_id)
     return Response(status_code=204)
 
 

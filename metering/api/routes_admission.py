@@ -27,7 +27,9 @@ _ENDPOINTS = {"message.send": "messages", "contact.add": "contacts", "sms.send":
 async def _admission(request: Request) -> tuple[Admission, dict[str, Any], str]:
     ctx = context(request)
     account_id = v.path(request, "account", v.ACCOUNT_ID)
-    await ctx.state_reader(request, account_id)
+    # Admission decides from counters only a writable store keeps current (the processor
+    # can no longer count, reservations can no longer be made): 503 while writes are refused.
+    await ctx.state_reader(request, account_id, writes=True)
     body = await v.json_object(request)
     account, plan = ctx.lookup(account_id)
     admission = Admission(

@@ -1,5 +1,6 @@
 """Refuse to answer from a Redis that lost the processor's state (no store marker), or whose
-state a processor is still rebuilding from Kafka after such a loss.
+state a processor is still rebuilding from Kafka after such a loss; refuse admission while
+Redis refuses writes.
 
 The processor writes a store marker when it first uses a store (`RedisStateStore.store_marker`,
 docs/reliability.md). A Redis that was flushed, restarted without persistence or swapped for a
@@ -8,6 +9,12 @@ contact, so usage, history, members, tiers and admission answer 503 instead unti
 has written the marker again; and while a processor replays a partition to rebuild the
 counters (`metering.state.keys.REBUILDING` holds its target), they answer 503
 `store_rebuilding`, since the counters are still partial.
+
+The same read probes writes (a tiny SET with a TTL): a Redis that cannot persist (MISCONF),
+is full (OOM) or is a read-only replica (READONLY) still answers reads, but the processor can
+no longer count and admission can no longer reserve, so admission answers 503
+`store_refusing_writes` naming the cause (and `/readyz` is not ready) until writes succeed
+again. Usage, history and the other reads still answer: what they show is what Redis holds.
 
 The check is cached for `interval_s` (1 s by default) per API process, so the admission hot
 path pays no extra Redis round trip: at most one GET per interval, shared by every request of
@@ -29,8 +36,9 @@ from metering.api.problems import Problem
 class MarkerSource(Protocol):
     """Where the marker is read (the Redis state store implements it)."""
 
-    async def readiness(self) -> tuple[str | None, int]:
-        """(store marker or None, number of partitions still being rebuilt)."""
+    async def readiness(self) -> tuple[str | None, int, str | None]:
+        """(store marker or None, number of partitions still being rebuilt, the cause when
+        writes are refused or None)."""
         ...
 
 
@@ -50,6 +58,8 @@ class StoreGuard:
         self._present = False
         self._rebuilding = 0
         """Partitions still replaying at the last read (0 when none, or no marker)."""
+        self._refusing: str | None = None
+        """Why Redis refused the probe write at the last read (None: it accepted it)."""
         self._read_at: float | None = None
         self._lock = asyncio.Lock()
 
@@ -76,22 +86,33 @@ class StoreGuard:
 
     async def _read(self) -> bool:
         started = self._clock()  # the answer is as old as the moment the read began
-        marker, rebuilding = await self._store.readiness()
+        marker, rebuilding, refusing = await self._store.readiness()
+        self._refusing = refusing
         self._rebuilding = rebuilding if marker is not None else 0
         self._present = marker is not None and rebuilding == 0
         self._read_at = started
         return self._present
 
+    @property
+    def refusing_writes(self) -> str | None:
+        """The cause when the last read found Redis refusing writes."""
+        return self._refusing
+
     def refusal(self) -> Problem:
         """The 503 problem for the last read that was not ready."""
+        if self._present and self._refusing is not None:
+            return refusing_writes(self._refusing)
         if self._rebuilding:
             return rebuilding(self._rebuilding)
         return not_initialised()
 
-    async def require(self) -> None:
-        """Raise the 503 problem unless the store holds its marker and no rebuild is running."""
+    async def require(self, *, writes: bool = False) -> None:
+        """Raise the 503 problem unless the store holds its marker and no rebuild is running,
+        and, when `writes`, unless Redis accepted the last probe write."""
         if not await self.present():
             raise self.refusal()
+        if writes and self._refusing is not None:
+            raise refusing_writes(self._refusing)
 
 
 RETRY_AFTER_S = 5
@@ -119,4 +140,27 @@ def rebuilding(partitions: int) -> Problem:
         "replay reaches where processing stood before the loss",
         title="State store being rebuilt",
         headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+_REFUSAL_DETAIL = {
+    "persistence": "Redis cannot persist its data (MISCONF: disk full or unwritable "
+    "directory, with stop-writes-on-bgsave-error on)",
+    "out_of_memory": "Redis reached maxmemory under the noeviction policy (OOM)",
+    "read_only": "the Redis server is a read-only replica (READONLY)",
+}
+
+
+def refusing_writes(cause: str) -> Problem:
+    """503 while Redis answers but refuses writes; `cause` is a `StateStoreRefusingWrites`
+    cause name, repeated in the detail and in the document's `cause` member."""
+    what = _REFUSAL_DETAIL.get(cause, f"Redis refuses writes ({cause})")
+    return Problem(
+        503,
+        "store_refusing_writes",
+        f"the state store refuses writes: {what}; nothing was written, and decisions resume "
+        "once an operator has fixed it",
+        title="State store refusing writes",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+        extra={"cause": cause},
     )

@@ -28,9 +28,11 @@ Tree (`*` = retriable)::
     ├── ConfigError            a setting (METERING_*) with a value we cannot use
     ├── StateStoreError        Redis refused an operation (a bug or a misconfiguration)
     │   ├── StateStoreUnavailable *  Redis unreachable or timed out
+    │   │   └── StateStoreRefusingWrites *  Redis answers but refuses writes (cause)
     │   └── StateLost          Redis answered but the state we wrote is gone
     ├── StreamError            Kafka refused or failed an operation
     │   └── StreamUnavailable *      the broker unreachable, timed out, or said "retriable"
+    │       └── KafkaWriteTimeout *  the API's deadline on a Kafka write passed
     ├── DeliveryError *        the producer SDK: Kafka did not acknowledge an event
     ├── ApiCallFailed          the CLI: the API refused or could not be reached
     └── BackfillRefused        the backfill's target is not empty
@@ -170,6 +172,33 @@ class StateStoreUnavailable(StateStoreError):
     retriable = True
 
 
+class StateStoreRefusingWrites(StateStoreUnavailable):
+    """Redis answers but refuses writes until an operator acts: retry with backoff.
+
+    A kind of `StateStoreUnavailable` because it is just as transient from a caller's side
+    (nothing was written, the same write succeeds once Redis accepts writes again) and just as
+    outside the caller's control; `cause` names which refusal it is, so that a 503 or a log
+    line can tell the operator what to fix:
+
+    - `persistence` (MISCONF): Redis cannot save (disk full, unwritable directory) and
+      `stop-writes-on-bgsave-error` is on;
+    - `out_of_memory` (OOM): `maxmemory` is reached under the `noeviction` policy;
+    - `read_only` (READONLY): the server is a read-only replica (a failover pointed the API at
+      the wrong node, or a `REPLICAOF` left it one).
+    """
+
+    CAUSES: ClassVar[dict[str, str]] = {
+        "MISCONF": "persistence",
+        "OOM": "out_of_memory",
+        "READONLY": "read_only",
+    }
+    """Redis's error prefix -> our cause name."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
 class StateLost(StateStoreError):
     """Redis answered but the state we wrote is gone (restarted empty): rebuild or stop."""
 
@@ -185,6 +214,10 @@ class StreamUnavailable(StreamError):
     """The broker could not be reached or timed out: retry with backoff."""
 
     retriable = True
+
+
+class KafkaWriteTimeout(StreamUnavailable):
+    """Kafka did not acknowledge a write within the API's deadline (metering/api/deadline.py)."""
 
 
 # --- the faces -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import uvicorn
 from aiokafka import AIOKafkaProducer
@@ -25,13 +26,15 @@ from starlette.applications import Starlette
 from metering.api.app import create_app
 from metering.api.auth import KeyRing
 from metering.api.context import ApiConfig, ApiContext
+from metering.api.deadline import BoundedConfig, BoundedEvents
+from metering.api.http_protocol import ProblemHttpToolsProtocol
 from metering.core.directory import Directory
-from metering.core.errors import StreamError
+from metering.core.errors import StreamError, StreamUnavailable
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.config_writer import ConfigWriter
 from streams.config_follower import ConfigFollower, ConfigMetrics
-from streams.kafka import new_consumer, new_producer, translated
+from streams.kafka import client_options, new_consumer, translated
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,28 @@ class KafkaEvents:
             await self._producer.send_and_wait(self._topic, value=value, key=account.encode())
 
 
+def bounded_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
+    """The API's producer: a record it could not deliver within the write deadline is dropped,
+    not delivered whenever Kafka comes back.
+
+    Unlike `streams.kafka.new_producer`, idempotence is off: aiokafka's idempotent producer
+    retries a batch forever, so a change the caller was told had failed (503) would still be
+    applied minutes later, after the caller may have given up or changed their mind. Without
+    it, `request_timeout_ms` also ends a batch's life: one not acknowledged within the deadline
+    fails at its next attempt. What idempotence would have prevented, a retried batch written
+    twice, cannot hurt here: every record the API writes has the same effect however often it
+    lands (metering/api/deadline.py). `acks=all` as everywhere; no linger (one record a call).
+    """
+    return AIOKafkaProducer(
+        client_id=client_id,
+        enable_idempotence=False,
+        acks="all",
+        linger_ms=0,
+        request_timeout_ms=settings.api_kafka_write_timeout_ms,
+        **client_options(settings),
+    )
+
+
 @contextlib.asynccontextmanager
 async def running(
     settings: Settings,
@@ -60,10 +85,14 @@ async def running(
 
     `on_follower_failure` is called if the configuration follower stops on an error (the
     process should stop: `main_api` then exits non-zero); the follower's counters go on
-    `registry`."""
+    `registry`. Every Kafka write of a request, and each Kafka client's start, is bounded by
+    `settings.api_kafka_write_timeout_ms` (metering/api/deadline.py): aiokafka's own waits
+    (metadata, buffer room, acknowledgement) last up to 40 s each.
+    """
+    timeout_s = settings.api_kafka_write_timeout_ms / 1000
     client_id = f"metering-api-{socket.gethostname()}-{os.getpid()}"
     store = RedisStateStore.for_api(settings.redis_url)
-    producer = new_producer(settings, client_id=client_id, linger_ms=0)
+    producer = bounded_producer(settings, client_id=client_id)
     consumer = new_consumer(settings, group_id=None, client_id=f"{client_id}-config")
     directory = Directory()
     metrics = ConfigMetrics.create(registry or CollectorRegistry())
@@ -74,10 +103,17 @@ async def running(
     try:
         await store.ping()
         async with translated("start Kafka clients"):
-            await producer.start()
-            started.append(producer)
-            await consumer.start()
-            started.append(consumer)
+            # Both are stopped on the way out, even one whose start failed or never began.
+            started.extend((producer, consumer))
+            for client in (producer, consumer):
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        await client.start()
+                except TimeoutError:
+                    raise StreamUnavailable(
+                        f"Kafka at {settings.kafka_bootstrap} did not answer within "
+                        f"{timeout_s:g} s (METERING_API_KAFKA_WRITE_TIMEOUT_MS)"
+                    ) from None
         applied = await follower.catch_up()
         log.info(
             "configuration loaded: %d records, %d accounts", applied, len(directory.accounts())
@@ -92,10 +128,13 @@ async def running(
         yield ApiContext(
             store=store,
             directory=directory,
-            config_publisher=ConfigWriter(producer, settings.accounts_topic),
-            events=KafkaEvents(producer, settings.events_topic),
+            config_publisher=BoundedConfig(
+                ConfigWriter(producer, settings.accounts_topic), timeout_s
+            ),
+            events=BoundedEvents(KafkaEvents(producer, settings.events_topic), timeout_s),
             keys=KeyRing(store, cache_s=config.key_cache_s),
             config=config,
+            tasks=[task],
         )
     finally:
         stop.set()
@@ -156,6 +195,24 @@ def build_app(
     return create_app(config=config, lifespan=lifespan, registry=registry)
 
 
+def server_options() -> dict[str, Any]:
+    """uvicorn options of the API's HTTP server (also used by the tests' real server).
+
+    - `http`: httptools (what "auto" picks when installed, a dependency; named so that a
+      missing one fails at start instead of silently halving the admission capacity), in
+      the subclass whose parser-level 400s are problem documents (http_protocol.py);
+    - `ws="none"`: the API serves no WebSocket, so an `Upgrade: websocket` request is an
+      ordinary request (uvicorn would otherwise answer it with a bare plain-text 403);
+    - `loop="uvloop"`, no `Server` header.
+    """
+    return {
+        "http": ProblemHttpToolsProtocol,
+        "ws": "none",
+        "loop": "uvloop",
+        "server_header": False,
+    }
+
+
 def main_api(settings: Settings, config: ApiConfig, *, access_log: bool = False) -> None:
     """Entry point of `metering api`: serve on settings.api_host:api_port until SIGTERM.
 
@@ -178,12 +235,8 @@ def main_api(settings: Settings, config: ApiConfig, *, access_log: bool = False)
             host=settings.api_host,
             port=settings.api_port,
             access_log=access_log,
-            server_header=False,
             log_config=None,
-            # What "auto" picks when they are installed (they are dependencies); named so that
-            # a missing one fails at start instead of silently halving the admission capacity.
-            loop="uvloop",
-            http="httptools",
+            **server_options(),
         )
     )
     server.run()

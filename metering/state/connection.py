@@ -1,8 +1,10 @@
 """The connection every client of the store shares: one redis-py client, its Lua scripts,
 and the translation of redis-py errors into the error tree.
 
-Every Redis library error is translated here into `StateStoreUnavailable` (retriable) or
-`StateStoreError` (a bug or a misconfiguration), so callers never see `redis.*` exceptions.
+Every Redis library error is translated here into `StateStoreUnavailable` (retriable),
+`StateStoreRefusingWrites` (Redis answers but refuses writes: MISCONF, OOM, READONLY; retriable
+too) or `StateStoreError` (a bug or a misconfiguration), so callers never see `redis.*`
+exceptions.
 The modules beside this one each serve one client of the store (usage.py the processor,
 outbox.py the publisher, close.py the closer, reads.py the API's reads and admission,
 api_keys.py the API's keys); redis_store.py puts them together.
@@ -10,6 +12,7 @@ api_keys.py the API's keys); redis_store.py puts them together.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -22,7 +25,11 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
 from metering.core.deltas import Aggregation
-from metering.core.errors import StateStoreError, StateStoreUnavailable
+from metering.core.errors import (
+    StateStoreError,
+    StateStoreRefusingWrites,
+    StateStoreUnavailable,
+)
 from metering.state import keys
 
 
@@ -38,7 +45,32 @@ async def translated(what: str) -> AsyncIterator[None]:
     except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
         raise StateStoreUnavailable(f"Redis unavailable during {what}: {exc}") from exc
     except redis_errors.RedisError as exc:
+        cause = write_refusal(exc)
+        if cause is not None:
+            raise StateStoreRefusingWrites(
+                f"Redis refuses writes ({cause}) during {what}: {exc}", cause
+            ) from exc
         raise StateStoreError(f"Redis refused {what}: {exc}") from exc
+
+
+_REFUSAL = re.compile(r"\b(MISCONF|OOM|READONLY)\b")
+
+
+def write_refusal(exc: redis_errors.RedisError) -> str | None:
+    """The cause when `exc` is Redis refusing writes (`StateStoreRefusingWrites.CAUSES`).
+
+    redis-py has classes for OOM and READONLY (whose messages lose the code) but not for
+    MISCONF, and an error raised inside a script may reach us as text with the refusal's code
+    further on: classes first, then the code in the message.
+    """
+    if isinstance(exc, redis_errors.OutOfMemoryError):
+        return StateStoreRefusingWrites.CAUSES["OOM"]
+    if isinstance(exc, redis_errors.ReadOnlyError):
+        return StateStoreRefusingWrites.CAUSES["READONLY"]
+    if not isinstance(exc, redis_errors.ResponseError):
+        return None
+    found = _REFUSAL.search(str(exc))
+    return None if found is None else StateStoreRefusingWrites.CAUSES[found.group(1)]
 
 
 class RedisConnection:
@@ -93,7 +125,15 @@ class RedisConnection:
     ) -> Self:
         """Like `from_url`, but requests beyond `max_connections` wait for a free connection
         (up to `timeout_s`) instead of failing with "Too many connections": an HTTP server
-        has as many concurrent callers as clients send, unlike the processor's one pipeline."""
+        has as many concurrent callers as clients send, unlike the processor's one pipeline.
+
+        A command that fails with a connection error is sent once more on a fresh connection:
+        after a Redis restart, every pooled connection is dead, and without the retry the first
+        request on each answered 503. Only connection errors (not timeouts, after which the
+        command may still be running), and only once, so a Redis that is really down is still
+        reported at once. Safe because every write the API makes has the same effect when
+        repeated: API key records (HSET, HDEL), the readiness probe (SET) and admission's
+        reservations (set members, lua/admit_members.lua)."""
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
@@ -101,6 +141,7 @@ class RedisConnection:
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=30,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)),
         )
         return cls(aioredis.Redis.from_pool(pool))  # closing the client closes the pool
 

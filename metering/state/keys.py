@@ -18,6 +18,9 @@ field as replays catch up: while it exists, the API refuses to answer from parti
 
 API_KEYS = "mtr:api-keys"
 """Hash: SHA-256 hex digest of an API token -> JSON record (id, scope, account, created)."""
+HEALTH_PROBE = "mtr:api:write-probe"
+"""Written by readiness checks (`readiness`) to learn whether Redis accepts writes."""
+HEALTH_PROBE_TTL_MS = 10_000
 
 
 def account_prefix(account: str) -> str:

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from redis import exceptions as redis_errors
+
 from metering.core.deltas import Aggregation
 from metering.core.ports import MemberVerdict
 from metering.state import keys
 from metering.state.codec import decode_admission
-from metering.state.connection import RedisConnection, load_script, queue_amount, text, translated
+from metering.state.connection import (
+    RedisConnection,
+    load_script,
+    queue_amount,
+    text,
+    translated,
+    write_refusal,
+)
 
 
 class ReadState(RedisConnection):
@@ -41,15 +50,29 @@ class ReadState(RedisConnection):
             raw = await self._client.smembers(keys.distinct_key(account, meter, period))
         return {text(m) for m in raw}
 
-    async def readiness(self) -> tuple[str | None, int]:
-        """(store marker, number of partitions still replaying after a loss) in one round trip:
-        what the API checks before answering from the store."""
+    async def readiness(self) -> tuple[str | None, int, str | None]:
+        """(store marker, number of partitions still replaying after a loss, why writes are
+        refused or None) in one round trip: what the API checks before answering.
+
+        Writes are probed with a tiny SET (with a TTL) of `HEALTH_PROBE`, since a Redis that
+        cannot persist (MISCONF), is full (OOM) or is a replica (READONLY) still answers reads;
+        the cause is `StateStoreRefusingWrites.CAUSES`'s name. Other errors raise as usual.
+        """
         async with translated("read store readiness"):
             pipe = self._client.pipeline(transaction=False)
+            pipe.set(keys.HEALTH_PROBE, 1, px=keys.HEALTH_PROBE_TTL_MS)
             pipe.get(keys.STORE_MARKER)
             pipe.hlen(keys.REBUILDING)
-            marker, rebuilding = await pipe.execute()
-        return (None if marker is None else text(marker)), int(rebuilding)
+            probe, marker, rebuilding = await pipe.execute(raise_on_error=False)
+            refusal = None
+            if isinstance(probe, redis_errors.RedisError):
+                refusal = write_refusal(probe)
+                if refusal is None:
+                    raise probe
+            for reply in (marker, rebuilding):
+                if isinstance(reply, Exception):
+                    raise reply
+        return (None if marker is None else text(marker)), int(rebuilding), refusal
 
     async def admit_members(
         self,

@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 
 from metering.api.app import create_app
 from metering.api.context import ApiConfig
+from metering.runtime.api import server_options
 from metering.state.redis_store import RedisStateStore
 from tests.api.conftest import NOW, build_api
 
@@ -60,7 +61,12 @@ class ServerThread:
 
     def start(self) -> ServerThread:
         config = uvicorn.Config(
-            self._app(), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+            self._app(),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            **server_options(),
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

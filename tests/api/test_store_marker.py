@@ -45,7 +45,7 @@ class CountingMarker:
         self.store = store
         self.reads = 0
 
-    async def readiness(self) -> tuple[str | None, int]:
+    async def readiness(self) -> tuple[str | None, int, str | None]:
         self.reads += 1
         return await self.store.readiness()
 
@@ -117,7 +117,12 @@ async def test_a_flushed_store_is_refused_within_the_interval_and_answers_once_m
     assert await statuses(api) == [200] * len(GUARDED)
     ready = await api.client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "redis": "reachable", "store_marker": "present"}
+    assert ready.json() == {
+        "status": "ready",
+        "redis": "reachable",
+        "store_marker": "present",
+        "writes": "accepted",
+    }
 
 
 @pytest.mark.integration
@@ -172,11 +177,11 @@ async def test_a_failed_marker_read_is_not_cached() -> None:
                 "m",
             ]
 
-        async def readiness(self) -> tuple[str | None, int]:
+        async def readiness(self) -> tuple[str | None, int, str | None]:
             answer = self.answers.pop(0)
             if isinstance(answer, Exception):
                 raise answer
-            return answer, 0
+            return answer, 0, None
 
     clock = Clock()
     guard = StoreGuard(Flaky(), interval_s=1.0, clock=clock)

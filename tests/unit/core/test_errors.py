@@ -56,4 +56,10 @@ def test_each_class_has_a_flag_and_is_drawn_in_the_docstring(cls: type[MeteringE
 
 def test_only_unavailability_is_retriable() -> None:
     retriable = {cls.__name__ for cls in tree() if cls.retriable}
-    assert retriable == {"StateStoreUnavailable", "StreamUnavailable", "DeliveryError"}
+    assert retriable == {
+        "StateStoreUnavailable",
+        "StateStoreRefusingWrites",
+        "StreamUnavailable",
+        "KafkaWriteTimeout",
+        "DeliveryError",
+    }
