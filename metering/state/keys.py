@@ -1,6 +1,10 @@
-"""Redis key names. Every key of an account carries the hash tag `{account}` (Cluster-ready).
+"""Redis key names and scan patterns: the one place Python spells them.
 
-docs/decisions/0001-architecture-and-contracts.md lists the whole layout.
+Every key of an account carries the hash tag `{account}` (Cluster-ready).
+docs/decisions/0001-architecture-and-contracts.md lists the whole layout. The Lua scripts
+build an account's keys from `account_prefix` passed in their arguments; two kinds exist only
+there: dedup buckets `mtr:{A}:d:<bucket>` and crossing marks `mtr:{A}:x:<meter>:<scope>:<thr>`
+(lua/apply.lua).
 """
 
 from __future__ import annotations
