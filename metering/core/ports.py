@@ -16,8 +16,9 @@ batch (ADR 0005), which is why a value type here knows its encoded form.
 Values: `ThresholdRule`, `MeterRule`, `ApplyStep` -> `ApplyOutcome` (apply step);
 `CloseStep` -> `CloseOutcome` (close step); `MemberVerdict` (admission); `OutboxEntry`;
 `SourceRef`.
-Protocols: `EventMapper`, `UsageStore` (processor), `OutboxStore` (publisher), `CloseStore`
-(closer), `SideOutputs` (dead-letter and late records), `OutboxPublishing`.
+Protocols: `EventMapper`, `UsageStore` (processor; its `PositionStore` part), `OutboxStore`
+(publisher), `CloseStore` (closer), `SideOutputs` (dead-letter and late records),
+`OutboxPublishing`.
 """
 
 from __future__ import annotations
@@ -288,12 +289,9 @@ class OutboxPublishing(Protocol):
         ...
 
 
-class UsageStore(Protocol):
-    """What the processor needs of the store: apply steps, positions, the store marker."""
-
-    async def apply(
-        self, steps: Sequence[ApplyStep], *, dedup_window_s: int, now_ms: int
-    ) -> list[ApplyOutcome]: ...
+class PositionStore(Protocol):
+    """Partition positions (forward only), the store marker and replay targets: what tells a
+    processor where to resume and whether the store is still the one it wrote to."""
 
     async def positions(
         self, group: str, topic: str, partitions: Iterable[int]
@@ -318,6 +316,14 @@ class UsageStore(Protocol):
     ) -> dict[int, int]: ...
 
     async def finish_rebuilding(self, topic: str, partitions: Sequence[int]) -> None: ...
+
+
+class UsageStore(PositionStore, Protocol):
+    """What the processor needs of the store: apply steps, positions, the store marker."""
+
+    async def apply(
+        self, steps: Sequence[ApplyStep], *, dedup_window_s: int, now_ms: int
+    ) -> list[ApplyOutcome]: ...
 
     async def has_fences(self, topic: str) -> bool: ...
 
