@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -58,7 +59,8 @@ async def outboxes(
     store = RedisStateStore.from_url(redis_url)
 
     async def add(account: str, fields: dict[str, str]) -> object:
-        return await redis.xadd(keys.outbox_key(account), fields)
+        entry: dict[Any, Any] = dict(fields)  # redis-py's field typing is invariant
+        return await redis.xadd(keys.outbox_key(account), entry)
 
     yield Outboxes(store, add)
     await store.close()
