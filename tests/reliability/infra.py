@@ -476,27 +476,31 @@ class PrivateKafkaCluster:
         return props
 
     def start(self, timeout_s: float = 180) -> None:
-        """Format every node's storage with one cluster id, start all three, wait for them."""
+        """Format every node's storage with one cluster id (the three formats run at once:
+        each is a JVM start), start all three, wait for them."""
         self.folder.mkdir(parents=True, exist_ok=True)
         cluster_id = _new_cluster_id()
+        formats = []
         for node in self.nodes:
             logs = self._dir(node) / "logs"
             logs.mkdir(parents=True, exist_ok=True)
             props = self._properties(node)
-            subprocess.run(
-                [
-                    *_java(logs),
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "--config",
-                    str(props),
-                    "--cluster-id",
-                    cluster_id,
-                ],
-                check=True,
-                capture_output=True,
-                timeout=180,
+            storage_format = ["kafka.tools.StorageTool", "format", "--config", str(props)]
+            formats.append(
+                subprocess.Popen(
+                    [*_java(logs), *storage_format, "--cluster-id", cluster_id],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
             )
+        for node, fmt in zip(self.nodes, formats, strict=True):
+            try:
+                out, _ = fmt.communicate(timeout=180)
+            except subprocess.TimeoutExpired:
+                fmt.kill()
+                out, _ = fmt.communicate(timeout=30)
+            if fmt.returncode != 0:
+                raise RuntimeError(f"kafka storage format of node {node} failed: {out.decode()}")
         for node in self.nodes:
             self._launch(node)
         self.wait(timeout_s)
