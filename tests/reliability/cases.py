@@ -5,8 +5,9 @@ truth (tests/reliability/workload.py).
 Shared by the test suite (`test_faults.py`, reduced `Scale`) and the full-length runner
 (`run_faults.py`). A case owns everything it uses: topics it creates (and deletes), a private
 Redis in a temporary folder (AOF on, fsync always), processor subprocesses
-(`python -m metering.cli processor`), and for the broker case a private Kafka. Every wait is
-bounded; a case that cannot finish raises instead of hanging.
+(`python -m metering.cli processor`), for the broker case a private Kafka, and for the
+leader-change case a private three-node Kafka cluster. Every wait is bounded; a case that
+cannot finish raises instead of hanging.
 
 Faults per case (counted in `CaseResult.faults`):
 
