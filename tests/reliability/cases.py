@@ -522,6 +522,10 @@ async def leader_change(_shared: str, scale: Scale, seed: int) -> CaseResult:
                 case.result.expect(
                     proc.proc.poll() is None, f"the processor died: {tail(proc.log)}"
                 )
+                seen = proc.log.read_text(errors="replace").count("NotLeaderForPartition")
+                case.result.notes.append(
+                    f"{seen} NotLeaderForPartition answers logged by the processor's clients"
+                )
                 await case.finish(scale)
                 return case.result
         finally:
@@ -550,6 +554,11 @@ def _leader_target(case: Case, i: int) -> tuple[str, int, str]:
     return case.settings.events_topic, partition, f"events/{partition}"
 
 
+def _fault_label(label: str) -> str:
+    """The fault's name in the figures: one row for all events partitions."""
+    return "events partition" if label.startswith("events/") else label
+
+
 async def _kill_a_leader(
     case: Case, cluster: PrivateKafkaCluster, target: tuple[str, int, str]
 ) -> None:
@@ -560,7 +569,7 @@ async def _kill_a_leader(
     cluster.kill(leader)
     began = time.monotonic()
     new = await cluster.wait_leader(topic, partition, not_on=leader)
-    case.fault(f"SIGKILL of the {label} leader")
+    case.fault(f"SIGKILL of the {_fault_label(label)} leader")
     case.result.notes.append(
         f"{label}: node {leader} killed, node {new} leads after {time.monotonic() - began:.1f} s"
     )
