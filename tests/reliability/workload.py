@@ -207,8 +207,11 @@ def month_of(ms: int) -> str:
 # --- Kafka helpers (usable outside pytest: the runner has no fixtures) --------------------
 
 
-async def create_topics(bootstrap: str, prefix: str, *, partitions: int) -> dict[str, str]:
-    """Fresh topics for one case: events (`partitions`), and 1-partition side topics."""
+async def create_topics(
+    bootstrap: str, prefix: str, *, partitions: int, replication: int = 1
+) -> dict[str, str]:
+    """Fresh topics for one case: events (`partitions`), and 1-partition side topics, each
+    with `replication` replicas (3 on the private three-node cluster)."""
     names = {
         "events_topic": f"{prefix}.events",
         "dead_letter_topic": f"{prefix}.dead-letter",
@@ -221,7 +224,7 @@ async def create_topics(bootstrap: str, prefix: str, *, partitions: int) -> dict
     try:
         response = await admin.create_topics(
             [
-                NewTopic(name, partitions if field_ == "events_topic" else 1, 1)
+                NewTopic(name, partitions if field_ == "events_topic" else 1, replication)
                 for field_, name in names.items()
             ]
         )
