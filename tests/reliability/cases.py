@@ -808,6 +808,14 @@ async def hostile_config(bootstrap: str, scale: Scale, seed: int) -> CaseResult:
         await case.finish(scale)
         bad_exits = case.exited_badly()
         case.result.expect(not bad_exits, f"processors exited: {bad_exits}")
+        # Each refusal is logged with its key and reason by every processor that read it.
+        for proc in case.procs:
+            text = proc.log.read_text(errors="replace")
+            for key, value, what in bad:
+                if key is None or value is None or not key.isascii():
+                    continue  # no key, a tombstone, a key that is not text: checked elsewhere
+                line = f"configuration record refused (the previous version stays): {key.decode()}"
+                case.result.expect(line in text, f"{proc.log.name}: {what} not logged as refused")
         return case.result
 
 
