@@ -39,7 +39,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from metering.settings import Settings
@@ -49,6 +50,7 @@ from metering.state.redis_store import RedisStateStore
 from tests.integration.harness import ProcessorProcess, caught_up, outboxes_drained
 from tests.reliability.infra import PrivateKafka, PrivateKafkaCluster, PrivateRedis
 from tests.reliability.workload import (
+    PLAN_ID,
     StreamProducer,
     Truth,
     Verdict,
@@ -158,8 +160,10 @@ class Case:
         *,
         partitions: int = 3,
         replication: int = 1,
+        codecs: tuple[str | None, ...] = (None,),
     ) -> None:
         self.name = name
+        self.codecs = codecs
         self.bootstrap = bootstrap
         self.folder = folder
         self.partitions = partitions
@@ -187,7 +191,9 @@ class Case:
         self.settings = case_settings(self.bootstrap, self.redis.url, self.topics)
         await publish_config(self.settings, ACCOUNTS)
         self.store = RedisStateStore.from_url(self.redis.url)
-        self.producer = StreamProducer(self.bootstrap, self.settings.events_topic)
+        self.producer = StreamProducer(
+            self.bootstrap, self.settings.events_topic, codecs=self.codecs
+        )
         await self.producer.start()
 
     async def close(self) -> None:
@@ -315,11 +321,25 @@ def _folder(name: str) -> Iterator[Path]:
 
 @contextlib.asynccontextmanager
 async def opened(
-    name: str, bootstrap: str, seed: int, *, partitions: int = 3, replication: int = 1
+    name: str,
+    bootstrap: str,
+    seed: int,
+    *,
+    partitions: int = 3,
+    replication: int = 1,
+    codecs: tuple[str | None, ...] = (None,),
 ) -> AsyncIterator[Case]:
     """A `Case` in a temporary folder (under `KEEP[0]`, and kept, when set)."""
     with _folder(name) as tmp:
-        case = Case(name, bootstrap, tmp, seed, partitions=partitions, replication=replication)
+        case = Case(
+            name,
+            bootstrap,
+            tmp,
+            seed,
+            partitions=partitions,
+            replication=replication,
+            codecs=codecs,
+        )
         try:
             await case.open()
             yield case
@@ -812,6 +832,124 @@ async def _delete_log_start(bootstrap: str, tp: TopicPartition) -> int:
     return result[tp]
 
 
+CODECS: tuple[str | None, ...] = (None, "gzip", "snappy", "lz4", "zstd")
+"""Every compression codec Kafka offers; producers may use any of them."""
+
+
+async def compressed(bootstrap: str, scale: Scale, seed: int) -> CaseResult:
+    """The stream arrives in record batches compressed with every codec Kafka offers, chunk by
+    chunk in turn (none, gzip, snappy, lz4, zstd), and the processor is SIGKILLed twice so
+    that a restart reads compressed batches again from its stored positions."""
+    async with opened("compressed", bootstrap, seed, codecs=CODECS) as case:
+        stream = asyncio.create_task(
+            case.producer.stream(case.workload, scale.events, duration_s=scale.stream_s)
+        )
+        proc = case.spawn()
+        for _ in range(2):
+            before = await case.positions_sum()
+            with contextlib.suppress(AssertionError):
+                await wait_for(
+                    lambda b=before: _moved(case, b),  # type: ignore[misc]
+                    timeout_s=40,
+                    what="progress",
+                    procs=[proc],
+                )
+            await asyncio.sleep(case.rng.uniform(0.2, 1.0))
+            proc.kill()
+            case.fault("SIGKILL between compressed batches")
+            proc = case.spawn()
+        await stream
+        case.result.notes.append(
+            "chunks per codec: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(case.producer.chunks_by_codec.items()))
+        )
+        case.result.expect(
+            set(case.producer.chunks_by_codec) == {c or "none" for c in CODECS},
+            f"not every codec was used: {case.producer.chunks_by_codec}",
+        )
+        await case.finish(scale)
+        return case.result
+
+
+def hostile_config_records(rng: random.Random) -> list[tuple[bytes | None, bytes | None, str]]:
+    """Configuration records that must each be refused (key, value, what it is), some of them
+    keyed on the live plan and live accounts: the last good version of those keys stays."""
+    deep = "a = " + "[" * 5000 + "]" * 5000
+    tag = rng.getrandbits(32)
+    return [
+        (b"plan:faults-deep", orjson.dumps({"source": "deep.toml", "toml": deep}), "deep TOML"),
+        (f"plan:{PLAN_ID}".encode(), orjson.dumps({"toml": 5}), "toml is a number (live plan)"),
+        (f"plan:{PLAN_ID}".encode(), b"not json at all", "not JSON (live plan)"),
+        (b"plan:faults-huge", orjson.dumps({"toml": "x = " + "9" * 800_000}), "huge TOML"),
+        (f"account:{ACCOUNTS[3]}".encode(), b"\xff\xfe garbage", "not JSON (live account)"),
+        (
+            f"account:{ACCOUNTS[4]}".encode(),
+            orjson.dumps({"id": "someone-else", "plan": PLAN_ID}),
+            "body names another account (live account)",
+        ),
+        (f"account:{ACCOUNTS[5]}".encode(), b"[" * 100_000, "deeply nested JSON (live account)"),
+        (f"account:{ACCOUNTS[6]}".encode(), orjson.dumps([1, 2, 3]), "JSON array (live account)"),
+        (None, b"{}", "no key"),
+        (b"\xff\xfekey", b"{}", "key not UTF-8"),
+        (f"weird:{tag}".encode(), b"{}", "unknown key prefix"),
+        (f"account:ghost-{tag}".encode(), None, "tombstone of an unknown account"),
+    ]
+
+
+async def hostile_config(bootstrap: str, scale: Scale, seed: int) -> CaseResult:
+    """Bad records on the configuration topic, before the first processor starts and again
+    mid-stream, several keyed on the live plan and live accounts; processors restart twice,
+    re-reading them at start-up. Every account keeps its last good configuration and every
+    event is counted exactly; no processor exits."""
+    async with opened("hostile_config", bootstrap, seed) as case:
+        bad = hostile_config_records(case.rng)
+        await _produce_config(case, bad)
+        case.fault("bad configuration records before start")
+        stream = asyncio.create_task(
+            case.producer.stream(case.workload, scale.events, duration_s=scale.stream_s)
+        )
+        proc = case.spawn()
+        for _ in range(2):
+            before = await case.positions_sum()
+            await wait_for(
+                lambda b=before: _moved(case, b),  # type: ignore[misc]
+                timeout_s=90,
+                what="progress despite bad configuration records",
+                procs=[proc],
+            )
+            await _produce_config(case, bad)
+            case.fault("bad configuration records mid-stream")
+            await asyncio.sleep(case.rng.uniform(0.5, 1.5))
+            case.result.expect(proc.terminate() == 0, f"graceful stop failed: {tail(proc.log)}")
+            case.fault("processor restarted over bad records")
+            proc = case.spawn()
+        await stream
+        await case.finish(scale)
+        bad_exits = case.exited_badly()
+        case.result.expect(not bad_exits, f"processors exited: {bad_exits}")
+        # Each refusal is logged with its key and reason by every processor that read it.
+        for proc in case.procs:
+            text = proc.log.read_text(errors="replace")
+            for key, value, what in bad:
+                if key is None or value is None or not key.isascii():
+                    continue  # no key, a tombstone, a key that is not text: checked elsewhere
+                line = f"configuration record refused (the previous version stays): {key.decode()}"
+                case.result.expect(line in text, f"{proc.log.name}: {what} not logged as refused")
+        return case.result
+
+
+async def _produce_config(
+    case: Case, records: list[tuple[bytes | None, bytes | None, str]]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=case.bootstrap, max_request_size=4 * 1024 * 1024)
+    await producer.start()
+    try:
+        for key, value, _what in records:
+            await producer.send_and_wait(case.settings.accounts_topic, key=key, value=value)
+    finally:
+        await producer.stop()
+
+
 CASES: dict[str, Callable[[str, Scale, int], Awaitable[CaseResult]]] = {
     "baseline": baseline,
     "sigkill": sigkill,
@@ -824,4 +962,6 @@ CASES: dict[str, Callable[[str, Scale, int], Awaitable[CaseResult]]] = {
     "redis_flushed_while_running": redis_flushed_while_running,
     "redis_restored_from_backup": redis_restored_from_backup,
     "log_start_deleted": log_start_deleted,
+    "compressed": compressed,
+    "hostile_config": hostile_config,
 }
