@@ -72,6 +72,9 @@ async def running(
         settings,
         group_id=settings.consumer_group,
         client_id=client_id,
+        # A position outside the log must stop the processor (or be accepted explicitly),
+        # never be reset silently (UsageProcessor._out_of_range).
+        auto_offset_reset="none",
         max_poll_interval_ms=300_000,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=max(500, settings.kafka_session_timeout_ms // 4),
@@ -124,6 +127,7 @@ async def running(
             group=settings.consumer_group,
             dedup_window_s=settings.dedup_window_s,
             batch_max_records=settings.batch_max_records,
+            accept_lost_records=settings.accept_lost_records,
         ),
         consumer=consumer,
         store=store,
