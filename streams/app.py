@@ -136,6 +136,7 @@ async def running(
             producer,
             dead_letter_topic=settings.dead_letter_topic,
             late_topic=settings.late_topic,
+            on_summarised=metrics.dead_letters_truncated.inc,
         ),
         publisher=publisher,
         metrics=metrics,
