@@ -26,3 +26,12 @@ class PositionOutOfRange(StreamError):
     def __init__(self, message: str, positions: dict[tuple[str, int], int]) -> None:
         super().__init__(message)
         self.positions = positions
+
+
+class NotPositioned(StreamError):
+    """A partition has no fetch position yet (assigned, not sought by the rebalance listener
+    yet, with `auto_offset_reset="none"`): the listener's seek follows; nothing to retry."""
+
+    def __init__(self, message: str, partitions: list[tuple[str, int]]) -> None:
+        super().__init__(message)
+        self.partitions = partitions

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
     BrokerNotAvailableError,
     ConsumerStoppedError,
@@ -31,7 +31,13 @@ from aiokafka.errors import (
 )
 
 from metering.settings import Settings
-from streams.errors import PositionOutOfRange, RecordRejected, StreamError, StreamUnavailable
+from streams.errors import (
+    NotPositioned,
+    PositionOutOfRange,
+    RecordRejected,
+    StreamError,
+    StreamUnavailable,
+)
 
 SIDE_OUTPUT_MAX_BYTES = 1024 * 1024
 """The largest request our producers send (aiokafka's `max_request_size`, Kafka's default);
@@ -43,9 +49,6 @@ ALSO_RETRIABLE: tuple[type[KafkaError], ...] = (
     BrokerNotAvailableError,  # a broker restarting
     ReplicaNotAvailableError,  # a replica catching up
     RebalanceInProgressError,  # the group settles, then the call succeeds
-    # A partition assigned but not sought yet by the rebalance listener, with
-    # auto_offset_reset="none": the listener's seek follows.
-    NoOffsetForPartitionError,
 )
 """Transient by nature although aiokafka does not flag them `retriable`."""
 
@@ -60,12 +63,19 @@ RECORD_REJECTED: tuple[type[KafkaError], ...] = (
 def translate(exc: BaseException, what: str) -> StreamError:
     """Our error for an aiokafka error: retriable ones (aiokafka's own `retriable` or
     `invalid_metadata` flag, or `ALSO_RETRIABLE`) become `StreamUnavailable`, which callers
-    retry; the refusal of one record `RecordRejected`; the rest `StreamError`."""
+    retry; the refusal of one record `RecordRejected`; a fetch position outside the log
+    `PositionOutOfRange`; a partition without a position `NotPositioned`; the rest
+    `StreamError`."""
     if isinstance(exc, OffsetOutOfRangeError):
         positions = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
         return PositionOutOfRange(
             f"{what}: position out of range: {exc}",
             {(tp.topic, tp.partition): int(offset) for tp, offset in positions.items()},
+        )
+    if isinstance(exc, NoOffsetForPartitionError):
+        tps = [tp for tp in exc.args if isinstance(tp, TopicPartition)]
+        return NotPositioned(
+            f"{what}: no position yet: {exc}", [(tp.topic, tp.partition) for tp in tps]
         )
     if isinstance(exc, RECORD_REJECTED):
         return RecordRejected(f"Kafka refused a record during {what}: {exc!r}")

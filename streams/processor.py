@@ -56,7 +56,7 @@ from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
 from sinks.side_outputs import SideOutputs, SourceRef
 from streams.batch import AccountWork, MappedEvent
-from streams.errors import PositionOutOfRange, StreamUnavailable
+from streams.errors import NotPositioned, PositionOutOfRange, StreamUnavailable
 from streams.kafka import translated
 from streams.metrics import ProcessorMetrics
 
@@ -219,6 +219,15 @@ class UsageProcessor:
             return await self._retrying("fetch", getmany)
         except PositionOutOfRange as exc:
             await self._out_of_range(exc)
+            return {}
+        except NotPositioned as exc:
+            # aiokafka looks for a position of a newly assigned partition before the rebalance
+            # listener has sought it (we never let it pick one: auto_offset_reset="none").
+            level = logging.DEBUG
+            if any(TopicPartition(t, p) in self._positioned for t, p in exc.partitions):
+                level = logging.WARNING
+            log.log(level, "%s; the rebalance listener positions it", exc)
+            await asyncio.sleep(self._config.poll_timeout_ms / 1000)
             return {}
 
     async def _out_of_range(self, exc: PositionOutOfRange) -> None:

@@ -12,7 +12,13 @@ import aiokafka.errors
 import pytest
 from aiokafka import TopicPartition
 
-from streams.errors import PositionOutOfRange, RecordRejected, StreamError, StreamUnavailable
+from streams.errors import (
+    NotPositioned,
+    PositionOutOfRange,
+    RecordRejected,
+    StreamError,
+    StreamUnavailable,
+)
 from streams.kafka import translate
 
 RETRIED = {
@@ -26,10 +32,11 @@ RETRIED = {
     "UnknownTopicOrPartitionError",
     # transient although not flagged (streams.kafka.ALSO_RETRIABLE)
     "BrokerNotAvailableError", "KafkaTimeoutError", "KafkaUnavailableError",
-    "RebalanceInProgressError", "ReplicaNotAvailableError", "NoOffsetForPartitionError",
+    "RebalanceInProgressError", "ReplicaNotAvailableError",
 }  # fmt: skip
 RECORD = {"MessageSizeTooLargeError", "RecordListTooLargeError", "RecordTooLargeError"}
 OUT_OF_RANGE = {"OffsetOutOfRangeError"}
+NOT_POSITIONED = {"NoOffsetForPartitionError"}
 FATAL = {
     "AuthenticationFailedError", "AuthenticationMethodNotSupported", "BrokerResponseError",
     "ClusterAuthorizationFailedError", "CommitFailedError", "ConcurrentTransactions",
@@ -68,7 +75,7 @@ def aiokafka_error_classes() -> dict[str, type[BaseException]]:
 
 
 def test_the_table_names_every_aiokafka_error_once() -> None:
-    groups = [RETRIED, RECORD, OUT_OF_RANGE, FATAL]
+    groups = [RETRIED, RECORD, OUT_OF_RANGE, NOT_POSITIONED, FATAL]
     assert sum(len(g) for g in groups) == len(set().union(*groups)), "a class is in two groups"
     assert set().union(*groups) == set(aiokafka_error_classes())
 
@@ -84,6 +91,8 @@ def test_each_error_maps_as_the_table_says(name: str) -> None:
         if name in RECORD
         else PositionOutOfRange
         if name in OUT_OF_RANGE
+        else NotPositioned
+        if name in NOT_POSITIONED
         else StreamError
     )
     assert type(translated) is expected
@@ -102,3 +111,10 @@ def test_out_of_range_keeps_the_positions() -> None:
     translated = translate(exc, "fetch")
     assert isinstance(translated, PositionOutOfRange)
     assert translated.positions == {("events", 3): 41}
+
+
+def test_no_position_names_the_partition() -> None:
+    exc = aiokafka.errors.NoOffsetForPartitionError(TopicPartition("events", 2))
+    translated = translate(exc, "fetch")
+    assert isinstance(translated, NotPositioned)
+    assert translated.partitions == [("events", 2)]
