@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client import CollectorRegistry
 
+from metering.cli import build_parser
 from metering.deltas import Aggregation
 from metering.periods import PeriodKind, period_of
 from metering.settings import Settings
@@ -40,6 +42,7 @@ from tests.integration.harness import (
     TopicFactory,
     caught_up,
     encoded,
+    env_of,
     event,
     make_settings,
     now_ms,
@@ -239,6 +242,20 @@ async def test_a_position_below_the_log_start_is_refused_or_accepted_and_counted
     assert (
         registry.get_sample_value("metering_positions_out_of_range_total", {"partition": "0"}) == 1
     )
+    # The same refusal from `metering processor`: exit status 2, the range on stderr.
+    refused = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "metering.cli",
+        "processor",
+        env=env_of(settings),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(refused.communicate(), 120)
+    assert refused.returncode == 2
+    assert b"records 50..79 (30) were deleted by retention" in stderr
+    assert b"--accept-lost-records" in stderr
     assert await emails(store, "acme", month) == 50  # nothing skipped silently
 
     accepting = replace(settings, accept_lost_records=True)
@@ -263,14 +280,30 @@ async def test_topics_create_lets_side_topics_take_what_the_producer_sends(
     try:
         assert sorted(created) == sorted(f"{stem}.{name}" for name in TOPIC_FIELDS)
         side = [settings.dead_letter_topic, settings.late_topic]
-        response = await kafka_admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in side]
-        )
-        limits = {
-            resource[3]: {entry[0]: entry[1] for entry in resource[4]}["max.message.bytes"]
-            for result in response
-            for resource in result.resources
-        }
+        limits: dict[str, str] = {}
+
+        async def described() -> bool:
+            # Right after creation a broker may not know the topics yet (an error, no entries).
+            response = await kafka_admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in side]
+            )
+            for result in response:
+                for error, _, _, name, entries, *_ in result.resources:
+                    limit = {e[0]: e[1] for e in entries}.get("max.message.bytes")
+                    if error or limit is None:
+                        return False
+                    limits[name] = limit
+            return True
+
+        await wait_until(described, timeout_s=30, what="topic configs")
         assert limits == dict.fromkeys(side, str(SIDE_OUTPUT_MAX_BYTES))
     finally:
         await kafka_admin.delete_topics(created)
+
+
+def test_the_cli_flag_accepts_lost_records() -> None:
+    """`metering processor --accept-lost-records` sets what METERING_ACCEPT_LOST_RECORDS sets."""
+    args = build_parser().parse_args(["processor", "--accept-lost-records"])
+    assert args.accept_lost_records
+    assert not build_parser().parse_args(["processor"]).accept_lost_records
+    assert Settings.from_env({"METERING_ACCEPT_LOST_RECORDS": "true"}).accept_lost_records
