@@ -112,8 +112,10 @@ class SideOutputs:
     async def _queue(self, item: _Outgoing) -> None:
         if _size(item) > FORWARD_LIMIT:
             item = self._summary(item, "too large to forward whole")
-        self._pending.append(item)
+        # Sent before it is listed: a `flush` running meanwhile (the processor prepares the
+        # next batch while the previous one commits) never sees an unsent item to send twice.
         await self._send(item)
+        self._pending.append(item)
 
     async def _send(self, item: _Outgoing) -> None:
         """Hand `item` to the producer. A refusal is kept in the item's future, so `flush`
@@ -169,38 +171,43 @@ class SideOutputs:
         `StreamError` only when the dead-letter topic refuses even a summary (a deployment
         problem: a missing topic, no write permission), which no retry can fix.
         """
-        while self._pending:
-            for item in self._pending:
-                if item.future is None:
-                    await self._send(item)
-            items = self._pending
-            results = await asyncio.gather(
-                *(i.future for i in items if i.future is not None), return_exceptions=True
-            )
-            again: list[_Outgoing] = []
-            unavailable: StreamError | None = None
-            for item, result in zip(items, results, strict=True):
-                if not isinstance(result, BaseException):
-                    continue
-                if not isinstance(result, KafkaError):
-                    raise result
-                error = translate(result, f"deliver to {item.topic}")
-                if isinstance(error, StreamUnavailable):
-                    item.future = None
-                    again.append(item)
-                    unavailable = error
-                elif item.is_summary:
-                    raise StreamError(
-                        f"the dead-letter topic {item.topic} refused the summary of the record "
-                        f"at {item.source.header().decode()}: {error}"
-                    ) from result
-                else:
-                    summary = self._summary(item, str(error))
-                    await self._send(summary)
-                    again.append(summary)
-            self._pending = again
-            if unavailable is not None:
-                raise unavailable
+        # Records queued while this call waits (the next batch) are left for the next call.
+        items, self._pending = self._pending, []
+        try:
+            while items:
+                for item in items:
+                    if item.future is None:
+                        await self._send(item)
+                results = await asyncio.gather(
+                    *(i.future for i in items if i.future is not None), return_exceptions=True
+                )
+                again: list[_Outgoing] = []
+                unavailable: StreamError | None = None
+                for item, result in zip(items, results, strict=True):
+                    if not isinstance(result, BaseException):
+                        continue
+                    if not isinstance(result, KafkaError):
+                        raise result
+                    error = translate(result, f"deliver to {item.topic}")
+                    if isinstance(error, StreamUnavailable):
+                        item.future = None
+                        again.append(item)
+                        unavailable = error
+                    elif item.is_summary:
+                        raise StreamError(
+                            f"the dead-letter topic {item.topic} refused the summary of the "
+                            f"record at {item.source.header().decode()}: {error}"
+                        ) from result
+                    else:
+                        summary = self._summary(item, str(error))
+                        await self._send(summary)
+                        again.append(summary)
+                items = again
+                if unavailable is not None:
+                    raise unavailable
+        finally:
+            # Undelivered records stay queued, ahead of newer ones, for the next call.
+            self._pending = items + self._pending
 
 
 def _size(item: _Outgoing) -> int:

@@ -24,7 +24,7 @@ from dataclasses import replace
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client import CollectorRegistry
 
@@ -307,3 +307,44 @@ def test_the_cli_flag_accepts_lost_records() -> None:
     assert args.accept_lost_records
     assert not build_parser().parse_args(["processor"]).accept_lost_records
     assert Settings.from_env({"METERING_ACCEPT_LOST_RECORDS": "true"}).accept_lost_records
+
+
+async def test_a_side_output_the_broker_refuses_still_reaches_the_dead_letter_topic(
+    settings: Settings, store: RedisStateStore, kafka_admin: AIOKafkaAdminClient
+) -> None:
+    """A dead-letter topic whose own limit (100 KB) is below the 200 KB record forwarded to it:
+    the broker refuses the whole record for good, its summary gets in, the partition goes on."""
+    small = f"test.small-dead-letters.{uuid.uuid4().hex[:8]}"
+    await kafka_admin.create_topics(
+        [NewTopic(small, 1, 1, topic_configs={"max.message.bytes": "100000"})]
+    )
+    try:
+        settings = replace(settings, dead_letter_topic=small)
+        await publish_config(settings, [{"id": "acme", "plan": "it-plan"}])
+        big = b'{"pad": "' + b"y" * 200_000 + b'"}'
+        docs = [event("acme", "email.sent", contact=f"c{i}", kind="marketing") for i in range(3)]
+        records = [*encoded(docs[:1]), (b"acme", big), *encoded(docs[1:])]
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            for key, value in records:
+                await producer.send_and_wait(
+                    settings.events_topic, key=key, value=value, partition=0
+                )
+        finally:
+            await producer.stop()
+        async with processor(settings) as registry:
+            await wait_until(lambda: caught_up(settings, store), what="processor to catch up")
+            assert registry.get_sample_value("metering_events_applied_total") == 3
+            assert registry.get_sample_value("metering_dead_letters_truncated_total") == 1
+        dead = await read_topic(settings, small, expect=1)
+        assert len(dead) == 1
+        headers = dict(dead[0].headers)
+        assert headers["reason"] == b"oversized"
+        assert headers["summary"] == b"true"
+        assert b"MessageSizeTooLarge" in headers["summary-error"]
+        assert headers["source"] == f"{settings.events_topic}/0/1".encode()
+        assert headers["original-sha256"] == hashlib.sha256(big).hexdigest().encode()
+        assert dead[0].value == big[:SUMMARY_VALUE_BYTES]
+    finally:
+        await kafka_admin.delete_topics([small])
