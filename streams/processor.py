@@ -23,6 +23,10 @@ The replay's target (that committed offset) is recorded in Redis before the stor
 written and cleared when the partition's position reaches it: meanwhile the API answers 503
 instead of reading counters that are still being rebuilt.
 
+A position below the log start (retention deleted records not applied yet, found at assignment
+or mid-run) is never reset by the consumer (`auto_offset_reset="none"`): StateLost naming the
+lost range, unless the operator passed `--accept-lost-records` (`_out_of_range`).
+
 A Redis that comes back empty *while* processors run is noticed through the store marker: a
 random value written when a processor first uses the store, read on every assignment and before
 every apply and position write (one MGET with the positions of the partitions it owns). Missing
