@@ -37,27 +37,38 @@ ensure_venv() {
     export PATH="$repo/.venv/bin:$PATH"
 }
 
-# redis-server from the distribution's packages (Debian/Ubuntu) when it is missing.
-ensure_redis_server() {
-    command -v redis-server >/dev/null && return 0
-    command -v apt-get >/dev/null ||
-        die "redis-server is missing and there is no apt-get: install Redis 7 yourself"
+# A command from the distribution's packages (Debian/Ubuntu) when it is missing:
+# ensure_apt_command COMMAND PACKAGE WHAT-ELSE-TO-DO.
+ensure_apt_command() {
+    local cmd=$1 package=$2 otherwise=$3
+    command -v "$cmd" >/dev/null && return 0
+    command -v apt-get >/dev/null || die "$cmd is missing and there is no apt-get: $otherwise"
     local sudo=()
     if [[ $(id -u) != 0 ]]; then
-        command -v sudo >/dev/null || die "redis-server is missing; installing it needs root or sudo"
+        command -v sudo >/dev/null || die "$cmd is missing; installing it needs root or sudo"
         sudo=(sudo)
         [[ -t 0 ]] || sudo=(sudo -n) # no terminal: never wait for a password prompt
     fi
-    say "installing redis-server with apt-get (once)"
+    say "installing $package with apt-get (once)"
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        redis-server >/dev/null
-    command -v redis-server >/dev/null || die "apt-get ran, but redis-server is still not on PATH"
+        "$package" >/dev/null
+    command -v "$cmd" >/dev/null || die "apt-get ran, but $cmd is still not on PATH"
+}
+
+ensure_redis_server() {
+    ensure_apt_command redis-server redis-server "install Redis 7 yourself"
+}
+
+# kcat: the tests produce with it as a non-Python producer would (compressed batches).
+ensure_kcat() {
+    ensure_apt_command kcat kcat "install kcat (kafkacat) yourself"
 }
 
 # Everything both commands need before a stack can start.
 prepare() {
     ensure_venv
     ensure_redis_server
+    ensure_kcat
     deploy/local/stack.sh fetch
 }

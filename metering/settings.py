@@ -58,6 +58,10 @@ class Settings:
     """Partitions of the usage topic (`metering topics create`): the processors' parallelism."""
     events_retention_ms: int = 35 * 24 * 3600 * 1000
     """Retention of usage events: long enough to rebuild an open month from the log."""
+    accept_lost_records: bool = False
+    """When retention deleted usage records a processor had not applied yet, skip them (log,
+    `metering_records_lost_total`) instead of stopping with StateLost; also
+    `metering processor --accept-lost-records`."""
     dedup_window_s: int = 24 * 3600
     """An event id seen again within this window counts once."""
     grace_s: int = 3600

@@ -13,11 +13,77 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import (
+    BrokerNotAvailableError,
+    ConsumerStoppedError,
+    IllegalOperation,
+    KafkaError,
+    KafkaTimeoutError,
+    KafkaUnavailableError,
+    MessageSizeTooLargeError,
+    NoOffsetForPartitionError,
+    OffsetOutOfRangeError,
+    RebalanceInProgressError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    ReplicaNotAvailableError,
+)
 
-from metering.core.errors import StreamError, StreamUnavailable
+from metering.core.errors import (
+    NotPositioned,
+    PositionOutOfRange,
+    RecordRejected,
+    StreamError,
+    StreamUnavailable,
+)
 from metering.settings import Settings
+
+SIDE_OUTPUT_MAX_BYTES = 1024 * 1024
+"""The largest request our producers send (aiokafka's `max_request_size`, Kafka's default);
+`metering topics create` lets the side topics take records this large (streams/topics.py)."""
+
+ALSO_RETRIABLE: tuple[type[KafkaError], ...] = (
+    KafkaTimeoutError,  # a request that timed out on our side
+    KafkaUnavailableError,  # no broker answered
+    BrokerNotAvailableError,  # a broker restarting
+    ReplicaNotAvailableError,  # a replica catching up
+    RebalanceInProgressError,  # the group settles, then the call succeeds
+)
+"""Transient by nature although aiokafka does not flag them `retriable`."""
+
+RECORD_REJECTED: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,  # larger than max_request_size, or the topic's max.message.bytes
+    RecordTooLargeError,
+    RecordListTooLargeError,
+)
+"""Refusals of one record for what it is: retrying it cannot help."""
+
+
+def translate(exc: BaseException, what: str) -> StreamError:
+    """Our error for an aiokafka error: retriable ones (aiokafka's own `retriable` or
+    `invalid_metadata` flag, or `ALSO_RETRIABLE`) become `StreamUnavailable`, which callers
+    retry; the refusal of one record `RecordRejected`; a fetch position outside the log
+    `PositionOutOfRange`; a partition without a position `NotPositioned`; the rest
+    `StreamError`."""
+    if isinstance(exc, OffsetOutOfRangeError):
+        positions = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        return PositionOutOfRange(
+            f"{what}: position out of range: {exc}",
+            {(tp.topic, tp.partition): int(offset) for tp, offset in positions.items()},
+        )
+    if isinstance(exc, NoOffsetForPartitionError):
+        tps = [tp for tp in exc.args if isinstance(tp, TopicPartition)]
+        return NotPositioned(
+            f"{what}: no position yet: {exc}", [(tp.topic, tp.partition) for tp in tps]
+        )
+    if isinstance(exc, RECORD_REJECTED):
+        return RecordRejected(f"Kafka refused a record during {what}: {exc!r}")
+    if isinstance(exc, KafkaError) and (
+        exc.retriable or exc.invalid_metadata or isinstance(exc, ALSO_RETRIABLE)
+    ):
+        return StreamUnavailable(f"Kafka unavailable during {what}: {exc!r}")
+    return StreamError(f"Kafka refused {what}: {exc!r}")
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -44,19 +110,28 @@ def new_producer(settings: Settings, *, client_id: str, linger_ms: int = 5) -> A
         acks="all",
         linger_ms=linger_ms,
         max_batch_size=512 * 1024,
+        max_request_size=SIDE_OUTPUT_MAX_BYTES,
         **client_options(settings),
     )
 
 
 def new_consumer(
-    settings: Settings, *, group_id: str | None, client_id: str, **extra: Any
+    settings: Settings,
+    *,
+    group_id: str | None,
+    client_id: str,
+    auto_offset_reset: str = "earliest",
+    **extra: Any,
 ) -> AIOKafkaConsumer:
-    """A consumer with auto-commit off: positions live in Redis (see streams/processor.py)."""
+    """A consumer with auto-commit off: positions live in Redis (see streams/processor.py).
+
+    `auto_offset_reset="none"` makes a position outside the log an error (`getmany` raises,
+    `translated` makes it `PositionOutOfRange`) instead of a silent jump."""
     return AIOKafkaConsumer(
         group_id=group_id,
         client_id=client_id,
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        auto_offset_reset=auto_offset_reset,
         max_partition_fetch_bytes=4 * 1024 * 1024,
         fetch_max_bytes=32 * 1024 * 1024,
         **client_options(settings),
@@ -69,10 +144,8 @@ async def translated(what: str) -> AsyncIterator[None]:
     """Translate aiokafka errors raised inside the block into our own types."""
     try:
         yield
-    except (KafkaConnectionError, KafkaTimeoutError) as exc:
-        raise StreamUnavailable(f"Kafka unavailable during {what}: {exc}") from exc
-    except KafkaError as exc:
-        raise StreamError(f"Kafka refused {what}: {exc}") from exc
+    except (KafkaError, ConsumerStoppedError, IllegalOperation) as exc:
+        raise translate(exc, what) from exc
 
 
 @asynccontextmanager

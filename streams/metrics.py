@@ -46,6 +46,9 @@ class ProcessorMetrics:
     statements_published: Counter
     tiers_published: Counter
     assigned_partitions: Gauge
+    out_of_range: Counter
+    records_lost: Counter
+    dead_letters_truncated: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ProcessorMetrics:
@@ -111,6 +114,29 @@ class ProcessorMetrics:
                 "consumer_lag_records",
                 "Records behind the partition end.",
                 ["partition"],
+                namespace=ns,
+                registry=registry,
+            ),
+            out_of_range=Counter(
+                "positions_out_of_range",
+                "Fetch positions found below the log start (retention deleted records not "
+                "applied yet): refused with StateLost, or skipped with --accept-lost-records.",
+                ["partition"],
+                namespace=ns,
+                registry=registry,
+            ),
+            records_lost=Counter(
+                "records_lost",
+                "Records deleted by retention before they were applied, skipped because "
+                "--accept-lost-records (METERING_ACCEPT_LOST_RECORDS) was given.",
+                ["partition"],
+                namespace=ns,
+                registry=registry,
+            ),
+            dead_letters_truncated=Counter(
+                "dead_letters_truncated",
+                "Side-output records too large to forward whole: their summary (first bytes, "
+                "size, SHA-256) went to the dead-letter topic instead.",
                 namespace=ns,
                 registry=registry,
             ),

@@ -25,6 +25,10 @@ The replay's target (that committed offset) is recorded in Redis before the stor
 written and cleared when the partition's position reaches it: meanwhile the API answers 503
 instead of reading counters that are still being rebuilt.
 
+A position below the log start (retention deleted records not applied yet, found at assignment
+or mid-run) is never reset by the consumer (`auto_offset_reset="none"`): StateLost naming the
+lost range, unless the operator passed `--accept-lost-records` (`_out_of_range`).
+
 A Redis that comes back empty *while* processors run is noticed through the store marker: a
 random value written when a processor first uses the store, read on every assignment and before
 every apply and position write (one MGET with the positions of the partitions it owns). Missing
@@ -51,7 +55,14 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from metering.core.errors import EventRejected, MeteringError, StateLost, StreamError
+from metering.core.errors import (
+    EventRejected,
+    MeteringError,
+    NotPositioned,
+    PositionOutOfRange,
+    StateLost,
+    StreamError,
+)
 from metering.core.fold import AccountWork
 from metering.core.ports import (
     ApplyStatus,
@@ -80,6 +91,9 @@ class ProcessorConfig:
     max_backoff_s: float = 5.0
     kafka_commit_interval_s: float = 5.0
     batch_linger_ms: int = 50
+    accept_lost_records: bool = False
+    """A position below the log start (retention deleted records not applied yet): skip to
+    the log start, log and count the lost range, instead of stopping with StateLost."""
 
 
 @dataclass(slots=True)
@@ -175,12 +189,7 @@ class UsageProcessor:
         event than large ones (ADR 0005), so waiting a few milliseconds buys capacity."""
         config = self._config
         records = self._only_positioned(
-            await self._retrying(
-                "fetch",
-                lambda: self._consumer.getmany(
-                    timeout_ms=config.poll_timeout_ms, max_records=config.batch_max_records
-                ),
-            )
+            await self._poll(config.poll_timeout_ms, config.batch_max_records)
         )
         total = sum(len(batch) for batch in records.values())
         if not total or config.batch_linger_ms <= 0:
@@ -194,12 +203,7 @@ class UsageProcessor:
             # Each chunk is filtered when it arrives: a partition positioned later must not
             # let records fetched before its seek through (see `_only_positioned`).
             more = self._only_positioned(
-                await self._retrying(
-                    "fetch",
-                    lambda t=left_ms, n=total: self._consumer.getmany(  # type: ignore[misc]
-                        timeout_ms=t, max_records=config.batch_max_records - n
-                    ),
-                )
+                await self._poll(left_ms, config.batch_max_records - total)
             )
             if self._assignments != epoch:
                 # A rebalance during the linger: every partition still ours was sought again,
@@ -209,6 +213,73 @@ class UsageProcessor:
                 records.setdefault(tp, []).extend(batch)
                 total += len(batch)
         return records
+
+    async def _poll(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+        """One `getmany`, transient failures retried; a position that fell out of the log is
+        handled by `_out_of_range` (and this poll returns nothing)."""
+
+        async def getmany() -> dict[TopicPartition, list[Any]]:
+            async with translated("fetch"):
+                return await self._consumer.getmany(  # type: ignore[no-any-return]
+                    timeout_ms=timeout_ms, max_records=max_records
+                )
+
+        try:
+            return await self._retrying("fetch", getmany)
+        except PositionOutOfRange as exc:
+            await self._out_of_range(exc)
+            return {}
+        except NotPositioned as exc:
+            # aiokafka looks for a position of a newly assigned partition before the rebalance
+            # listener has sought it (we never let it pick one: auto_offset_reset="none").
+            level = logging.DEBUG
+            if any(TopicPartition(t, p) in self._positioned for t, p in exc.partitions):
+                level = logging.WARNING
+            log.log(level, "%s; the rebalance listener positions it", exc)
+            await asyncio.sleep(self._config.poll_timeout_ms / 1000)
+            return {}
+
+    async def _out_of_range(self, exc: PositionOutOfRange) -> None:
+        """A fetch position outside the log. Below the log start, retention deleted records
+        this processor had not applied: StateLost naming the partition and the lost range
+        (every restart refuses the same way), unless the operator accepted the loss
+        (`accept_lost_records`): then the range is logged and counted and the partition moves
+        to the log start. Above the log end the log was truncated or recreated: StateLost."""
+        for (topic, partition), offset in sorted(exc.positions.items()):
+            tp = TopicPartition(topic, partition)
+            async with translated("read the log's bounds"):
+                start = (await self._consumer.beginning_offsets([tp]))[tp]
+                end = (await self._consumer.end_offsets([tp]))[tp]
+            if start <= offset <= end:
+                continue  # the log moved back into range meanwhile: fetch again
+            self._metrics.out_of_range.labels(partition=str(partition)).inc()
+            if offset > end:
+                raise StateLost(
+                    f"{topic}/{partition}: the position {offset} is beyond the log end {end}: "
+                    "the partition was truncated or recreated. Stopping instead of guessing "
+                    "where to resume."
+                )
+            lost = start - offset
+            if not self._config.accept_lost_records:
+                raise StateLost(
+                    f"{topic}/{partition}: records {offset}..{start - 1} ({lost}) were deleted "
+                    f"by retention before this processor applied them (the log now starts at "
+                    f"{start}). Stopping instead of skipping them; restart with "
+                    "--accept-lost-records (METERING_ACCEPT_LOST_RECORDS=true) to accept the "
+                    "loss and go on from the log start."
+                )
+            self._metrics.records_lost.labels(partition=str(partition)).inc(lost)
+            log.error(
+                "%s/%s: records %s..%s (%s) were deleted by retention before they were "
+                "applied; accepted (--accept-lost-records): resuming at the log start %s",
+                topic,
+                partition,
+                offset,
+                start - 1,
+                lost,
+                start,
+            )
+            self._consumer.seek(tp, start)
 
     def _only_positioned(
         self, records: dict[TopicPartition, list[Any]]

@@ -3,8 +3,8 @@
 | topic (setting)      | key      | partitions        | cleanup / retention                 |
 |----------------------|----------|-------------------|-------------------------------------|
 | events_topic         | account  | events_partitions | delete, events_retention_ms         |
-| dead_letter_topic    | original | 3                 | delete, 30 days                     |
-| late_topic           | original | 3                 | delete, 30 days                     |
+| dead_letter_topic    | original | 3                 | delete, 30 days, max.message.bytes  |
+| late_topic           | original | 3                 | delete, 30 days, max.message.bytes  |
 | thresholds_topic     | account  | 3                 | delete, 400 days                    |
 | statements_topic     | account  | 3                 | delete, 400 days                    |
 | tiers_topic          | account  | 3                 | delete, 400 days                    |
@@ -21,7 +21,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from metering.core.errors import StreamError
 from metering.core.periods import DAY_MS
 from metering.settings import Settings
-from streams.kafka import client_options, translated
+from streams.kafka import SIDE_OUTPUT_MAX_BYTES, client_options, translated
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,13 @@ class TopicSpec:
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic the service uses, from the settings."""
     keep = {"cleanup.policy": "delete", "retention.ms": str(400 * DAY_MS)}
-    side = {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)}
+    # Side topics take every batch the processor's producer may send (its request limit), so
+    # a forwarded record is never refused for its size (sinks/side_outputs.py).
+    side = {
+        "cleanup.policy": "delete",
+        "retention.ms": str(30 * DAY_MS),
+        "max.message.bytes": str(SIDE_OUTPUT_MAX_BYTES),
+    }
     return [
         TopicSpec(
             settings.events_topic,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -24,6 +25,8 @@ from metering.settings import Settings
 def _processor(args: argparse.Namespace, settings: Settings) -> int:
     from metering.runtime.processor import main_processor  # noqa: PLC0415 - keep Kafka out of --help
 
+    if args.accept_lost_records:
+        settings = dataclasses.replace(settings, accept_lost_records=True)
     main_processor(settings)
     return 0
 
@@ -409,6 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("processor", help="run a usage processor (until SIGTERM)")
+    p.add_argument(
+        "--accept-lost-records",
+        action="store_true",
+        help="when retention deleted records not applied yet, log and count the lost range "
+        "(metering_records_lost_total) and go on from the log start, instead of stopping "
+        "(METERING_ACCEPT_LOST_RECORDS)",
+    )
     p.set_defaults(run=_processor)
 
     topics = sub.add_parser("topics", help="manage the service's Kafka topics")

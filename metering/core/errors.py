@@ -31,8 +31,11 @@ Tree (`*` = retriable)::
     │   │   └── StateStoreRefusingWrites *  Redis answers but refuses writes (cause)
     │   └── StateLost          Redis answered but the state we wrote is gone
     ├── StreamError            Kafka refused or failed an operation
-    │   └── StreamUnavailable *      the broker unreachable, timed out, or said "retriable"
-    │       └── KafkaWriteTimeout *  the API's deadline on a Kafka write passed
+    │   ├── StreamUnavailable *      the broker unreachable, timed out, or said "retriable"
+    │   │   └── KafkaWriteTimeout *  the API's deadline on a Kafka write passed
+    │   ├── RecordRejected     Kafka refused one record for what it is (too large)
+    │   ├── PositionOutOfRange a fetch position outside the partition's log
+    │   └── NotPositioned      a partition without a fetch position yet (a seek follows)
     ├── DeliveryError *        the producer SDK: Kafka did not acknowledge an event
     ├── ApiCallFailed          the CLI: the API refused or could not be reached
     └── BackfillRefused        the backfill's target is not empty
@@ -211,13 +214,37 @@ class StreamError(MeteringError):
 
 
 class StreamUnavailable(StreamError):
-    """The broker could not be reached or timed out: retry with backoff."""
+    """The broker could not be reached, timed out, or answered with an error Kafka marks
+    retriable (a leader moving, a coordinator loading...): retry with backoff."""
 
     retriable = True
 
 
 class KafkaWriteTimeout(StreamUnavailable):
     """Kafka did not acknowledge a write within the API's deadline (metering/api/deadline.py)."""
+
+
+class RecordRejected(StreamError):
+    """Kafka refused one record for what it is (too large for the request or the topic):
+    sending it again cannot succeed, but other records can."""
+
+
+class PositionOutOfRange(StreamError):
+    """A fetch position is outside the partition's log (retention deleted the records it
+    points at, or the log was truncated): `positions` maps (topic, partition) to the offset."""
+
+    def __init__(self, message: str, positions: dict[tuple[str, int], int]) -> None:
+        super().__init__(message)
+        self.positions = positions
+
+
+class NotPositioned(StreamError):
+    """A partition has no fetch position yet (assigned, not sought by the rebalance listener
+    yet, with `auto_offset_reset="none"`): the listener's seek follows; nothing to retry."""
+
+    def __init__(self, message: str, partitions: list[tuple[str, int]]) -> None:
+        super().__init__(message)
+        self.partitions = partitions
 
 
 # --- the faces -------------------------------------------------------------------------------

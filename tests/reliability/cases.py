@@ -5,8 +5,9 @@ truth (tests/reliability/workload.py).
 Shared by the test suite (`test_faults.py`, reduced `Scale`) and the full-length runner
 (`run_faults.py`). A case owns everything it uses: topics it creates (and deletes), a private
 Redis in a temporary folder (AOF on, fsync always), processor subprocesses
-(`python -m metering.cli processor`), and for the broker case a private Kafka. Every wait is
-bounded; a case that cannot finish raises instead of hanging.
+(`python -m metering.cli processor`), for the broker case a private Kafka, and for the
+leader-change case a private three-node Kafka cluster. Every wait is bounded; a case that
+cannot finish raises instead of hanging.
 
 Faults per case (counted in `CaseResult.faults`):
 
@@ -17,6 +18,7 @@ Faults per case (counted in `CaseResult.faults`):
 | `redis_restart` | private Redis stopped (SIGTERM or SIGKILL) and started again on its AOF |
 | `redis_outage` | private Redis unreachable for several seconds: paused (SIGSTOP) or down |
 | `kafka_restart` | private broker stopped and started again (stack.sh stop/start/wait) |
+| `leader_change` | private 3-node cluster (RF 3): partition leaders SIGKILLed, preferred election |
 | `rebalance` | up to three processors joining and leaving (SIGTERM or SIGKILL) |
 | `redis_flushed_while_down` | FLUSHALL while no processor runs; restart rebuilds from the log |
 | `redis_flushed_while_running` | FLUSHALL under a running processor: StateLost, no count from 0 |
@@ -37,7 +39,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from metering.core.errors import StateStoreUnavailable
@@ -45,8 +48,9 @@ from metering.settings import Settings
 from metering.state.keys import REBUILDING
 from metering.state.redis_store import RedisStateStore
 from tests.integration.harness import ProcessorProcess, caught_up, outboxes_drained
-from tests.reliability.infra import PrivateKafka, PrivateRedis
+from tests.reliability.infra import PrivateKafka, PrivateKafkaCluster, PrivateRedis
 from tests.reliability.workload import (
+    PLAN_ID,
     StreamProducer,
     Truth,
     Verdict,
@@ -78,6 +82,8 @@ class Scale:
     outage_s: float = 6.0
     """How long Redis stays unreachable (longer than the client's 5 s socket timeout)."""
     catch_up_s: float = 240
+    leader_changes: int = 2
+    """Partition leaders SIGKILLed on the three-node cluster (`leader_change`)."""
 
 
 REDUCED = Scale(
@@ -90,6 +96,7 @@ REDUCED = Scale(
     membership_changes=5,
     outage_s=5.5,
     catch_up_s=180,
+    leader_changes=2,
 )
 FULL = Scale(
     events=30_000,
@@ -101,6 +108,7 @@ FULL = Scale(
     membership_changes=16,
     outage_s=7.0,
     catch_up_s=600,
+    leader_changes=6,
 )
 
 
@@ -144,12 +152,22 @@ class Case:
     """One case's resources: topics, a private Redis, processors, the truth and a stream."""
 
     def __init__(
-        self, name: str, bootstrap: str, folder: Path, seed: int, *, partitions: int = 3
+        self,
+        name: str,
+        bootstrap: str,
+        folder: Path,
+        seed: int,
+        *,
+        partitions: int = 3,
+        replication: int = 1,
+        codecs: tuple[str | None, ...] = (None,),
     ) -> None:
         self.name = name
+        self.codecs = codecs
         self.bootstrap = bootstrap
         self.folder = folder
         self.partitions = partitions
+        self.replication = replication
         self.rng = random.Random(seed)
         self.redis = PrivateRedis(folder / "redis")
         self.truth = Truth(ACCOUNTS)
@@ -167,11 +185,15 @@ class Case:
     async def open(self) -> None:
         self.redis.start()
         prefix = f"faults.{self.name}.{uuid.uuid4().hex[:8]}"
-        self.topics = await create_topics(self.bootstrap, prefix, partitions=self.partitions)
+        self.topics = await create_topics(
+            self.bootstrap, prefix, partitions=self.partitions, replication=self.replication
+        )
         self.settings = case_settings(self.bootstrap, self.redis.url, self.topics)
         await publish_config(self.settings, ACCOUNTS)
         self.store = RedisStateStore.from_url(self.redis.url)
-        self.producer = StreamProducer(self.bootstrap, self.settings.events_topic)
+        self.producer = StreamProducer(
+            self.bootstrap, self.settings.events_topic, codecs=self.codecs
+        )
         await self.producer.start()
 
     async def close(self) -> None:
@@ -299,11 +321,25 @@ def _folder(name: str) -> Iterator[Path]:
 
 @contextlib.asynccontextmanager
 async def opened(
-    name: str, bootstrap: str, seed: int, *, partitions: int = 3
+    name: str,
+    bootstrap: str,
+    seed: int,
+    *,
+    partitions: int = 3,
+    replication: int = 1,
+    codecs: tuple[str | None, ...] = (None,),
 ) -> AsyncIterator[Case]:
     """A `Case` in a temporary folder (under `KEEP[0]`, and kept, when set)."""
     with _folder(name) as tmp:
-        case = Case(name, bootstrap, tmp, seed, partitions=partitions)
+        case = Case(
+            name,
+            bootstrap,
+            tmp,
+            seed,
+            partitions=partitions,
+            replication=replication,
+            codecs=codecs,
+        )
         try:
             await case.open()
             yield case
@@ -471,6 +507,106 @@ def _kill_and_start(kafka: PrivateKafka) -> None:
             break
         time.sleep(0.1)
     kafka.up()
+
+
+async def leader_change(_shared: str, scale: Scale, seed: int) -> CaseResult:
+    """Move partition leaders under load on a private three-node cluster (never the shared
+    test stack): every topic of the case has 3 replicas and `min.insync.replicas` 2, the
+    producer writes with acks=all. Mid-stream, SIGKILL the node leading a partition of the
+    events topic (once each the leader of the thresholds topic and of the configuration
+    topic, which the processor writes and follows), wait until a new leader is elected,
+    start the node again and wait until it is back in sync; then a preferred-leader election
+    moves leaderships back to it with no node going down. The processor must ride through
+    every move (NotLeaderForPartition, a new group coordinator, a controller failover) and
+    never exit."""
+    with tempfile.TemporaryDirectory(prefix="faults-cluster-") as tmp:
+        cluster = PrivateKafkaCluster(Path(tmp) / "cluster")
+        try:
+            await asyncio.to_thread(cluster.start)
+            async with opened("leader_change", cluster.bootstrap, seed, replication=3) as case:
+                moves_done = asyncio.Event()
+                stream = asyncio.create_task(_stream_until(case, scale, moves_done))
+                proc = case.spawn()
+                await proc.ready(timeout_s=120)
+                for i in range(scale.leader_changes):
+                    await asyncio.sleep(case.rng.uniform(0.5, 2.0))
+                    await _kill_a_leader(case, cluster, _leader_target(case, i))
+                    moved = await _elect_preferred(case, cluster)
+                    case.result.notes.append(
+                        f"preferred election {i + 1}: {moved} leadership(s) moved back"
+                    )
+                    if moved:
+                        case.fault("preferred-leader election (no kill)")
+                moves_done.set()
+                await stream
+                case.result.expect(
+                    proc.proc.poll() is None, f"the processor died: {tail(proc.log)}"
+                )
+                seen = proc.log.read_text(errors="replace").count("NotLeaderForPartition")
+                case.result.notes.append(
+                    f"{seen} NotLeaderForPartition answers logged by the processor's clients"
+                )
+                await case.finish(scale)
+                return case.result
+        finally:
+            await asyncio.to_thread(cluster.close)
+
+
+async def _stream_until(case: Case, scale: Scale, done: asyncio.Event) -> None:
+    """The case's stream, then 50 records every half second until `done`: every leader move
+    (about 12 s each) happens while records and crossings flow, without stretching the
+    stream itself."""
+    await case.producer.stream(case.workload, scale.events, duration_s=scale.stream_s)
+    while not done.is_set():
+        await case.producer.send(case.workload.records(50))
+        await asyncio.sleep(0.5)
+
+
+def _leader_target(case: Case, i: int) -> tuple[str, int, str]:
+    """Whose leader the i-th kill hits: (topic, partition, label). The second kill takes the
+    thresholds topic's leader, the third the configuration topic's, the rest an events
+    partition's."""
+    if i == 1:
+        return case.settings.thresholds_topic, 0, "thresholds"
+    if i == 2:
+        return case.settings.accounts_topic, 0, "accounts (configuration)"
+    partition = case.rng.randrange(case.partitions)
+    return case.settings.events_topic, partition, f"events/{partition}"
+
+
+def _fault_label(label: str) -> str:
+    """The fault's name in the figures: one row for all events partitions."""
+    return "events partition" if label.startswith("events/") else label
+
+
+async def _kill_a_leader(
+    case: Case, cluster: PrivateKafkaCluster, target: tuple[str, int, str]
+) -> None:
+    """SIGKILL the node leading `target`, wait for a new leader, restart the node, wait
+    until every replica is in sync again (so the next kill keeps the acks=all quorum)."""
+    topic, partition, label = target
+    leader = await cluster.wait_leader(topic, partition)
+    cluster.kill(leader)
+    began = time.monotonic()
+    new = await cluster.wait_leader(topic, partition, not_on=leader)
+    case.fault(f"SIGKILL of the {_fault_label(label)} leader")
+    case.result.notes.append(
+        f"{label}: node {leader} killed, node {new} leads after {time.monotonic() - began:.1f} s"
+    )
+    await asyncio.sleep(case.rng.uniform(0.2, 1.0))  # the processor runs with a node down
+    await asyncio.to_thread(cluster.start_node, leader)
+    await cluster.wait_in_sync()
+
+
+async def _elect_preferred(case: Case, cluster: PrivateKafkaCluster) -> int:
+    """Preferred-leader election on the case's topics; how many leaderships moved."""
+    moved = 0
+    for topic in case.topics.values():
+        before = await cluster.partitions(topic)
+        await cluster.elect_preferred(topic, sorted(before))
+        after = await cluster.partitions(topic)
+        moved += sum(after[p].leader != before[p].leader for p in before)
+    return moved
 
 
 async def rebalance(bootstrap: str, scale: Scale, seed: int) -> CaseResult:
@@ -696,15 +832,136 @@ async def _delete_log_start(bootstrap: str, tp: TopicPartition) -> int:
     return result[tp]
 
 
+CODECS: tuple[str | None, ...] = (None, "gzip", "snappy", "lz4", "zstd")
+"""Every compression codec Kafka offers; producers may use any of them."""
+
+
+async def compressed(bootstrap: str, scale: Scale, seed: int) -> CaseResult:
+    """The stream arrives in record batches compressed with every codec Kafka offers, chunk by
+    chunk in turn (none, gzip, snappy, lz4, zstd), and the processor is SIGKILLed twice so
+    that a restart reads compressed batches again from its stored positions."""
+    async with opened("compressed", bootstrap, seed, codecs=CODECS) as case:
+        stream = asyncio.create_task(
+            case.producer.stream(case.workload, scale.events, duration_s=scale.stream_s)
+        )
+        proc = case.spawn()
+        for _ in range(2):
+            before = await case.positions_sum()
+            with contextlib.suppress(AssertionError):
+                await wait_for(
+                    lambda b=before: _moved(case, b),  # type: ignore[misc]
+                    timeout_s=40,
+                    what="progress",
+                    procs=[proc],
+                )
+            await asyncio.sleep(case.rng.uniform(0.2, 1.0))
+            proc.kill()
+            case.fault("SIGKILL between compressed batches")
+            proc = case.spawn()
+        await stream
+        case.result.notes.append(
+            "chunks per codec: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(case.producer.chunks_by_codec.items()))
+        )
+        case.result.expect(
+            set(case.producer.chunks_by_codec) == {c or "none" for c in CODECS},
+            f"not every codec was used: {case.producer.chunks_by_codec}",
+        )
+        await case.finish(scale)
+        return case.result
+
+
+def hostile_config_records(rng: random.Random) -> list[tuple[bytes | None, bytes | None, str]]:
+    """Configuration records that must each be refused (key, value, what it is), some of them
+    keyed on the live plan and live accounts: the last good version of those keys stays."""
+    deep = "a = " + "[" * 5000 + "]" * 5000
+    tag = rng.getrandbits(32)
+    return [
+        (b"plan:faults-deep", orjson.dumps({"source": "deep.toml", "toml": deep}), "deep TOML"),
+        (f"plan:{PLAN_ID}".encode(), orjson.dumps({"toml": 5}), "toml is a number (live plan)"),
+        (f"plan:{PLAN_ID}".encode(), b"not json at all", "not JSON (live plan)"),
+        (b"plan:faults-huge", orjson.dumps({"toml": "x = " + "9" * 800_000}), "huge TOML"),
+        (f"account:{ACCOUNTS[3]}".encode(), b"\xff\xfe garbage", "not JSON (live account)"),
+        (
+            f"account:{ACCOUNTS[4]}".encode(),
+            orjson.dumps({"id": "someone-else", "plan": PLAN_ID}),
+            "body names another account (live account)",
+        ),
+        (f"account:{ACCOUNTS[5]}".encode(), b"[" * 100_000, "deeply nested JSON (live account)"),
+        (f"account:{ACCOUNTS[6]}".encode(), orjson.dumps([1, 2, 3]), "JSON array (live account)"),
+        (None, b"{}", "no key"),
+        (b"\xff\xfekey", b"{}", "key not UTF-8"),
+        (f"weird:{tag}".encode(), b"{}", "unknown key prefix"),
+        (f"account:ghost-{tag}".encode(), None, "tombstone of an unknown account"),
+    ]
+
+
+async def hostile_config(bootstrap: str, scale: Scale, seed: int) -> CaseResult:
+    """Bad records on the configuration topic, before the first processor starts and again
+    mid-stream, several keyed on the live plan and live accounts; processors restart twice,
+    re-reading them at start-up. Every account keeps its last good configuration and every
+    event is counted exactly; no processor exits."""
+    async with opened("hostile_config", bootstrap, seed) as case:
+        bad = hostile_config_records(case.rng)
+        await _produce_config(case, bad)
+        case.fault("bad configuration records before start")
+        stream = asyncio.create_task(
+            case.producer.stream(case.workload, scale.events, duration_s=scale.stream_s)
+        )
+        proc = case.spawn()
+        for _ in range(2):
+            before = await case.positions_sum()
+            await wait_for(
+                lambda b=before: _moved(case, b),  # type: ignore[misc]
+                timeout_s=90,
+                what="progress despite bad configuration records",
+                procs=[proc],
+            )
+            await _produce_config(case, bad)
+            case.fault("bad configuration records mid-stream")
+            await asyncio.sleep(case.rng.uniform(0.5, 1.5))
+            case.result.expect(proc.terminate() == 0, f"graceful stop failed: {tail(proc.log)}")
+            case.fault("processor restarted over bad records")
+            proc = case.spawn()
+        await stream
+        await case.finish(scale)
+        bad_exits = case.exited_badly()
+        case.result.expect(not bad_exits, f"processors exited: {bad_exits}")
+        # Each refusal is logged with its key and reason by every processor that read it.
+        for proc in case.procs:
+            text = proc.log.read_text(errors="replace")
+            for key, value, what in bad:
+                if key is None or value is None or not key.isascii():
+                    continue  # no key, a tombstone, a key that is not text: checked elsewhere
+                line = f"configuration record refused (the previous version stays): {key.decode()}"
+                case.result.expect(line in text, f"{proc.log.name}: {what} not logged as refused")
+        return case.result
+
+
+async def _produce_config(
+    case: Case, records: list[tuple[bytes | None, bytes | None, str]]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=case.bootstrap, max_request_size=4 * 1024 * 1024)
+    await producer.start()
+    try:
+        for key, value, _what in records:
+            await producer.send_and_wait(case.settings.accounts_topic, key=key, value=value)
+    finally:
+        await producer.stop()
+
+
 CASES: dict[str, Callable[[str, Scale, int], Awaitable[CaseResult]]] = {
     "baseline": baseline,
     "sigkill": sigkill,
     "redis_restart": redis_restart,
     "redis_outage": redis_outage,
     "kafka_restart": kafka_restart,
+    "leader_change": leader_change,
     "rebalance": rebalance,
     "redis_flushed_while_down": redis_flushed_while_down,
     "redis_flushed_while_running": redis_flushed_while_running,
     "redis_restored_from_backup": redis_restored_from_backup,
     "log_start_deleted": log_start_deleted,
+    "compressed": compressed,
+    "hostile_config": hostile_config,
 }

@@ -13,10 +13,16 @@ lives in a temporary folder.
   `pause`/`resume` (SIGSTOP/SIGCONT) make it unreachable without closing its connections.
 - `PrivateKafka`: a second broker started by `deploy/local/stack.sh` with its own
   `METERING_STACK_DIR` and ports, stopped and started like the real stack.
+- `PrivateKafkaCluster`: three combined broker + controller nodes (KRaft, one static voter
+  list, one cluster id), replication factor 3 and `min.insync.replicas` 2, so a broker that
+  leads a partition can be SIGKILLed and the partition moves to another leader. stack.sh runs
+  one node only, so these are started here from the same jars, template and log4j file.
+- `SaslKafka`: one broker whose client listener speaks SASL (also started here).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -32,6 +38,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError, for_code
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.types import Array, Int8, Int16, Int32, Schema, String
 
 REPO = Path(__file__).resolve().parents[2]
 STACK_SH = REPO / "deploy" / "local" / "stack.sh"
@@ -314,6 +324,381 @@ class PrivateKafka:
             with contextlib.suppress(Exception):
                 self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _new_cluster_id() -> str:
+    """What `StorageTool random-uuid` prints: 16 random bytes, base64url, never starting "-"."""
+    return "A" + base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")[1:]
+
+
+def _render_broker_template(client: int, controller: int, data: Path) -> str:
+    """deploy/local/kafka/server.properties with its placeholders filled in."""
+    template = (REPO / "deploy" / "local" / "kafka" / "server.properties").read_text()
+    return (
+        template.replace("@KAFKA_PORT@", str(client))
+        .replace("@KAFKA_CONTROLLER_PORT@", str(controller))
+        .replace("@KAFKA_DATA_DIR@", str(data))
+    )
+
+
+def _java(logs: Path) -> list[str]:
+    """`java` with the project's log4j2 file, the node's log folder and the Maven jars."""
+    return [
+        "java",
+        f"-Dlog4j2.configurationFile={REPO}/deploy/local/kafka/log4j2.properties",
+        f"-Dkafka.logs.dir={logs}",
+        "-cp",
+        f"{kafka_jars()}/*",
+    ]
+
+
+class _ElectLeadersResponseV1(Response):  # type: ignore[misc]
+    API_KEY = 43
+    API_VERSION = 1
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        ("error_code", Int16),
+        (
+            "results",
+            Array(
+                ("topic", String("utf-8")),
+                (
+                    "partitions",
+                    Array(
+                        ("partition", Int32),
+                        ("error_code", Int16),
+                        ("error_message", String("utf-8")),
+                    ),
+                ),
+            ),
+        ),
+    )
+
+
+class _ElectLeadersRequestV1(RequestStruct):  # type: ignore[misc]
+    API_KEY = 43
+    API_VERSION = 1
+    RESPONSE_TYPE = _ElectLeadersResponseV1
+    SCHEMA = Schema(
+        ("election_type", Int8),
+        ("topic_partitions", Array(("topic", String("utf-8")), ("partitions", Array(Int32)))),
+        ("timeout_ms", Int32),
+    )
+
+
+class _ElectPreferredLeaders(Request[_ElectLeadersRequestV1]):  # type: ignore[misc]
+    """ElectLeaders (API 43) v1, election type 0 (preferred replica): aiokafka's admin client
+    has no call for it, and the jars hold no kafka-tools (LeaderElectionCommand)."""
+
+    API_KEY = 43
+
+    def __init__(self, topic: str, partitions: list[int]) -> None:
+        self._topic = topic
+        self._partitions = partitions
+
+    def build(self, request_struct_class: type[_ElectLeadersRequestV1]) -> _ElectLeadersRequestV1:
+        return request_struct_class(0, [(self._topic, self._partitions)], 30_000)
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """One partition as the cluster's metadata describes it."""
+
+    leader: int
+    """Node id of the leader, -1 while none is elected."""
+    replicas: tuple[int, ...]
+    """Assigned replicas; the first one is the preferred leader."""
+    isr: tuple[int, ...]
+
+
+@dataclass
+class PrivateKafkaCluster:
+    """Three Kafka nodes of our own (KRaft, each `process.roles=broker,controller`), in `folder`.
+
+    Node ids 1-3 share one static `controller.quorum.voters` list and one cluster id (each
+    node's storage formatted with it). Every node renders the project's broker template
+    (deploy/local/kafka/server.properties) and then overrides what a cluster needs (later keys
+    win in a properties file): its id, the voter list, replication factor 3 for new and
+    internal topics, `min.insync.replicas` 2 (an acks=all write survives one node down), and
+    no automatic leader rebalance, so leaders move only when the test moves them.
+    """
+
+    folder: Path
+    ports: list[int] = field(default_factory=lambda: free_ports(6))
+    """Client ports of nodes 1-3, then their controller ports."""
+    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    nodes: tuple[int, ...] = (1, 2, 3)
+    heap: str = "-Xmx384m"
+
+    def client_port(self, node: int) -> int:
+        return self.ports[node - 1]
+
+    def controller_port(self, node: int) -> int:
+        return self.ports[len(self.nodes) + node - 1]
+
+    @property
+    def bootstrap(self) -> str:
+        """All three client addresses (clients find the live ones)."""
+        return ",".join(f"127.0.0.1:{self.client_port(n)}" for n in self.nodes)
+
+    def _dir(self, node: int) -> Path:
+        return self.folder / f"node-{node}"
+
+    def _properties(self, node: int) -> Path:
+        home = self._dir(node)
+        voters = ",".join(f"{n}@127.0.0.1:{self.controller_port(n)}" for n in self.nodes)
+        client, controller = self.client_port(node), self.controller_port(node)
+        overrides = [
+            f"node.id={node}",
+            f"controller.quorum.voters={voters}",
+            f"listeners=PLAINTEXT://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{client}",
+            "default.replication.factor=3",
+            "min.insync.replicas=2",
+            "offsets.topic.replication.factor=3",
+            "transaction.state.log.replication.factor=3",
+            "transaction.state.log.min.isr=2",
+            "share.coordinator.state.topic.replication.factor=3",
+            "share.coordinator.state.topic.min.isr=2",
+            "auto.leader.rebalance.enable=false",
+            # A SIGKILLed node is fenced (its partitions get new leaders) once its broker
+            # session expires: 4 s instead of 9 s keeps each fault short.
+            "broker.session.timeout.ms=4000",
+            "broker.heartbeat.interval.ms=1000",
+        ]
+        props = home / "server.properties"
+        props.write_text(
+            _render_broker_template(client, controller, home / "data")
+            + "\n# Three-node cluster overrides (tests/reliability/infra.py)\n"
+            + "\n".join(overrides)
+            + "\n"
+        )
+        return props
+
+    def start(self, timeout_s: float = 180) -> None:
+        """Format every node's storage with one cluster id (the three formats run at once:
+        each is a JVM start), start all three, wait for them."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        cluster_id = _new_cluster_id()
+        formats = []
+        for node in self.nodes:
+            logs = self._dir(node) / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            props = self._properties(node)
+            storage_format = ["kafka.tools.StorageTool", "format", "--config", str(props)]
+            formats.append(
+                subprocess.Popen(
+                    [*_java(logs), *storage_format, "--cluster-id", cluster_id],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        for node, fmt in zip(self.nodes, formats, strict=True):
+            try:
+                out, _ = fmt.communicate(timeout=180)
+            except subprocess.TimeoutExpired:
+                fmt.kill()
+                out, _ = fmt.communicate(timeout=30)
+            if fmt.returncode != 0:
+                raise RuntimeError(f"kafka storage format of node {node} failed: {out.decode()}")
+        for node in self.nodes:
+            self._launch(node)
+        self.wait(timeout_s)
+
+    def _launch(self, node: int) -> None:
+        logs = self._dir(node) / "logs"
+        server_log = logs / "server.log"
+        if server_log.exists():  # a fresh log per start: readiness reads this run's lines only
+            server_log.replace(logs / "server.log.previous")
+        java, *options = _java(logs)
+        props = str(self._dir(node) / "server.properties")
+        out = (logs / "stdout.log").open("ab")
+        try:
+            self.procs[node] = subprocess.Popen(
+                [java, "-Xms128m", self.heap, "-XX:+UseG1GC", *options, "kafka.Kafka", props],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            out.close()
+
+    def alive(self, node: int) -> bool:
+        proc = self.procs.get(node)
+        return proc is not None and proc.poll() is None
+
+    def _started(self, node: int) -> bool:
+        """This run of the node logged "Kafka Server started" (it is then unfenced)."""
+        if not self.alive(node):
+            raise RuntimeError(f"Kafka node {node} exited: {self.log_tail(node)}")
+        log = self._dir(node) / "logs" / "server.log"
+        with contextlib.suppress(OSError):
+            return "Kafka Server started" in log.read_text(errors="replace")
+        return False
+
+    def wait(self, timeout_s: float = 180) -> None:
+        """Until every running node started and the metadata lists all of them as brokers."""
+        deadline = time.monotonic() + timeout_s
+        running = [n for n in self.nodes if n in self.procs]
+        while time.monotonic() < deadline:
+            if all(self._started(n) for n in running):
+                brokers = _run(self._broker_ids(), timeout_s=15, default=set())
+                if brokers >= set(running):
+                    return
+            time.sleep(0.3)
+        raise RuntimeError(
+            f"Kafka nodes {running} not all ready after {timeout_s:.0f} s: "
+            + " | ".join(self.log_tail(n, 5) for n in running)
+        )
+
+    async def _admin(self) -> AIOKafkaAdminClient:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000)
+        await admin.start()
+        return admin
+
+    async def _broker_ids(self) -> set[int]:
+        admin = await self._admin()
+        try:
+            cluster = await admin.describe_cluster()
+            return {int(b["node_id"]) for b in cluster["brokers"]}
+        finally:
+            await admin.close()
+
+    async def describe(self, topics: list[str] | None) -> dict[str, dict[int, PartitionState]]:
+        """Leader, replicas and in-sync replicas of every partition of `topics` (None: of
+        every topic, the internal ones included)."""
+        admin = await self._admin()
+        try:
+            described = await admin.describe_topics(topics)
+        finally:
+            await admin.close()
+        out: dict[str, dict[int, PartitionState]] = {}
+        for info in described:
+            if info["error_code"]:
+                raise for_code(info["error_code"])(f"describe {info['topic']}")
+            out[info["topic"]] = {
+                int(p["partition"]): PartitionState(
+                    int(p["leader"]), tuple(p["replicas"]), tuple(p["isr"])
+                )
+                for p in info["partitions"]
+            }
+        return out
+
+    async def partitions(self, topic: str) -> dict[int, PartitionState]:
+        """Leader, replicas and in-sync replicas of every partition of `topic`."""
+        return (await self.describe([topic]))[topic]
+
+    async def leader_of(self, topic: str, partition: int) -> int:
+        """Node id leading `topic`/`partition` per the metadata (-1 while none is)."""
+        return (await self.partitions(topic))[partition].leader
+
+    async def wait_leader(
+        self, topic: str, partition: int, *, not_on: int | None = None, timeout_s: float = 60
+    ) -> int:
+        """Until `topic`/`partition` has a leader (other than `not_on`); returns its id."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(KafkaError, OSError):
+                leader = await self.leader_of(topic, partition)
+                if leader >= 0 and leader != not_on:
+                    return leader
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"{topic}/{partition}: no new leader after {timeout_s:.0f} s")
+
+    async def wait_in_sync(self, timeout_s: float = 120) -> None:
+        """Until every partition of every topic has all its replicas in sync (a restarted
+        node caught up): only then can another node go down without losing the acks=all
+        quorum of `min.insync.replicas` 2."""
+        deadline = time.monotonic() + timeout_s
+        lagging: list[str] = []
+        while time.monotonic() < deadline:
+            lagging = []
+            try:
+                for topic, parts in (await self.describe(None)).items():
+                    lagging += [
+                        f"{topic}/{p} isr {state.isr}"
+                        for p, state in parts.items()
+                        if set(state.isr) != set(state.replicas)
+                    ]
+            except (KafkaError, OSError) as exc:
+                lagging.append(str(exc))
+            if not lagging:
+                return
+            await asyncio.sleep(0.3)
+        raise RuntimeError(f"replicas not in sync after {timeout_s:.0f} s: {lagging[:5]}")
+
+    async def elect_preferred(self, topic: str, partitions: list[int]) -> None:
+        """Preferred-replica election: each partition moves back to its first replica, with
+        no node going down (what `kafka-leader-election --election-type preferred` does)."""
+        admin = await self._admin()
+        try:
+            node = next(iter(b.nodeId for b in admin._client.cluster.brokers()))
+            response = await admin._client.send(node, _ElectPreferredLeaders(topic, partitions))
+        finally:
+            await admin.close()
+        if response.error_code:
+            raise for_code(response.error_code)(f"elect leaders of {topic}")
+        for _topic, results in response.results:
+            for partition, code, message in results:
+                # ELECTION_NOT_NEEDED (84): the preferred replica leads already.
+                if code not in (0, 84):
+                    raise for_code(code)(f"elect leader of {topic}/{partition}: {message}")
+
+    def kill(self, node: int) -> None:
+        """SIGKILL one node (no controlled shutdown: its leaderships are taken away by the
+        controller once its broker session expires) and wait until the process is gone."""
+        proc = self.procs.get(node)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.kill()
+        proc.wait(timeout=30)
+
+    def start_node(self, node: int, timeout_s: float = 180) -> None:
+        """Start a stopped node again on its data folder and wait until it is a broker again."""
+        if self.alive(node):
+            return
+        self._launch(node)
+        self.wait(timeout_s)
+
+    def log_tail(self, node: int, lines: int = 30) -> str:
+        text = ""
+        for name in ("server.log", "stdout.log"):
+            with contextlib.suppress(OSError):
+                text += (self._dir(node) / "logs" / name).read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 60) -> None:
+        """End every node: SIGTERM all (controlled shutdown), SIGKILL what is left."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + timeout_s
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
+
+    def close(self) -> None:
+        """Every node ended and the folder removed (its data are only this run's).
+
+        With the quorum gone, a node's controlled shutdown waits for a controller that
+        never answers: after the first 20 s the rest are killed (nothing here is kept)."""
+        self.stop(timeout_s=20)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _run(coro: Any, *, timeout_s: float, default: Any) -> Any:
+    """Run an admin coroutine from synchronous code, bounded; `default` when Kafka fails."""
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coro, timeout_s)
+
+    try:
+        return asyncio.run(bounded())
+    except (KafkaError, OSError, TimeoutError):
+        return default
 
 
 def kafka_jars() -> Path:

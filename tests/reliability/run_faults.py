@@ -7,7 +7,8 @@
 
 Kafka: the shared test stack's broker (METERING_TEST_KAFKA_BOOTSTRAP, or the one
 `deploy/local/stack.sh --profile test` runs; it is started when down and left running), only for
-topics each case creates and deletes. The broker-restart case starts a private broker.
+topics each case creates and deletes. The broker-restart case starts a private broker, the
+leader-change case a private three-node cluster.
 Redis: every case starts its own. Exit status 0 when every case matched the truth exactly.
 """
 

@@ -207,8 +207,11 @@ def month_of(ms: int) -> str:
 # --- Kafka helpers (usable outside pytest: the runner has no fixtures) --------------------
 
 
-async def create_topics(bootstrap: str, prefix: str, *, partitions: int) -> dict[str, str]:
-    """Fresh topics for one case: events (`partitions`), and 1-partition side topics."""
+async def create_topics(
+    bootstrap: str, prefix: str, *, partitions: int, replication: int = 1
+) -> dict[str, str]:
+    """Fresh topics for one case: events (`partitions`), and 1-partition side topics, each
+    with `replication` replicas (3 on the private three-node cluster)."""
     names = {
         "events_topic": f"{prefix}.events",
         "dead_letter_topic": f"{prefix}.dead-letter",
@@ -221,7 +224,7 @@ async def create_topics(bootstrap: str, prefix: str, *, partitions: int) -> dict
     try:
         response = await admin.create_topics(
             [
-                NewTopic(name, partitions if field_ == "events_topic" else 1, 1)
+                NewTopic(name, partitions if field_ == "events_topic" else 1, replication)
                 for field_, name in names.items()
             ]
         )
@@ -279,29 +282,49 @@ class StreamProducer:
     bytes.
     """
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, *, codecs: tuple[str | None, ...] = (None,)
+    ) -> None:
         self.topic = topic
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            linger_ms=10,
-            enable_idempotence=True,
-            request_timeout_ms=60_000,
-        )
+        self.producers = [
+            AIOKafkaProducer(
+                bootstrap_servers=bootstrap,
+                linger_ms=10,
+                enable_idempotence=True,
+                request_timeout_ms=60_000,
+                compression_type=codec,
+            )
+            for codec in codecs
+        ]
+        """One producer per compression codec; chunks go to them in turn."""
+        self.codecs = codecs
         self.sent = 0
         self.retries = 0
+        self.chunks = 0
+        self.chunks_by_codec: dict[str, int] = {}
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The producer of the current chunk."""
+        return self.producers[self.chunks % len(self.producers)]
 
     async def start(self) -> None:
-        await self.producer.start()
+        for producer in self.producers:
+            await producer.start()
 
     async def stop(self) -> None:
-        await self.producer.stop()
+        for producer in self.producers:
+            await producer.stop()
 
     async def send(self, records: list[tuple[bytes, bytes]], *, attempts: int = 10) -> None:
+        producer = self.producer
+        codec = self.codecs[self.chunks % len(self.codecs)] or "none"
+        self.chunks += 1
+        self.chunks_by_codec[codec] = self.chunks_by_codec.get(codec, 0) + 1
         for attempt in range(attempts):
             try:
                 futures = [
-                    await self.producer.send(self.topic, key=key, value=value)
-                    for key, value in records
+                    await producer.send(self.topic, key=key, value=value) for key, value in records
                 ]
                 await asyncio.gather(*futures)
             except KafkaError:

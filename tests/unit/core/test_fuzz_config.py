@@ -1,4 +1,4 @@
-"""Hostile records through the directory's apply path, the way tests/unit/test_fuzz_events.py
+"""Hostile records through the directory's apply path, the way tests/unit/core/test_fuzz_events.py
 fuzzes events: whatever the key and value bytes, `Directory.apply_record` applies the record or
 returns a `Refusal` with a known reason, never raises, and a refused record changes nothing
 (the last good version of its key stays in force).
