@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import fields
@@ -26,7 +25,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from metering.core.errors import MeteringError
-from metering.core.ports import OutboxEntry, OutboxStore
+from metering.core.ports import Clock, OutboxEntry, OutboxStore, wall_clock_ms
 from metering.settings import Settings
 from streams.kafka import translated
 
@@ -68,7 +67,7 @@ class OutboxPublisher:
         on_pending: Callable[[int], None] = lambda n: None,
         on_oldest_age: Callable[[float], None] | None = None,
         on_error: Callable[[Exception], None] = lambda exc: None,
-        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        clock_ms: Clock = wall_clock_ms,
     ) -> None:
         """`on_pending` gets the number of indexed outboxes and `on_oldest_age` the age in
         seconds of their oldest entry (0 when none) on every `publish_indexed`, so that a stuck

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -42,6 +41,7 @@ from metering.core.errors import MeteringError
 from metering.core.periods import DAY_MS, PeriodKind
 from metering.core.plans import Plan
 from metering.core.ports import (
+    Clock,
     CloseStatus,
     CloseStep,
     CloseStore,
@@ -49,6 +49,7 @@ from metering.core.ports import (
     LadderWrites,
     OutboxPublishing,
     TierWrite,
+    wall_clock_ms,
 )
 from metering.core.rollups import (
     Code,
@@ -167,7 +168,7 @@ class PeriodCloser:
         *,
         partitions: Partitions,
         publisher: OutboxPublishing | None = None,
-        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        clock_ms: Clock = wall_clock_ms,
     ) -> None:
         self._store = store
         self._directory = directory

@@ -66,11 +66,13 @@ from metering.core.errors import (
 from metering.core.fold import AccountWork
 from metering.core.ports import (
     ApplyStatus,
+    Clock,
     EventMapper,
     OutboxPublishing,
     SideOutputs,
     SourceRef,
     UsageStore,
+    wall_clock_ms,
 )
 from streams.kafka import translated
 from streams.metrics import ProcessorMetrics
@@ -121,7 +123,7 @@ class UsageProcessor:
         side_outputs: SideOutputs,
         publisher: OutboxPublishing,
         metrics: ProcessorMetrics,
-        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        clock_ms: Clock = wall_clock_ms,
     ) -> None:
         self._config = config
         self._consumer = consumer

@@ -229,15 +229,12 @@ def _api_keys(args: argparse.Namespace, settings: Settings) -> int:
 
 def _closer(args: argparse.Namespace, settings: Settings) -> int:
     """Close due periods: statements and tier placements (ADR 0004), until SIGTERM or once."""
-    import signal  # noqa: PLC0415
-
     from metering.runtime.closer import run_closer  # noqa: PLC0415 - keep Kafka out of --help
+    from metering.runtime.process import stop_on_signals  # noqa: PLC0415
 
     async def run() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop)
         report = await run_closer(settings, stop, once=args.once)
         print(
             f"closed {report.frozen} periods of {report.accounts} accounts: "

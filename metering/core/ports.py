@@ -15,7 +15,7 @@ batch (ADR 0005), which is why a value type here knows its encoded form.
 
 Values: `ThresholdRule`, `MeterRule`, `ApplyStep` -> `ApplyOutcome` (apply step);
 `CloseStep` -> `CloseOutcome` (close step); `MemberVerdict` (admission); `OutboxEntry`;
-`SourceRef`.
+`SourceRef`. The clock: `Clock`, `wall_clock_ms`.
 Protocols: `EventMapper`, `UsageStore` (processor; its `PositionStore` part), `OutboxStore`
 (publisher), `CloseStore` (closer), `SideOutputs` (dead-letter and late records),
 `OutboxPublishing`.
@@ -23,7 +23,8 @@ Protocols: `EventMapper`, `UsageStore` (processor; its `PositionStore` part), `O
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -241,6 +242,18 @@ class SourceRef:
 
     def header(self) -> bytes:
         return f"{self.topic}/{self.partition}/{self.offset}".encode()
+
+
+# --- the clock -------------------------------------------------------------------------------
+
+Clock = Callable[[], int]
+"""Epoch milliseconds now. Engines take one (default `wall_clock_ms`) so that tests, the
+benchmarks and the backfill decide what time it is."""
+
+
+def wall_clock_ms() -> int:
+    """The wall clock in epoch milliseconds: the one definition every room uses."""
+    return time.time_ns() // 1_000_000
 
 
 # --- Protocols -------------------------------------------------------------------------------

@@ -12,22 +12,19 @@ import contextlib
 import gc
 import logging
 import os
-import signal
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from prometheus_client import (
     CollectorRegistry,
-    PlatformCollector,
-    ProcessCollector,
-    start_http_server,
 )
 
 from metering.core.directory import Directory
 from metering.core.errors import StreamError
 from metering.core.gauge_months import GaugeMonths
 from metering.core.mapper import MapperLimits, PlanMapper
+from metering.runtime.process import freeze_startup_heap, metrics_registry, stop_on_signals
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
@@ -196,8 +193,7 @@ def tune_gc() -> None:
     measured as half of the per-event CPU time (docs/benchmarks.md). Memory is still freed by
     reference counting; only cycle detection runs less often.
     """
-    gc.collect()
-    gc.freeze()
+    freeze_startup_heap()
     gc.set_threshold(100_000, 50, 100)
 
 
@@ -207,17 +203,11 @@ def main_processor(settings: Settings) -> None:
     The endpoint also carries the standard `process_*` (CPU, memory, file descriptors) and
     `python_info` series, so the dashboard can show a processor's resources next to its work.
     """
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
+    registry = metrics_registry(settings, resources=True)
 
     async def _main() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop)
         await run_until_stopped(settings, stop, registry=registry, gc_tuning=True)
         log.info("processor stopped cleanly")
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
+from metering.runtime.process import metrics_registry, stop_on_signals
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
@@ -53,15 +53,11 @@ async def run_publisher(
 
 def main_publisher(settings: Settings) -> None:
     """Entry point: metrics endpoint, signals, run."""
-    registry = CollectorRegistry()
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
+    registry = metrics_registry(settings)
 
     async def _main() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop)
         await run_publisher(settings, stop, registry)
         log.info("publisher stopped cleanly")
 
