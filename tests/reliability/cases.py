@@ -38,6 +38,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -213,9 +214,9 @@ class Case:
 
     # -- processors ---------------------------------------------------------------------------
 
-    def spawn(self, name: str = "processor") -> ProcessorProcess:
+    def spawn(self, name: str = "processor", **overrides: Any) -> ProcessorProcess:
         log = self.folder / f"{name}.log"
-        proc = ProcessorProcess.start(self.settings, log)
+        proc = ProcessorProcess.start(self.settings, log, **overrides)
         self.procs.append(proc)
         self.result.processors_started += 1
         return proc
@@ -249,9 +250,16 @@ class Case:
 
     # -- the end of every case ----------------------------------------------------------------
 
-    async def finish(self, scale: Scale, *, stop_exit_codes: tuple[int, ...] = (0,)) -> None:
+    async def finish(
+        self,
+        scale: Scale,
+        *,
+        stop_exit_codes: tuple[int, ...] = (0,),
+        truth: Callable[[], Awaitable[Truth]] | None = None,
+    ) -> None:
         """Ensure one processor runs, wait for catch-up and drained outboxes, stop the
-        processors gracefully and compare with the truth."""
+        processors gracefully and compare with the truth (`truth()` when a case's truth can
+        only be known at the end, e.g. after records were lost on purpose)."""
         if not self.running():
             self.spawn("final")
         await wait_for(
@@ -274,7 +282,8 @@ class Case:
             self.result.expect(
                 code in stop_exit_codes, f"{proc.log.name} stopped with {code}: {tail(proc.log)}"
             )
-        self.result.verdict = await compare(self.settings, self.store, self.truth, self.month)
+        final = self.truth if truth is None else await truth()
+        self.result.verdict = await compare(self.settings, self.store, final, self.month)
 
 
 def tail(log: Path, chars: int = 1500) -> str:
@@ -950,6 +959,168 @@ async def _produce_config(
         await producer.stop()
 
 
+NEAR_LIMIT_BYTES = 1_040_000
+"""A value the broker takes at its defaults (1 MiB batches) that cannot be forwarded whole
+with the dead-letter headers: its summary goes instead."""
+
+
+def _oversized_record(case: Case, size: int) -> tuple[bytes, bytes]:
+    """A usage event padded to `size` bytes (unique bytes: matched one by one)."""
+    account = case.rng.choice(ACCOUNTS)
+    doc = {
+        "specversion": "1.0",
+        "id": uuid.UUID(int=case.rng.getrandbits(128)).hex,
+        "source": "faults",
+        "type": "email.sent",
+        "subject": account,
+        "time": "2026-01-01T00:00:00Z",
+        "data": {"contact": "c1", "kind": "marketing", "pad": ""},
+    }
+    value = orjson.dumps(doc)
+    pad = "x" * (size - len(value))
+    doc["data"]["pad"] = pad  # type: ignore[index]
+    return account.encode(), orjson.dumps(doc)
+
+
+async def oversized(bootstrap: str, scale: Scale, seed: int) -> CaseResult:
+    """Records of about 1 MiB (accepted by the broker at its defaults, too large to forward
+    whole to the dead-letter topic) and of 200 KB in the middle of the stream, and a SIGKILL
+    after them: every partition keeps flowing, the large ones reach the dead-letter topic as
+    summaries (matched by their SHA-256), the others whole."""
+    async with opened("oversized", bootstrap, seed) as case:
+        stream = asyncio.create_task(
+            case.producer.stream(case.workload, scale.events, duration_s=scale.stream_s)
+        )
+        proc = case.spawn()
+        big = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=2 * 1024 * 1024)
+        await big.start()
+        try:
+            for i in range(6):
+                await asyncio.sleep(scale.stream_s / 8)
+                size = NEAR_LIMIT_BYTES if i % 2 == 0 else 200_000
+                key, value = _oversized_record(case, size)
+                await big.send_and_wait(case.settings.events_topic, key=key, value=value)
+                case.truth.add_invalid(value)
+                case.fault(f"record of {size:,} bytes")
+                if i == 3:
+                    await asyncio.sleep(0.5)
+                    proc.kill()
+                    case.fault("SIGKILL after large records")
+                    proc = case.spawn()
+        finally:
+            await big.stop()
+        await stream
+        await case.finish(scale)
+        return case.result
+
+
+async def retention_behind(bootstrap: str, scale: Scale, seed: int) -> CaseResult:
+    """Retention deletes records a running processor has not applied yet (it is paused with
+    SIGSTOP for a moment, shorter than its session, while the stream goes on and the log start
+    of a partition moves past its position). It must stop with StateLost naming the lost range
+    (exit status 2), and the same on a restart; restarted with `--accept-lost-records` it logs
+    the range and goes on. The truth then is every record except the lost range."""
+    async with opened("retention_behind", bootstrap, seed) as case:
+        tp = TopicPartition(case.settings.events_topic, 0)
+        proc = case.spawn()
+        await case.producer.stream(case.workload, scale.events // 2, duration_s=scale.stream_s / 2)
+        await wait_for(
+            lambda: caught_up(case.settings, case.store),
+            timeout_s=scale.catch_up_s,
+            what="catch-up",
+            procs=[proc],
+        )
+        proc.proc.send_signal(signal.SIGSTOP)
+        try:
+            await case.producer.send(case.workload.records(scale.events // 2))
+            before = await _read_partition(bootstrap, tp)
+            cut = await _delete_up_to(bootstrap, tp, len(before) and before[-1].offset + 1)
+        finally:
+            proc.proc.send_signal(signal.SIGCONT)
+        case.fault("log start moved past a running processor's position")
+        case.result.notes.append(f"log start of {tp.topic}/{tp.partition} moved to {cut}")
+        try:
+            await wait_for(lambda: _exited(proc), timeout_s=120, what="StateLost exit")
+        except AssertionError as exc:
+            case.result.expect(False, str(exc))
+            proc.kill()
+        text = proc.log.read_text(errors="replace")
+        case.result.expect(proc.proc.returncode == 2, f"exit status {proc.proc.returncode}, not 2")
+        case.result.expect(
+            "deleted by retention" in text and f"{tp.topic}/{tp.partition}" in text,
+            f"no StateLost naming the partition and range: {tail(proc.log)}",
+        )
+        again = case.spawn("restart-refused")
+        await wait_for(lambda: _exited(again), timeout_s=120, what="StateLost exit on restart")
+        case.result.expect(
+            again.proc.returncode == 2, f"restart exited {again.proc.returncode}, not 2"
+        )
+        stored = await case.store.positions(
+            case.settings.consumer_group, case.settings.events_topic, [0]
+        )
+        applied_to = stored[0][0] + 1 if 0 in stored else 0  # stored: the last offset applied
+        accepted = case.spawn("accepting", accept_lost_records=True)
+        await case.producer.stream(case.workload, 200, duration_s=1)
+        lost = [r for r in before if applied_to <= r.offset < cut]
+        case.result.notes.append(f"records {applied_to}..{cut - 1} ({len(lost)}) lost by retention")
+
+        async def truth_without_lost_range() -> Truth:
+            """Every record but the lost range, from the log as it was (in order per partition)."""
+            truth = Truth(ACCOUNTS)
+            kept = [r for r in before if r.offset < applied_to]
+            rest = await _read_rest(bootstrap, case.settings.events_topic, case.partitions)
+            for r in kept + rest:
+                if bytes(r.value) in case.truth.invalid:
+                    truth.add_invalid(bytes(r.value))
+                else:
+                    truth.add(orjson.loads(r.value))
+            return truth
+
+        await case.finish(scale, truth=truth_without_lost_range)
+        text = accepted.log.read_text(errors="replace")
+        case.result.expect(
+            f"{applied_to}..{cut - 1}" in text,
+            f"the accepted loss {applied_to}..{cut - 1} is not logged: {tail(accepted.log)}",
+        )
+        return case.result
+
+
+async def _read_partition(bootstrap: str, tp: TopicPartition) -> list[Any]:
+    """Every record of one partition, from its log start to its end now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        found: list[Any] = []
+        deadline = time.monotonic() + 60
+        while await consumer.position(tp) < end and time.monotonic() < deadline:
+            for records in (await consumer.getmany(tp, timeout_ms=500)).values():
+                found.extend(records)
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def _read_rest(bootstrap: str, topic: str, partitions: int) -> list[Any]:
+    """The whole topic as it is now, partition by partition (a cut one from its moved start)."""
+    found: list[Any] = []
+    for p in range(partitions):
+        found.extend(await _read_partition(bootstrap, TopicPartition(topic, p)))
+    return found
+
+
+async def _delete_up_to(bootstrap: str, tp: TopicPartition, offset: int) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        result = await admin.delete_records({tp: RecordsToDelete(offset)})
+    finally:
+        await admin.close()
+    return result[tp]
+
+
 CASES: dict[str, Callable[[str, Scale, int], Awaitable[CaseResult]]] = {
     "baseline": baseline,
     "sigkill": sigkill,
@@ -964,4 +1135,6 @@ CASES: dict[str, Callable[[str, Scale, int], Awaitable[CaseResult]]] = {
     "log_start_deleted": log_start_deleted,
     "compressed": compressed,
     "hostile_config": hostile_config,
+    "oversized": oversized,
+    "retention_behind": retention_behind,
 }

@@ -15,6 +15,7 @@ so the dead-letter check can match them one by one).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 import uuid
@@ -487,6 +488,23 @@ async def compare(settings: Settings, store: RedisStateStore, truth: Truth, mont
         settings.kafka_bootstrap, settings.dead_letter_topic, at_least=len(truth.invalid)
     )
     v.dead_letter_deliveries = len(dead)
-    got_dead = {bytes(r.value) for r in dead if dict(r.headers).get("reason")}
-    v.dead_letters_missing = len(truth.invalid - got_dead)
+    v.dead_letters_missing = len(
+        {_sha256(value) for value in truth.invalid} - {_dead_letter_sha256(r) for r in dead}
+    )
     return v
+
+
+def _sha256(value: bytes) -> str:
+    return hashlib.sha256(value).hexdigest()
+
+
+def _dead_letter_sha256(record: Any) -> str | None:
+    """The SHA-256 of the record a dead letter stands for: of its value when forwarded whole,
+    from its `original-sha256` header when only a summary could be forwarded (a record near
+    the broker's size limit); None for a record without a reason."""
+    headers = {k: bytes(v) for k, v in record.headers}
+    if not headers.get("reason"):
+        return None
+    if headers.get("summary") == b"true":
+        return headers["original-sha256"].decode()
+    return _sha256(bytes(record.value))
