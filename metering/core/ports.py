@@ -16,9 +16,9 @@ batch (ADR 0005), which is why a value type here knows its encoded form.
 Values: `ThresholdRule`, `MeterRule`, `ApplyStep` -> `ApplyOutcome` (apply step);
 `CloseStep` -> `CloseOutcome` (close step); `MemberVerdict` (admission); `OutboxEntry`;
 `SourceRef`. The clock: `Clock`, `wall_clock_ms`.
-Protocols: `EventMapper`, `UsageStore` (processor; its `PositionStore` part), `OutboxStore`
-(publisher), `CloseStore` (closer), `SideOutputs` (dead-letter and late records),
-`OutboxPublishing`.
+Protocols: `ConsumedRecord`, `EventMapper`, `UsageStore` (processor; its `PositionStore`
+part), `OutboxStore` (publisher), `CloseStore` (closer), `SideOutputs` (dead-letter and late
+records), `OutboxPublishing`.
 """
 
 from __future__ import annotations
@@ -257,6 +257,20 @@ def wall_clock_ms() -> int:
 
 
 # --- Protocols -------------------------------------------------------------------------------
+
+
+class ConsumedRecord(Protocol):
+    """What the processor reads of a consumed Kafka record (aiokafka's `ConsumerRecord` has
+    these and more; the backfill and tests pass their own)."""
+
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int: ...
 
 
 class EventMapper(Protocol):

@@ -40,7 +40,7 @@ from metering.core.directory import Directory
 from metering.core.errors import BackfillRefused, MeteringError
 from metering.core.gauge_months import GaugeMonths
 from metering.core.mapper import MapperLimits, PlanMapper
-from metering.core.ports import SourceRef
+from metering.core.ports import ConsumedRecord, SourceRef
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
@@ -279,7 +279,7 @@ async def _run(
             batches = await consumer.getmany(
                 *active, timeout_ms=500, max_records=settings.batch_max_records
             )
-        records: dict[TopicPartition, list[Any]] = {}
+        records: dict[TopicPartition, list[ConsumedRecord]] = {}
         for tp, batch in batches.items():
             kept = [r for r in batch if r.offset < ends[tp]]
             if kept:
