@@ -19,6 +19,7 @@ from metering.cli.console import call_api, decisions_table, usage_table
 from metering.client import UsageProducer
 from metering.core.account_codec import account_from_json
 from metering.core.plan_loading import load_plan
+from metering.core.ports import wall_clock_ms
 from metering.demo.scenario import CLERK_MONTHS, DemoAccounts, clerk_history, live_traffic
 from metering.demo.services import Services, stop_all
 from metering.settings import Settings
@@ -132,7 +133,7 @@ async def main(base: Settings) -> None:
     state = STATE / run
     state.mkdir(parents=True, exist_ok=True)
     accounts = DemoAccounts(run)
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = wall_clock_ms()
     say(f"== metering demo, run {run} (state and logs in {state})")
 
     await configure(settings, accounts, now_ms)
