@@ -3,7 +3,7 @@
 The processor turns each event into `Contribution`s (one per meter the event feeds), then folds
 a batch's contributions into one `AccountDelta` per account. The state store applies an
 `AccountDelta` in one atomic step. Keeping the fold here, pure, lets property tests prove that
-the result does not depend on how events are batched (see tests/unit/test_deltas.py).
+the result does not depend on how events are batched (tests/unit/core/test_properties.py).
 """
 
 from __future__ import annotations
