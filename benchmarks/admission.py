@@ -44,6 +44,8 @@ from pathlib import Path
 
 import orjson
 
+from metering.state.keys import STORE_MARKER
+
 REPO = Path(__file__).resolve().parents[1]
 ACCOUNT = "bench"
 PLAN = "acton-active-contacts"
@@ -57,14 +59,14 @@ def serve(redis_url: str, port: int, token_file: Path) -> None:
     import uvicorn  # noqa: PLC0415
     from starlette.applications import Starlette  # noqa: PLC0415
 
-    from metering.account_codec import account_from_json  # noqa: PLC0415
-    from metering.accounts import Account  # noqa: PLC0415
     from metering.api.app import create_app  # noqa: PLC0415
     from metering.api.auth import KeyRing, Scope  # noqa: PLC0415
     from metering.api.context import ApiConfig, ApiContext  # noqa: PLC0415
-    from metering.api.server import tune_gc  # noqa: PLC0415
-    from metering.directory import Directory  # noqa: PLC0415
-    from metering.plan_loading import example_plans  # noqa: PLC0415
+    from metering.core.account_codec import account_from_json  # noqa: PLC0415
+    from metering.core.accounts import Account  # noqa: PLC0415
+    from metering.core.directory import Directory  # noqa: PLC0415
+    from metering.core.plan_loading import example_plans  # noqa: PLC0415
+    from metering.runtime.api import tune_gc  # noqa: PLC0415
     from metering.state.redis_store import RedisStateStore  # noqa: PLC0415
 
     class Nowhere:
@@ -304,9 +306,6 @@ def _cpu_s(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-STORE_MARKER = "mtr:store:initialised"  # metering.state.keys.STORE_MARKER
 
 
 def _mark(redis_url: str) -> str | None:

@@ -16,14 +16,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from benchmarks.workload import BENCH_PLAN, accounts_json, generate
-from metering.account_codec import account_from_json
-from metering.directory import Directory
-from metering.events import check_event, decode_event
-from metering.plan_loading import parse_plan
-from metering.state.model import encode_step
-from streams.batch import AccountWork
-from streams.gauge_months import GaugeMonths
-from streams.mapper import MapperLimits, PlanMapper
+from metering.core.account_codec import account_from_json
+from metering.core.directory import Directory
+from metering.core.events import check_event, decode_event
+from metering.core.fold import AccountWork
+from metering.core.gauge_months import GaugeMonths
+from metering.core.mapper import MapperLimits, PlanMapper
+from metering.core.plan_loading import parse_plan
+from metering.state.codec import encode_step
 
 BATCH = 500
 """Records per partition batch in the fold stage (aiokafka's getmany hands out similar)."""

@@ -23,9 +23,9 @@ import redis.asyncio as aioredis
 
 from benchmarks.run import preload, publish_config
 from benchmarks.workload import generate
+from metering.runtime.processor import running, tune_gc
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
-from streams.app import running, tune_gc
 from streams.topics import ensure_topics
 
 

@@ -35,11 +35,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from benchmarks.workload import BENCH_PLAN, METER_OF_TYPE, Workload, accounts_json, generate
-from metering.account_codec import account_from_json
-from metering.deltas import Aggregation, Contribution, fold
-from metering.periods import PeriodKind, period_of
+from metering.core.account_codec import account_from_json
+from metering.core.deltas import Aggregation, Contribution, fold
+from metering.core.periods import PeriodKind, period_of
+from metering.core.ports import ApplyStep
 from metering.settings import Settings
-from metering.state.model import ApplyStep
 from metering.state.redis_store import RedisStateStore
 from sinks.config_writer import ConfigWriter
 from streams.topics import ensure_topics

@@ -11,16 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
-from metering.errors import MeteringError
-
-
-class ConfigError(MeteringError):
-    """A setting has a value we cannot use; names the variable and the problem."""
-
-    def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"{variable}: {problem}")
-        self.variable = variable
-        self.problem = problem
+from metering.core.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Publishes plans and accounts to the compacted accounts topic (CLI `plans apply`, admin API).
 
-Records are keyed `plan:<id>` / `account:<id>` (see metering/directory.py); compaction keeps
+Records are keyed `plan:<id>` / `account:<id>` (see metering/core/directory.py); compaction keeps
 the newest per key, so the topic is the full, replayable configuration.
 """
 
@@ -11,9 +11,9 @@ import asyncio
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from metering.account_codec import account_to_json
-from metering.accounts import Account
-from metering.directory import ACCOUNT_PREFIX, PLAN_PREFIX
+from metering.core.account_codec import account_to_json
+from metering.core.accounts import Account
+from metering.core.directory import ACCOUNT_PREFIX, PLAN_PREFIX
 from streams.kafka import translated
 
 

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Callable
+from dataclasses import fields
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from metering.errors import MeteringError
+from metering.core.errors import MeteringError
+from metering.core.ports import Clock, OutboxEntry, OutboxStore, wall_clock_ms
 from metering.settings import Settings
-from metering.state.redis_store import OutboxEntry, RedisStateStore
 from streams.kafka import translated
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ _AGE_SAMPLE_ACCOUNTS = 100
 """At most this many indexed outboxes are read for the oldest-entry age, per loop: bounds the
 cost when the index is long (publishing stuck); the age is then a lower bound, which still
 crosses an alert threshold as it keeps growing."""
-_DEFAULTS = Settings()
+_DEFAULT = {f.name: f.default for f in fields(Settings)}
+"""The documented defaults (read from the class: nothing is built or read at import)."""
 
 
 def crossing_event(entry: OutboxEntry) -> dict[str, object]:
@@ -55,18 +56,18 @@ class OutboxPublisher:
 
     def __init__(
         self,
-        store: RedisStateStore,
+        store: OutboxStore,
         producer: AIOKafkaProducer,
         *,
         topic: str,
-        statements_topic: str = _DEFAULTS.statements_topic,
-        tiers_topic: str = _DEFAULTS.tiers_topic,
+        statements_topic: str = str(_DEFAULT["statements_topic"]),
+        tiers_topic: str = str(_DEFAULT["tiers_topic"]),
         on_published: Callable[[int], None] = lambda n: None,
         on_kind_published: Callable[[str, int], None] = lambda kind, n: None,
         on_pending: Callable[[int], None] = lambda n: None,
         on_oldest_age: Callable[[float], None] | None = None,
         on_error: Callable[[Exception], None] = lambda exc: None,
-        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        clock_ms: Clock = wall_clock_ms,
     ) -> None:
         """`on_pending` gets the number of indexed outboxes and `on_oldest_age` the age in
         seconds of their oldest entry (0 when none) on every `publish_indexed`, so that a stuck

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from streams.errors import StreamError, StreamUnavailable
+from metering.core.errors import StreamError, StreamUnavailable
+from metering.core.ports import SourceRef
 from streams.kafka import SIDE_OUTPUT_MAX_BYTES, translate
 
 SUMMARY_VALUE_BYTES = 64 * 1024
@@ -33,18 +34,6 @@ SUMMARY_KEY_BYTES = 1024
 FORWARD_LIMIT = SIDE_OUTPUT_MAX_BYTES - 16 * 1024
 """Key, value and headers larger than this are summarised rather than forwarded whole: below
 the producer's request limit with room for the record and batch framing."""
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRef:
-    """Where a record was read."""
-
-    topic: str
-    partition: int
-    offset: int
-
-    def header(self) -> bytes:
-        return f"{self.topic}/{self.partition}/{self.offset}".encode()
 
 
 @dataclass(slots=True)

@@ -11,8 +11,8 @@ A record the directory cannot apply is refused (logged with its reason, counted 
 version stays in force, and a bad record never blocks start-up. Kafka failures are retried.
 Anything else that escapes the loop is a bug: the follower never dies silently. `run()` logs
 it, keeps it in `failure` (so `healthy` turns false) and raises it, and the process that runs
-the follower stops and exits non-zero (streams/app.py, metering/api/server.py) instead of
-serving a configuration that no longer follows the topic.
+the follower stops and exits non-zero (metering/runtime/processor.py, metering/runtime/api.py)
+instead of serving a configuration that no longer follows the topic.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry, Counter
 
-from metering.directory import Directory, Refusal, RefusalReason
-from streams.errors import StreamError
+from metering.core.directory import Directory, Refusal, RefusalReason
+from metering.core.errors import StreamError
 from streams.kafka import translated
 
 log = logging.getLogger(__name__)

@@ -30,14 +30,14 @@ from aiokafka.errors import (
     ReplicaNotAvailableError,
 )
 
-from metering.settings import Settings
-from streams.errors import (
+from metering.core.errors import (
     NotPositioned,
     PositionOutOfRange,
     RecordRejected,
     StreamError,
     StreamUnavailable,
 )
+from metering.settings import Settings
 
 SIDE_OUTPUT_MAX_BYTES = 1024 * 1024
 """The largest request our producers send (aiokafka's `max_request_size`, Kafka's default);

@@ -9,8 +9,8 @@ One pass (`PeriodCloser.close_pass`):
    (the partitions it has fences for): the processor decides lateness with that very
    watermark, so a period that is due here can no longer receive events (ADR 0004).
 3. Per account with something due: claim it (`mtr:{A}:cc`, like the outbox publisher), read
-   the totals, decide in Python (metering/rollups.py: statements, gap-free ladder series,
-   placements with metering.tiers.place) and run ONE Lua step (lua/close_period.lua) that
+   the totals, decide in Python (metering/core/rollups.py: statements, gap-free ladder series,
+   placements with metering.core.tiers.place) and run ONE Lua step (lua/close_period.lua) that
    re-reads every total, freezes the rollups, writes statements and tier events into the
    account's outbox and moves the placement — or, when anything differs from what was read
    (another closer was faster), stops and the account is planned again.
@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -36,12 +35,23 @@ from typing import Protocol
 
 import orjson
 
-from metering.accounts import Account, timezone_of
-from metering.deltas import Aggregation
-from metering.errors import MeteringError
-from metering.periods import PeriodKind
-from metering.plans import Plan
-from metering.rollups import (
+from metering.core.accounts import Account, timezone_of
+from metering.core.deltas import Aggregation
+from metering.core.errors import MeteringError
+from metering.core.periods import DAY_MS, PeriodKind
+from metering.core.plans import Plan
+from metering.core.ports import (
+    Clock,
+    CloseStatus,
+    CloseStep,
+    CloseStore,
+    Freeze,
+    LadderWrites,
+    OutboxPublishing,
+    TierWrite,
+    wall_clock_ms,
+)
+from metering.core.rollups import (
     Code,
     DueSlot,
     Point,
@@ -59,23 +69,19 @@ from metering.rollups import (
     tier_body,
     tier_event_id,
 )
+from metering.core.tiers import Ladder
 from metering.settings import Settings
-from metering.state.closing import CloseStatus, CloseStep, Freeze, LadderWrites, TierWrite
-from metering.state.redis_store import RedisStateStore
-from metering.tiers import Ladder
-from sinks.outbox_publisher import OutboxPublisher
 
 log = logging.getLogger(__name__)
 
 QUARTER_HOUR_MS = 15 * 60 * 1000
-DAY_MS = 86_400_000
 
 Partitions = Callable[[], Awaitable[Iterable[int]]]
 """The partition numbers of the events topic (Kafka metadata)."""
 
 
 class AccountDirectory(Protocol):
-    """Where the closer finds accounts and plans (metering.directory.Directory)."""
+    """Where the closer finds accounts and plans (metering.core.directory.Directory)."""
 
     def lookup(self, account_id: str) -> tuple[Account, Plan] | None: ...
 
@@ -156,13 +162,13 @@ class PeriodCloser:
 
     def __init__(
         self,
-        store: RedisStateStore,
+        store: CloseStore,
         directory: AccountDirectory,
         config: CloserConfig,
         *,
         partitions: Partitions,
-        publisher: OutboxPublisher | None = None,
-        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        publisher: OutboxPublishing | None = None,
+        clock_ms: Clock = wall_clock_ms,
     ) -> None:
         self._store = store
         self._directory = directory
@@ -463,61 +469,3 @@ class PeriodCloser:
                 delay = min(max(delay, 0.1) * 2, 60.0)
                 log.exception("close pass failed, retrying in %.1fs", delay)
             await asyncio.sleep(delay)
-
-
-async def run_closer(settings: Settings, stop: asyncio.Event, *, once: bool = False) -> PassReport:
-    """`metering closer`: a standalone closer (config follower, publisher, passes) until `stop`.
-
-    With `once`, one pass, its publishing, and return.
-    """
-    from metering.directory import Directory  # noqa: PLC0415 - keep start-up imports local
-    from streams.config_follower import ConfigFollower  # noqa: PLC0415
-    from streams.kafka import new_consumer, new_producer, started, translated  # noqa: PLC0415
-
-    store = RedisStateStore.from_url(settings.redis_url)
-    producer = new_producer(settings, client_id="metering-closer")
-    config_consumer = new_consumer(settings, group_id=None, client_id="metering-closer-config")
-    directory = Directory()
-    follower = ConfigFollower(config_consumer, settings.accounts_topic, directory)
-    publisher = OutboxPublisher(
-        store,
-        producer,
-        topic=settings.thresholds_topic,
-        statements_topic=settings.statements_topic,
-        tiers_topic=settings.tiers_topic,
-    )
-
-    async def partitions() -> Iterable[int]:
-        async with translated("read partitions"):
-            return set(await producer.partitions_for(settings.events_topic))
-
-    closer = PeriodCloser(
-        store,
-        directory,
-        CloserConfig.from_settings(settings),
-        partitions=partitions,
-        publisher=publisher,
-    )
-    try:
-        await store.ping()
-        async with started(producer, config_consumer):
-            await follower.catch_up()
-            if once:
-                return await closer.close_pass()
-            tasks = [
-                asyncio.create_task(follower.run(stop), name="config-follower"),
-                asyncio.create_task(publisher.run(), name="outbox-publisher"),
-                asyncio.create_task(closer.run(), name="period-closer"),
-            ]
-            tasks[0].add_done_callback(lambda _: stop.set())  # a failed follower stops us
-            try:
-                await stop.wait()
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-            if follower.failure is not None:
-                raise MeteringError(f"the configuration follower stopped: {follower.failure!r}")
-            return closer.totals
-    finally:
-        await store.close()

@@ -51,31 +51,35 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from metering.errors import EventRejected
-from metering.state.errors import StateLost, StateStoreUnavailable
-from metering.state.model import ApplyStatus
-from metering.state.redis_store import RedisStateStore
-from sinks.outbox_publisher import OutboxPublisher
-from sinks.side_outputs import SideOutputs, SourceRef
-from streams.batch import AccountWork, MappedEvent
-from streams.errors import NotPositioned, PositionOutOfRange, StreamUnavailable
+from metering.core.errors import (
+    EventRejected,
+    MeteringError,
+    NotPositioned,
+    PositionOutOfRange,
+    StateLost,
+    StreamError,
+)
+from metering.core.fold import AccountWork
+from metering.core.ports import (
+    ApplyStatus,
+    Clock,
+    ConsumedRecord,
+    EventMapper,
+    OutboxPublishing,
+    SideOutputs,
+    SourceRef,
+    UsageStore,
+    wall_clock_ms,
+)
 from streams.kafka import translated
 from streams.metrics import ProcessorMetrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class EventMapper(Protocol):
-    """Turns a record's bytes into a `MappedEvent` or raises `EventRejected`."""
-
-    def map(self, value: bytes | None, *, now_ms: int, watermark_ms: int) -> MappedEvent:
-        """Decode, validate and map; `watermark_ms` decides which periods have closed."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +107,7 @@ class _Prepared:
     works: dict[tuple[str, TopicPartition], AccountWork] = field(default_factory=dict)
     positions: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
     total: int = 0
-    records: dict[TopicPartition, list[Any]] = field(default_factory=dict)
+    records: dict[TopicPartition, list[ConsumedRecord]] = field(default_factory=dict)
     """The fetched records, for the late topic when the store finds a period closed."""
 
 
@@ -115,12 +119,12 @@ class UsageProcessor:
         *,
         config: ProcessorConfig,
         consumer: AIOKafkaConsumer,
-        store: RedisStateStore,
+        store: UsageStore,
         mapper: EventMapper,
         side_outputs: SideOutputs,
-        publisher: OutboxPublisher,
+        publisher: OutboxPublishing,
         metrics: ProcessorMetrics,
-        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        clock_ms: Clock = wall_clock_ms,
     ) -> None:
         self._config = config
         self._consumer = consumer
@@ -181,7 +185,7 @@ class UsageProcessor:
                 await inflight
             await self._commit_to_kafka({}, now=True)
 
-    async def _fetch(self) -> dict[TopicPartition, list[Any]]:
+    async def _fetch(self) -> dict[TopicPartition, list[ConsumedRecord]]:
         """One batch: the first `getmany`, then more for up to `batch_linger_ms` while the
         batch is small. Under a steady load each fetch brings a few records of many accounts;
         one account step per account and batch made small batches cost several times more per
@@ -213,11 +217,13 @@ class UsageProcessor:
                 total += len(batch)
         return records
 
-    async def _poll(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+    async def _poll(
+        self, timeout_ms: int, max_records: int
+    ) -> dict[TopicPartition, list[ConsumedRecord]]:
         """One `getmany`, transient failures retried; a position that fell out of the log is
         handled by `_out_of_range` (and this poll returns nothing)."""
 
-        async def getmany() -> dict[TopicPartition, list[Any]]:
+        async def getmany() -> dict[TopicPartition, list[ConsumedRecord]]:
             async with translated("fetch"):
                 return await self._consumer.getmany(  # type: ignore[no-any-return]
                     timeout_ms=timeout_ms, max_records=max_records
@@ -281,8 +287,8 @@ class UsageProcessor:
             self._consumer.seek(tp, start)
 
     def _only_positioned(
-        self, records: dict[TopicPartition, list[Any]]
-    ) -> dict[TopicPartition, list[Any]]:
+        self, records: dict[TopicPartition, list[ConsumedRecord]]
+    ) -> dict[TopicPartition, list[ConsumedRecord]]:
         """Drop records of partitions not sought by `on_assigned` yet.
 
         aiokafka resets a new partition to Kafka's committed offset and may hand its records
@@ -298,11 +304,11 @@ class UsageProcessor:
         log.info("ignoring records of partitions not positioned yet: %s", sorted(stray))
         return {tp: batch for tp, batch in records.items() if tp in self._positioned}
 
-    async def process(self, records: dict[TopicPartition, list[Any]]) -> None:
+    async def process(self, records: dict[TopicPartition, list[ConsumedRecord]]) -> None:
         """Apply one `getmany()` result following the commit order (no pipelining)."""
         await self._commit_locked(await self._prepare(records))
 
-    async def _prepare(self, records: dict[TopicPartition, list[Any]]) -> _Prepared:
+    async def _prepare(self, records: dict[TopicPartition, list[ConsumedRecord]]) -> _Prepared:
         """Steps 1-2: decode, validate and map; side outputs are queued, not yet awaited."""
         now_ms = self._clock_ms()
         prepared = _Prepared(oldest_ts=now_ms, records=records)
@@ -353,7 +359,7 @@ class UsageProcessor:
     async def _read(
         self,
         tp: TopicPartition,
-        batch: list[Any],
+        batch: list[ConsumedRecord],
         now_ms: int,
         works: dict[tuple[str, TopicPartition], AccountWork],
     ) -> int:
@@ -403,7 +409,7 @@ class UsageProcessor:
         return oldest_ts
 
     async def _apply(
-        self, works: list[AccountWork], records: dict[TopicPartition, list[Any]]
+        self, works: list[AccountWork], records: dict[TopicPartition, list[ConsumedRecord]]
     ) -> set[str]:
         """Apply works until each is applied or fenced; returns accounts whose outbox has data.
 
@@ -461,7 +467,7 @@ class UsageProcessor:
         self,
         work: AccountWork,
         closed: tuple[tuple[str, str], ...],
-        records: dict[TopicPartition, list[Any]],
+        records: dict[TopicPartition, list[ConsumedRecord]],
     ) -> None:
         """Queue to the late topic the events of `work` that the store refused (their period
         is closed), in the late topic's usual format, and take them out of the work."""
@@ -502,17 +508,21 @@ class UsageProcessor:
             log.warning("offset commit to Kafka failed (Redis positions are the truth): %s", exc)
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Retry transient Redis/Kafka failures with capped exponential backoff, never skip."""
+        """Retry transient failures (`MeteringError.retriable`) with capped exponential backoff,
+        never skip; anything else propagates."""
         delay = 0.05
         while True:
             try:
                 return await call()
-            except StateStoreUnavailable as exc:
-                self._metrics.redis_errors.inc()
-                log.warning("%s: Redis unavailable, retrying in %.2fs: %s", what, delay, exc)
-            except StreamUnavailable as exc:
-                self._metrics.kafka_errors.inc()
-                log.warning("%s: Kafka unavailable, retrying in %.2fs: %s", what, delay, exc)
+            except MeteringError as exc:
+                if not exc.retriable:
+                    raise
+                if isinstance(exc, StreamError):
+                    self._metrics.kafka_errors.inc()
+                    log.warning("%s: Kafka unavailable, retrying in %.2fs: %s", what, delay, exc)
+                else:
+                    self._metrics.redis_errors.inc()
+                    log.warning("%s: Redis unavailable, retrying in %.2fs: %s", what, delay, exc)
             self._metrics.retries.inc()
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._config.max_backoff_s)

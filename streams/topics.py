@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from metering.core.errors import StreamError
+from metering.core.periods import DAY_MS
 from metering.settings import Settings
-from streams.errors import StreamError
 from streams.kafka import SIDE_OUTPUT_MAX_BYTES, client_options, translated
-
-DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,11 @@
 """Fixtures for tests that need the real Kafka and Redis of the test stack.
 
-`deploy/test` starts the test stack (deploy/local/stack.sh --profile test) and exports
-METERING_TEST_KAFKA_BOOTSTRAP (host:port) and METERING_TEST_REDIS_URL (redis://host:port).
-Without them (plain `pytest`), the first test that needs the stack starts it with
-`deploy/local/stack.sh --profile test up` and leaves it running for the next run and for other
-sessions using it at the same time (the summary says how to stop it). A test never skips for
-want of a service: a stack that cannot start is an error.
+`stack` finds the test stack through tests/stack.py (the one place that does): the addresses
+`deploy/test` exports (METERING_TEST_KAFKA_BOOTSTRAP, METERING_TEST_REDIS_URL), or, under a
+plain `pytest`, the stack that `deploy/local/stack.sh --profile test up` starts and leaves
+running for the next run and for other sessions using it at the same time (the summary says
+how to stop it). A test never skips for want of a service: a stack that cannot start is an
+error.
 
 Isolation per test: `topic_factory` / `new_topic` create uniquely named topics and delete them
 afterwards; `redis_db` gives each test its own, flushed Redis database (1..63, round-robin,
@@ -18,13 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import re
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -33,46 +29,26 @@ import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import for_code
 
-REPO = Path(__file__).resolve().parents[1]
-STACK = [str(REPO / "deploy" / "local" / "stack.sh"), "--profile", "test"]
+from tests.stack import Stack, StackUnavailable, find_stack
+
 REDIS_TEST_DBS = range(1, 64)  # database 0 holds the claims
 REDIS_CLAIM_TTL_S = 900  # a claim outlives any test; a crashed session's claims expire
 STARTED_STACK = pytest.StashKey[list[str]]()
-
-
-@dataclass(frozen=True, slots=True)
-class Stack:
-    """Addresses of the test stack."""
-
-    kafka_bootstrap: str
-    """``host:port`` of the Kafka broker."""
-    redis_url: str
-    """``redis://host:port`` (no database: see `redis_db`)."""
 
 
 class TopicFactory(Protocol):
     async def __call__(self, partitions: int = 1) -> str: ...
 
 
-def _stack_cmd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*STACK, *args], capture_output=True, text=True, check=False)
-
-
 @pytest.fixture(scope="session")
 def stack(pytestconfig: pytest.Config) -> Stack:
-    bootstrap = os.environ.get("METERING_TEST_KAFKA_BOOTSTRAP")
-    redis_url = os.environ.get("METERING_TEST_REDIS_URL")
-    if bootstrap and redis_url:
-        return Stack(bootstrap, redis_url)
-    started = [s for s in ("kafka", "redis") if _stack_cmd("status", s).returncode != 0]
-    up = _stack_cmd("up")
-    if up.returncode != 0:
-        pytest.fail(f"could not start the test stack:\n{up.stdout}{up.stderr}", pytrace=False)
+    """The test stack (tests/stack.py finds or starts it)."""
+    try:
+        found, started = find_stack()
+    except StackUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
     pytestconfig.stash[STARTED_STACK] = started
-    env = dict(
-        line.removeprefix("export ").split("=", 1) for line in _stack_cmd("env").stdout.splitlines()
-    )
-    return Stack(env["METERING_TEST_KAFKA_BOOTSTRAP"], env["METERING_TEST_REDIS_URL"])
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Admission: may this account do X now? Reads the state store, applies `metering.enforcement`.
+"""Admission: may this account do X now? Reads the state store, applies `metering.core.enforcement`.
 
 One decision per item (a contact, an SMS, a campaign) with a stable reason code and the meter
 that decided it. The rules are the domain's; what this module adds is which meters an action
@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from metering.accounts import Account, effective_limit
 from metering.api.views import MeterSlot, current_slot
-from metering.deltas import Aggregation
-from metering.enforcement import (
+from metering.core.accounts import Account, effective_limit
+from metering.core.deltas import Aggregation
+from metering.core.enforcement import (
     Decision,
     EnforcementMode,
     GatedAction,
@@ -36,18 +36,19 @@ from metering.enforcement import (
     decide_prepaid,
     decide_use,
 )
-from metering.events import ContactOrigin, EmailKind, EventType, UsageEvent
-from metering.plans import Effect, MeterSpec, Plan
+from metering.core.events import ContactOrigin, EmailKind, EventType, UsageEvent
+from metering.core.periods import DAY_MS, expire_at_s
+from metering.core.plans import Effect, MeterSpec, Plan
+from metering.core.ports import MemberVerdict
 from metering.state.redis_store import RedisStateStore
 
 _HARD = (EnforcementMode.NEW_MEMBERS, EnforcementMode.LIMIT, EnforcementMode.PREPAID)
-_CODES = {
-    "c": (True, Reason.ALREADY_COUNTED),
-    "s": (True, Reason.SUPPRESSED_NOT_COUNTED),
-    "o": (True, Reason.ADVISORY_OVER_LIMIT),
-    "r": (False, Reason.NEW_MEMBER_OVER_LIMIT),
+_VERDICTS = {
+    MemberVerdict.COUNTED: (True, Reason.ALREADY_COUNTED),
+    MemberVerdict.SUPPRESSED: (True, Reason.SUPPRESSED_NOT_COUNTED),
+    MemberVerdict.OVER_LIMIT: (True, Reason.ADVISORY_OVER_LIMIT),
+    MemberVerdict.REFUSED: (False, Reason.NEW_MEMBER_OVER_LIMIT),
 }
-_DAY_MS = 86_400_000
 
 
 @dataclass
@@ -128,7 +129,7 @@ class Admission:
         self._account = account
         self._plan = plan
         self._now = now_ms
-        self._retention_ms = retention_days * _DAY_MS
+        self._retention_ms = retention_days * DAY_MS
         self._summary: dict[str, dict[str, Any]] = {}
 
     def _slot(self, meter: MeterSpec) -> tuple[MeterSlot, int | None]:
@@ -207,7 +208,7 @@ class Admission:
             )[(meter.name, slot.key)]
             self._note(meter, slot, used, limit)
             return
-        size, codes = await self._store.admit_members(
+        size, verdicts = await self._store.admit(
             self._account.id,
             meter.name,
             slot.key,
@@ -216,16 +217,17 @@ class Admission:
             hard=hard and reserve,
             period_start_ms=slot.period.start_ms if meter.exclude_suppressed else 0,
             period_end_ms=slot.period.end_ms,
-            expire_at_s=(slot.period.end_ms + self._retention_ms) // 1000,
+            expire_at_s=expire_at_s(slot.period.end_ms, self._retention_ms),
         )
-        for item, code in zip(live, codes, strict=True):
-            if code == "a":
+        for item, verdict in zip(live, verdicts, strict=True):
+            if verdict is MemberVerdict.ADMITTED:
                 reason = Reason.NO_LIMIT if limit is None else Reason.WITHIN_LIMIT
                 decision = Decision(True, reason, item.item)
-            elif code == "o" and hard:  # evaluated without reserving, on an enforcing meter
+            elif verdict is MemberVerdict.OVER_LIMIT and hard:
+                # evaluated without reserving, on an enforcing meter
                 decision = Decision(False, Reason.NEW_MEMBER_OVER_LIMIT, item.item)
             else:
-                allowed, reason = _CODES[code]
+                allowed, reason = _VERDICTS[verdict]
                 decision = Decision(allowed, reason, item.item)
             item.decisions.append((meter.name, decision, hard))
         self._note(meter, slot, size, limit)

@@ -1,9 +1,11 @@
 """The Starlette application: routes, body limit, security headers, error translation.
 
-Errors: a `Problem` is sent as it is; Redis and Kafka failures arrive as the store's and the
-streams' own exception types (never `redis.*` or `aiokafka.*`) and become 503 (unavailable,
-retry later) or 500 problem documents; anything else is a 500 problem document and a log line
-without request headers (which carry keys).
+Errors: a `Problem` is sent as it is; our own errors (`MeteringError`; Redis and Kafka
+failures arrive translated, never as `redis.*` or `aiokafka.*`) are mapped by their
+`retriable` flag: retriable -> 503 with Retry-After (unavailable, retry later); a refusal by
+Redis or Kafka -> 500; any other (a configuration the request conflicts with) -> 409.
+Anything else is a 500 problem document and a log line without request headers (which carry
+keys).
 """
 
 from __future__ import annotations
@@ -26,13 +28,12 @@ from metering.api.metrics import ApiMetrics, MetricsMiddleware
 from metering.api.openapi import openapi_document
 from metering.api.problems import Problem
 from metering.api.responses import context, json_response
-from metering.errors import MeteringError
-from metering.state.errors import (
+from metering.core.errors import (
+    MeteringError,
     StateStoreError,
     StateStoreRefusingWrites,
-    StateStoreUnavailable,
+    StreamError,
 )
-from streams.errors import StreamError, StreamUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,20 @@ async def _domain(request: Request, exc: Exception) -> Response:
     return Problem(409, "configuration_conflict", str(exc)).response()
 
 
+async def _metering_error(request: Request, exc: Exception) -> Response:
+    """Our errors, by the `retriable` flag first (the tree's contract), then by room."""
+    assert isinstance(exc, MeteringError)
+    if exc.retriable:
+        if isinstance(exc, StateStoreRefusingWrites):
+            return await _refusing_writes(request, exc)
+        if isinstance(exc, StreamError):
+            return await _kafka_unavailable(request, exc)
+        return await _unavailable(request, exc)
+    if isinstance(exc, StateStoreError | StreamError):
+        return await _failed(request, exc)
+    return await _domain(request, exc)
+
+
 async def health(request: Request) -> Response:
     """Liveness (no authentication): 200 while this process can still recover by itself.
 
@@ -241,12 +256,7 @@ def create_app(
         exception_handlers={
             Problem: _problem,
             HTTPException: _http,
-            StateStoreRefusingWrites: _refusing_writes,
-            StateStoreUnavailable: _unavailable,
-            StreamUnavailable: _kafka_unavailable,
-            StateStoreError: _failed,
-            StreamError: _failed,
-            MeteringError: _domain,
+            MeteringError: _metering_error,
             Exception: _crash,
         },
         lifespan=lifespan,

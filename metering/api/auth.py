@@ -28,6 +28,7 @@ import orjson
 from starlette.requests import Request
 
 from metering.api.problems import Problem
+from metering.core.ports import wall_clock_ms
 
 TOKEN_PREFIX = "mk_"  # noqa: S105 - a prefix, not a secret
 COOKIE = "mtr_key"
@@ -112,7 +113,7 @@ class KeyRing:
             id="k_" + secrets.token_hex(6),
             scope=scope,
             account=account,
-            created_ms=time.time_ns() // 1_000_000,
+            created_ms=wall_clock_ms(),
         )
         await self._store.put_api_key(digest(token), record.to_json())
         return token, record

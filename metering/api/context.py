@@ -9,20 +9,20 @@ processors use, so both read the same configuration.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from starlette.requests import Request
 
-from metering.accounts import Account
 from metering.api.auth import KeyRecord, KeyRing, Scope, presented_token
 from metering.api.problems import Problem
 from metering.api.ratelimit import RateLimiter
 from metering.api.store_guard import StoreGuard
-from metering.directory import Directory
-from metering.plans import Plan
+from metering.core.accounts import Account
+from metering.core.directory import Directory
+from metering.core.plans import Plan
+from metering.core.ports import wall_clock_ms
 from metering.state.redis_store import RedisStateStore
 
 
@@ -58,10 +58,6 @@ class ApiConfig:
     most this much later, and the hot path reads the marker at most once per interval."""
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 @dataclass
 class ApiContext:
     store: RedisStateStore
@@ -70,7 +66,7 @@ class ApiContext:
     events: EventPublisher
     keys: KeyRing
     config: ApiConfig = field(default_factory=ApiConfig)
-    clock_ms: Callable[[], int] = _now_ms
+    clock_ms: Callable[[], int] = wall_clock_ms
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     """Background work the API cannot serve correctly without (the configuration follower):
     `/healthz` fails once one of them has ended, since nothing restarts it but a restart."""

@@ -28,13 +28,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 
-from metering.accounts import Account
 from metering.api.context import ConfigPublisher, EventPublisher
-from streams.errors import StreamUnavailable
-
-
-class KafkaWriteTimeout(StreamUnavailable):
-    """Kafka did not acknowledge a write within the API's deadline."""
+from metering.core.accounts import Account
+from metering.core.errors import KafkaWriteTimeout
 
 
 async def within(timeout_s: float, what: str, call: Awaitable[None]) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 from zoneinfo import available_timezones
 
 from metering.api import validation as v
-from metering.enforcement import EnforcementMode, GatedAction, Reason
-from metering.events import MAX_QUANTITY, ContactOrigin, EmailKind
+from metering.core.enforcement import EnforcementMode, GatedAction, Reason
+from metering.core.events import MAX_QUANTITY, ContactOrigin, EmailKind
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"

@@ -30,21 +30,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from metering.account_codec import account_from_json, account_to_json, calendar_date
-from metering.accounts import Account, check_account
 from metering.api import validation as v
 from metering.api.auth import COOKIE
 from metering.api.context import ApiContext
 from metering.api.problems import Problem, conflict, invalid
 from metering.api.responses import context, json_response
 from metering.api.views import current_slot, plan_json
-from metering.deltas import Aggregation
-from metering.directory import ACCOUNT_PREFIX
-from metering.errors import AccountError, PeriodError
-from metering.events import DATA_SCHEMA, MAX_QUANTITY, SPEC_VERSION, EventType
-from metering.periods import check_timezone
-from metering.plans import Effect
-from metering.rfc3339 import format_ms
+from metering.core.account_codec import account_from_json, account_to_json, calendar_date
+from metering.core.accounts import Account, check_account
+from metering.core.deltas import Aggregation
+from metering.core.directory import ACCOUNT_PREFIX
+from metering.core.errors import AccountError, PeriodError
+from metering.core.events import DATA_SCHEMA, MAX_QUANTITY, SPEC_VERSION, EventType
+from metering.core.periods import check_timezone
+from metering.core.plans import Effect
+from metering.core.rfc3339 import format_ms
 
 _locks: dict[str, asyncio.Lock] = {}
 

@@ -16,8 +16,8 @@ from metering.api import validation as v
 from metering.api.admission import Admission, Item
 from metering.api.problems import invalid
 from metering.api.responses import context, json_response, metrics
-from metering.enforcement import GatedAction
-from metering.events import ContactOrigin, EmailKind
+from metering.core.enforcement import GatedAction
+from metering.core.events import ContactOrigin, EmailKind
 
 MAX_RECIPIENTS = 100_000_000
 MAX_SEGMENTS = 100

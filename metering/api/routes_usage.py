@@ -2,9 +2,9 @@
 
 Usage reads the state store (amounts in one pipeline, last updates in one HGETALL) and shapes
 them with `views.meter_usage`. History enumerates previous periods with
-`metering.periods.previous_period` and reads their counters/sets, which the processor keeps
+`metering.core.periods.previous_period` and reads their counters/sets, which the processor keeps
 for `retention_days` after each period ends. Tier placements are computed from those same
-closed-period counters (`metering.tiers.place`); gauges have no per-month totals until the
+closed-period counters (`metering.core.tiers.place`); gauges have no per-month totals until the
 period-close rollups exist, which the response says (docs/api.md, "Tiers").
 
 Every read of metered state goes through `ApiContext.state_reader`: a store without its marker
@@ -19,16 +19,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from metering.accounts import effective_limit
 from metering.api import validation as v
 from metering.api.problems import Problem, conflict
 from metering.api.responses import context, json_response
 from metering.api.views import current_slot, meter_usage, past_periods, placement_json
-from metering.deltas import Aggregation
-from metering.plans import MeterSpec, Plan
-from metering.rfc3339 import format_ms
-from metering.status import colour_of
-from metering.tiers import place
+from metering.core.accounts import effective_limit
+from metering.core.deltas import Aggregation
+from metering.core.plans import MeterSpec, Plan
+from metering.core.rfc3339 import format_ms
+from metering.core.status import colour_of
+from metering.core.tiers import place
 
 MAX_HISTORY = 36
 MAX_MEMBERS_PAGE = 10_000

@@ -3,7 +3,7 @@
 `meter_usage` is the one place that turns (account, plan, amount, last update, now) into the
 numbers of the "My consumption" view, so the JSON API and the dashboard cannot disagree: the
 limit includes the current period's temporary extension, the colour and projection come from
-`metering.status`, and the period is computed in the account's timezone and contract anchor.
+`metering.core.status`, and the period is computed in the account's timezone and contract anchor.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from metering.accounts import Account, base_limit, effective_limit, timezone_of
-from metering.deltas import NO_PERIOD, Aggregation
-from metering.periods import Period, period_of, previous_period
-from metering.plans import DerivedLimit, FixedLimit, MeterSpec, Plan
-from metering.rfc3339 import format_ms
-from metering.status import status
-from metering.tiers import Placement
+from metering.core.accounts import Account, base_limit, effective_limit, timezone_of
+from metering.core.deltas import NO_PERIOD, Aggregation
+from metering.core.periods import Period, period_of, previous_period
+from metering.core.plans import DerivedLimit, FixedLimit, MeterSpec, Plan
+from metering.core.rfc3339 import format_ms
+from metering.core.status import status
+from metering.core.tiers import Placement
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,8 @@ sent, so a bad call fails at once with the field and the reason instead of landi
 dead-letter topic later.
 """
 
-from metering.client.errors import DeliveryError
 from metering.client.producer import Receipt, UsageProducer
 from metering.client.sync import SyncUsageProducer
+from metering.core.errors import DeliveryError
 
 __all__ = ["DeliveryError", "Receipt", "SyncUsageProducer", "UsageProducer"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,8 +12,9 @@ from typing import Any, Self
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from metering.client.errors import DeliveryError
-from metering.events import EventType, UsageEvent, decode_event, encode_event
+from metering.core.errors import DeliveryError
+from metering.core.events import EventType, UsageEvent, decode_event, encode_event
+from metering.core.ports import wall_clock_ms
 
 ID_NAMESPACE = uuid.UUID("0b7f2c4e-8d1a-5f3b-9c6e-2a4d8e1f7b35")
 """uuid5 namespace for ids derived from a caller's idempotency key."""
@@ -111,7 +111,7 @@ class UsageProducer:
         **data: Any,
     ) -> UsageEvent:
         """A validated event (raises `EventRejected` naming the field and the reason)."""
-        now = time.time_ns() // 1_000_000
+        now = wall_clock_ms()
         event = UsageEvent(
             id=event_id(idempotency_key),
             source=self._source,

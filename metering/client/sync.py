@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from metering.client.producer import Receipt, UsageProducer
-from metering.events import EventType, UsageEvent
+from metering.core.events import EventType, UsageEvent
 
 T = TypeVar("T")
 

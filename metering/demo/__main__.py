@@ -14,13 +14,14 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from metering.account_codec import account_from_json
 from metering.api.auth import KeyRing, Scope
+from metering.cli.console import call_api, decisions_table, usage_table
 from metering.client import UsageProducer
-from metering.console import call_api, decisions_table, usage_table
+from metering.core.account_codec import account_from_json
+from metering.core.plan_loading import load_plan
+from metering.core.ports import wall_clock_ms
 from metering.demo.scenario import CLERK_MONTHS, DemoAccounts, clerk_history, live_traffic
 from metering.demo.services import Services, stop_all
-from metering.plan_loading import load_plan
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.config_writer import ConfigWriter
@@ -105,7 +106,7 @@ async def configure(settings: Settings, accounts: DemoAccounts, now_ms: int) -> 
     producer = new_producer(settings, client_id="metering-demo")
     await producer.start()
     writer = ConfigWriter(producer, settings.accounts_topic)
-    plans = sorted((REPO / "metering" / "plans_examples").glob("*.toml"))
+    plans = sorted((REPO / "metering" / "core" / "plans_examples").glob("*.toml"))
     for path in plans:
         plan = load_plan(path)
         await writer.put_plan(plan.id, path.read_text(encoding="utf-8"), path.name)
@@ -132,7 +133,7 @@ async def main(base: Settings) -> None:
     state = STATE / run
     state.mkdir(parents=True, exist_ok=True)
     accounts = DemoAccounts(run)
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = wall_clock_ms()
     say(f"== metering demo, run {run} (state and logs in {state})")
 
     await configure(settings, accounts, now_ms)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from metering.client import UsageProducer
-from metering.events import UsageEvent
-from metering.periods import PeriodKind, period_of, previous_period
+from metering.core.events import UsageEvent
+from metering.core.periods import PeriodKind, period_of, previous_period
 
 
 @dataclass(frozen=True)

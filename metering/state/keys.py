@@ -1,6 +1,10 @@
-"""Redis key names. Every key of an account carries the hash tag `{account}` (Cluster-ready).
+"""Redis key names and scan patterns: the one place Python spells them.
 
-docs/decisions/0001-architecture-and-contracts.md lists the whole layout.
+Every key of an account carries the hash tag `{account}` (Cluster-ready).
+docs/decisions/0001-architecture-and-contracts.md lists the whole layout. The Lua scripts
+build an account's keys from `account_prefix` passed in their arguments; two kinds exist only
+there: dedup buckets `mtr:{A}:d:<bucket>` and crossing marks `mtr:{A}:x:<meter>:<scope>:<thr>`
+(lua/apply.lua).
 """
 
 from __future__ import annotations
@@ -16,14 +20,31 @@ REBUILDING = "mtr:store:rebuilding"
 field as replays catch up: while it exists, the API refuses to answer from partial counters."""
 
 
+API_KEYS = "mtr:api-keys"
+"""Hash: SHA-256 hex digest of an API token -> JSON record (id, scope, account, created)."""
+HEALTH_PROBE = "mtr:api:write-probe"
+"""Written by readiness checks (`readiness`) to learn whether Redis accepts writes."""
+HEALTH_PROBE_TTL_MS = 10_000
+
+
 def account_prefix(account: str) -> str:
     """`mtr:{account}:`: the prefix (and Cluster hash tag) of every key of one account."""
     return f"mtr:{{{account}}}:"
 
 
+def account_of(key: str, suffix: str) -> str:
+    """The account of an account key found by a scan (`mtr:{A}:<suffix>` -> `A`)."""
+    return key[len("mtr:{") : -len("}:" + suffix)]
+
+
 def fence_key(account: str, topic: str, partition: int) -> str:
     """Last offset of `topic`/`partition` applied for `account`."""
     return f"{account_prefix(account)}f:{topic}:{partition}"
+
+
+def fence_pattern(topic: str) -> str:
+    """Scan pattern of every account's fences for `topic` (is there any fence at all?)."""
+    return f"mtr:{{*}}:f:{topic}:*"
 
 
 def counter_key(account: str, meter: str, period: str) -> str:
@@ -56,9 +77,19 @@ def open_periods_key(account: str) -> str:
     return f"{account_prefix(account)}p"
 
 
+OPEN_PERIODS_SUFFIX = "p"
+OPEN_PERIODS_PATTERN = "mtr:{*}:p"
+"""Scan pattern of every account's open-period index (the closer's sweep)."""
+
+
 def outbox_key(account: str) -> str:
     """Stream of crossings decided for the account and not yet published."""
     return f"{account_prefix(account)}o"
+
+
+OUTBOX_SUFFIX = "o"
+OUTBOX_PATTERN = "mtr:{*}:o"
+"""Scan pattern of every account's outbox (the publisher's sweep)."""
 
 
 def outbox_claim_key(account: str) -> str:
@@ -79,3 +110,36 @@ def position_key(group: str, topic: str, partition: int) -> str:
 def watermark_key(group: str, topic: str, partition: int) -> str:
     """Event-time watermark (epoch ms) reached at the stored position of a partition."""
     return f"mtr:wm:{group}:{topic}:{partition}"
+
+
+# --- period close (ADR 0004) ---
+
+CLOSE_LEASE = "mtr:close:lease"
+"""Held by the closer running a pass, so several processors do not all scan at once (a hint:
+per-account claims and the script's checks keep overlapping passes correct)."""
+
+
+def rollup_key(account: str, meter: str) -> str:
+    """Hash period -> frozen total of one meter (kept `retention_days` after the last close)."""
+    return f"{account_prefix(account)}r:{meter}"
+
+
+def placements_key(account: str) -> str:
+    """Hash ladder -> last placement (JSON), and `as_of:<ladder>` -> its period key."""
+    return f"{account_prefix(account)}t"
+
+
+def gauge_snapshot_key(account: str, meter: str) -> str:
+    """Set of a ladder gauge's members at the end of its last closed month."""
+    return f"{account_prefix(account)}gs:{meter}"
+
+
+def closed_through_key(account: str) -> str:
+    """Every period of the account ending at or before this time (epoch ms) is closed: the
+    apply step refuses to change one, whatever partition and watermark its event came with."""
+    return f"{account_prefix(account)}ct"
+
+
+def close_claim_key(account: str) -> str:
+    """Held by the one closer closing this account's periods."""
+    return f"{account_prefix(account)}cc"

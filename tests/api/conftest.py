@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from metering.account_codec import account_from_json
-from metering.accounts import Account
 from metering.api.app import create_app
 from metering.api.auth import KeyRing, Scope
 from metering.api.context import ApiConfig, ApiContext
-from metering.directory import Directory
-from metering.plan_loading import example_plans
-from metering.rfc3339 import parse_ms
+from metering.core.account_codec import account_from_json
+from metering.core.accounts import Account
+from metering.core.directory import Directory
+from metering.core.plan_loading import example_plans
+from metering.core.rfc3339 import parse_ms
 from metering.state.redis_store import RedisStateStore
 
 NOW = parse_ms("2026-11-15T12:00:00Z")

@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 
 from metering.api.app import create_app
 from metering.api.context import ApiConfig
-from metering.api.server import server_options
+from metering.runtime.api import server_options
 from metering.state.redis_store import RedisStateStore
 from tests.api.conftest import NOW, build_api
 

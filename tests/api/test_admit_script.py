@@ -1,4 +1,4 @@
-"""admit_members.lua decides exactly as `metering.enforcement.decide_members` (the pure rule),
+"""admit_members.lua decides exactly as `metering.core.enforcement.decide_members` (the pure rule),
 for random sequences of requests, limits, repeats and suppressions."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import random
 import pytest
 import redis.asyncio as aioredis
 
-from metering.enforcement import EnforcementMode, EnforcementPolicy, Reason, decide_members
+from metering.core.enforcement import EnforcementMode, EnforcementPolicy, Reason, decide_members
 from metering.state.redis_store import RedisStateStore
 
 pytestmark = pytest.mark.integration

@@ -17,13 +17,13 @@ from prometheus_client import CollectorRegistry
 from metering.api.app import create_app
 from metering.api.auth import Scope
 from metering.api.context import ApiConfig, ApiContext
-from metering.api.server import running
-from metering.deltas import Aggregation
-from metering.periods import PeriodKind, period_of
+from metering.core.deltas import Aggregation
+from metering.core.periods import PeriodKind, period_of
+from metering.core.thresholds import crossing_id
+from metering.runtime.api import running
+from metering.runtime.processor import run_until_stopped
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
-from metering.thresholds import crossing_id
-from streams.app import run_until_stopped
 from tests.integration.harness import (
     TopicFactory,
     caught_up,

@@ -22,9 +22,9 @@ import pytest
 from metering.api.app import create_app
 from metering.api.auth import Scope
 from metering.api.context import ApiConfig
-from metering.api.server import running
+from metering.core.errors import StreamUnavailable
+from metering.runtime.api import running
 from metering.settings import Settings
-from streams.errors import StreamUnavailable
 from streams.topics import ensure_topics
 from tests.integration.harness import publish_config, read_topic
 from tests.reliability.infra import PrivateKafka, kafka_jars

@@ -20,8 +20,9 @@ from metering.api.app import create_app
 from metering.api.auth import KeyRing
 from metering.api.context import ApiContext
 from metering.api.store_guard import StoreGuard
-from metering.state.errors import StateStoreUnavailable
-from metering.state.redis_store import API_KEYS, RedisStateStore
+from metering.core.errors import StateStoreUnavailable
+from metering.state.keys import API_KEYS
+from metering.state.redis_store import RedisStateStore
 from tests.api.conftest import Api, Recorder, directory_with_examples
 from tests.api.server import free_port
 

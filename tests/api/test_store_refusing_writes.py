@@ -19,7 +19,7 @@ import pytest
 
 from metering.api.app import create_app
 from metering.api.context import ApiConfig
-from metering.state.errors import StateStoreRefusingWrites
+from metering.core.errors import StateStoreRefusingWrites
 from metering.state.redis_store import RedisStateStore
 from tests.api.conftest import Api, build_api
 from tests.reliability.infra import PrivateRedis, free_port

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from metering.rfc3339 import format_ms, parse_ms
+from metering.core.rfc3339 import format_ms, parse_ms
 from tests.api.conftest import NOW, Api
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from metering.cli import build_parser, main
-from metering.console import usage_table
+from metering.cli.console import usage_table
+from metering.cli.main import build_parser, main
 from tests.api.server import ServerThread
 
 SUBCOMMANDS = [

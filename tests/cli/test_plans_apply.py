@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from metering.cli import main
-from metering.directory import Directory
-from metering.plan_loading import EXAMPLES_DIR, parse_plan
-from metering.plans import Plan
+from metering.cli.main import main
+from metering.core.directory import Directory
+from metering.core.plan_loading import EXAMPLES_DIR, parse_plan
+from metering.core.plans import Plan
 from metering.settings import Settings
 from streams.config_follower import ConfigFollower
 from streams.kafka import new_consumer, started

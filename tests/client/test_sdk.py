@@ -8,8 +8,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from metering.client import SyncUsageProducer, UsageProducer
 from metering.client.producer import event_id
-from metering.errors import EventRejected, RejectReason
-from metering.events import EventType, decode_event
+from metering.core.errors import EventRejected, RejectReason
+from metering.core.events import EventType, decode_event
 
 
 def test_an_idempotency_key_gives_the_same_id_every_time() -> None:

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from metering.account_codec import account_from_json
-from metering.rfc3339 import format_ms
+from metering.core.account_codec import account_from_json
+from metering.core.rfc3339 import format_ms
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.config_writer import ConfigWriter

@@ -10,11 +10,10 @@ from typing import Any, cast
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
-from metering.errors import RejectReason
-from metering.state.errors import StateStoreUnavailable
-from metering.state.redis_store import OutboxEntry, RedisStateStore
+from metering.core.errors import RejectReason, StateStoreUnavailable, StreamUnavailable
+from metering.core.ports import OutboxEntry
+from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
-from streams.errors import StreamUnavailable
 from streams.metrics import ProcessorMetrics
 
 NAME = re.compile(r"^metering_[a-z][a-z0-9]*(_[a-z0-9]+)*$")

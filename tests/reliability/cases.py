@@ -44,8 +44,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
+from metering.core.errors import StateStoreUnavailable
 from metering.settings import Settings
-from metering.state.errors import StateStoreUnavailable
 from metering.state.keys import REBUILDING
 from metering.state.redis_store import RedisStateStore
 from tests.integration.harness import ProcessorProcess, caught_up, outboxes_drained

@@ -19,7 +19,6 @@ import asyncio
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -27,23 +26,16 @@ from pathlib import Path
 
 from tests.reliability import cases
 from tests.reliability.cases import CASES, FULL, REDUCED, CaseResult, Scale
+from tests.stack import find_stack
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_stack_bootstrap() -> str:
     """The shared test stack's broker, started (and left running) when it is down."""
-    given = os.environ.get("METERING_TEST_KAFKA_BOOTSTRAP")
-    if given:
+    if given := os.environ.get("METERING_TEST_KAFKA_BOOTSTRAP"):
         return given
-    stack = [str(REPO / "deploy" / "local" / "stack.sh"), "--profile", "test"]
-    subprocess.run([*stack, "up", "kafka"], check=True, timeout=300, capture_output=True)
-    env = subprocess.run([*stack, "env"], check=True, capture_output=True, text=True).stdout
-    for line in env.splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        if name == "METERING_TEST_KAFKA_BOOTSTRAP":
-            return value
-    raise RuntimeError("stack.sh env printed no Kafka address")
+    return find_stack("kafka")[0].kafka_bootstrap
 
 
 async def run(names: list[str], scale: Scale, seed: int) -> list[CaseResult]:

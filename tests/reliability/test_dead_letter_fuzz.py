@@ -1,7 +1,7 @@
 """Fuzzed records through a real processor: every record it cannot count lands in the
 dead-letter topic, untouched, with the reason the mapper gives; the stream keeps flowing.
 
-tests/integration/test_processor.py sends one hand-made record per reason. Here a seeded
+tests/integration/streams/test_processor.py sends one hand-made record per reason. Here a seeded
 generator sends a few hundred hostile records (random bytes, byte-level mutations of valid
 events, valid events with one field replaced by a hostile value, oversized records, empty
 values, odd keys) between valid ones, on one partition so that the order is known. The
@@ -23,15 +23,15 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from metering.account_codec import account_from_json
-from metering.deltas import Aggregation
-from metering.directory import Directory
-from metering.errors import EventRejected, RejectReason
-from metering.plan_loading import load_plan
+from metering.core.account_codec import account_from_json
+from metering.core.deltas import Aggregation
+from metering.core.directory import Directory
+from metering.core.errors import EventRejected, RejectReason
+from metering.core.mapper import MapperLimits, PlanMapper
+from metering.core.plan_loading import load_plan
+from metering.runtime.processor import run_until_stopped
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
-from streams.app import run_until_stopped
-from streams.mapper import MapperLimits, PlanMapper
 from tests.integration.harness import (
     PLAN_FILE,
     TopicFactory,
@@ -222,6 +222,6 @@ async def test_fuzzed_records_are_dead_lettered_with_their_reason_and_counting_g
 
 
 def _month(ms: int) -> str:
-    from metering.periods import PeriodKind, period_of  # noqa: PLC0415
+    from metering.core.periods import PeriodKind, period_of  # noqa: PLC0415
 
     return period_of(PeriodKind.CALENDAR_MONTH, ms, "UTC").key

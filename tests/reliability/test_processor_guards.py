@@ -28,13 +28,13 @@ import pytest
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from metering.account_codec import account_from_json
-from metering.directory import Directory
-from metering.plan_loading import load_plan
-from metering.rfc3339 import format_ms
-from metering.state.errors import StateLost
-from metering.state.model import ApplyOutcome, ApplyStatus, ApplyStep
-from streams.mapper import MapperLimits, PlanMapper
+from metering.core.account_codec import account_from_json
+from metering.core.directory import Directory
+from metering.core.errors import StateLost
+from metering.core.mapper import MapperLimits, PlanMapper
+from metering.core.plan_loading import load_plan
+from metering.core.ports import ApplyOutcome, ApplyStatus, ApplyStep
+from metering.core.rfc3339 import format_ms
 from streams.metrics import ProcessorMetrics
 from streams.processor import ProcessorConfig, UsageProcessor
 from tests.integration.harness import PLAN_FILE

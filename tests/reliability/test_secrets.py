@@ -21,10 +21,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from metering.account_codec import account_from_json
-from metering.deltas import Aggregation
+from metering.core.account_codec import account_from_json
+from metering.core.deltas import Aggregation
+from metering.core.errors import StateStoreError
 from metering.settings import Settings
-from metering.state.errors import StateStoreError
 from metering.state.redis_store import RedisStateStore
 from sinks.config_writer import ConfigWriter
 from streams.kafka import client_options, new_consumer, new_producer
@@ -49,7 +49,7 @@ USER_SECRET = "acl-Pa55-never-printed"
 
 
 def month() -> str:
-    from metering.periods import PeriodKind, period_of  # noqa: PLC0415
+    from metering.core.periods import PeriodKind, period_of  # noqa: PLC0415
 
     return period_of(PeriodKind.CALENDAR_MONTH, now_ms(), "UTC").key
 

@@ -30,13 +30,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, for_code
 
-from metering.account_codec import account_from_json
-from metering.deltas import Aggregation
-from metering.periods import PeriodKind, period_of
-from metering.rfc3339 import format_ms
+from metering.core.account_codec import account_from_json
+from metering.core.deltas import Aggregation
+from metering.core.periods import PeriodKind, period_of
+from metering.core.rfc3339 import format_ms
+from metering.core.thresholds import crossing_id
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
-from metering.thresholds import crossing_id
 from sinks.config_writer import ConfigWriter
 
 PLAN_FILE = Path(__file__).parent / "plans" / "faults-plan.toml"

@@ -15,14 +15,14 @@ from typing import Any
 import orjson
 from hypothesis import strategies as st
 
-from metering.accounts import Account, effective_limit
-from metering.deltas import AccountDelta, Aggregation
-from metering.events import DATA_FIELDS, MAX_QUANTITY, EventType, UsageEvent, decode_event
-from metering.meters import fold_events
-from metering.plan_loading import example_plans
-from metering.plans import Plan
-from metering.rfc3339 import format_ms, parse_ms
-from metering.thresholds import crossed, crossing_id, crossing_scope
+from metering.core.accounts import Account, effective_limit
+from metering.core.deltas import AccountDelta, Aggregation
+from metering.core.events import DATA_FIELDS, MAX_QUANTITY, EventType, UsageEvent, decode_event
+from metering.core.meters import fold_events
+from metering.core.plan_loading import example_plans
+from metering.core.plans import Plan
+from metering.core.rfc3339 import format_ms, parse_ms
+from metering.core.thresholds import crossed, crossing_id, crossing_scope
 
 PLANS = example_plans()
 _ids = itertools.count()

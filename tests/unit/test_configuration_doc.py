@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from metering.settings import ConfigError, Settings
+from metering.core.errors import ConfigError
+from metering.settings import Settings
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

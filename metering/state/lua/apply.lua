@@ -110,7 +110,7 @@ local function apply_step(fence_key, step)
       for j = s, e do
         if found[j - s + 1] then
           indexed[slots[j]] = true
-        elseif entries[j][3] ~= 'g' then -- gauge month shadows: see streams/gauge_months.py
+        elseif entries[j][3] ~= 'g' then -- gauge month shadows: see metering/core/gauge_months.py
           local m = entries[j]
           if horizon == nil then
             horizon = tonumber(redis.call('GET', prefix .. 'ct') or '0')

@@ -1,0 +1,102 @@
+"""Terminal views for the CLI: usage tables with coloured status, admission decisions.
+
+The CLI reads usage and asks for admission through the HTTP API (`METERING_API_URL`, a key in
+`METERING_API_KEY`), so the terminal shows exactly what the dashboard and API clients see and
+needs no Redis or Kafka access. Standard library only (urllib), to keep the CLI light.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from metering.core.errors import ApiCallFailed
+
+_COLOURS = {"green": "\033[32m", "yellow": "\033[33m", "red": "\033[31m"}
+_RESET = "\033[0m"
+
+
+def call_api(
+    base_url: str, key: str, method: str, path: str, body: object | None = None
+) -> dict[str, Any]:
+    """One JSON request; raises `ApiCallFailed` with the API's title and detail."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(  # noqa: S310 - the URL is the operator's own API
+        base_url.rstrip("/") + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            result: dict[str, Any] = json.loads(response.read())
+            return result
+    except urllib.error.HTTPError as exc:
+        try:
+            problem = json.loads(exc.read())
+            detail = f"{problem.get('title', '')}: {problem.get('detail', '')}"
+        except ValueError:
+            detail = exc.reason
+        raise ApiCallFailed(f"{method} {path} -> {exc.code} {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ApiCallFailed(f"cannot reach the API at {base_url}: {exc}") from None
+
+
+def _status(value: str, colour: bool) -> str:
+    text = {"green": "ok", "yellow": "at risk", "red": "over"}.get(value, value)
+    return f"{_COLOURS[value]}{text}{_RESET}" if colour and value in _COLOURS else text
+
+
+def _number(value: object) -> str:
+    return f"{value:,}" if isinstance(value, int) else ("-" if value is None else str(value))
+
+
+def usage_table(usage: dict[str, Any], *, colour: bool) -> str:
+    """The usage of an account as a table (one line per meter)."""
+    header = ("meter", "used", "limit", "remaining", "%", "status", "period", "last update")
+    rows = [header]
+    for m in usage["meters"]:
+        ratio = m.get("ratio")
+        period = m.get("period") or {}
+        rows.append(
+            (
+                m["meter"],
+                _number(m["used"]),
+                _number(m["limit"]),
+                _number(m["remaining"]),
+                "-" if ratio is None else f"{100 * ratio:.0f}%",
+                m["status"],
+                str(period.get("key", "-")),
+                str(m.get("last_update") or "-")[:19],
+            )
+        )
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = []
+        for i, cell in enumerate(row):
+            text = str(cell)
+            padded = text.rjust(widths[i]) if i in (1, 2, 3, 4) else text.ljust(widths[i])
+            if i == 5 and n > 0:
+                padded = _status(text, colour) + " " * (widths[i] - len(_status(text, False)))
+            cells.append(padded)
+        lines.append("  ".join(cells).rstrip())
+    plan = usage.get("plan")
+    plan_id = plan.get("id", "?") if isinstance(plan, dict) else plan
+    title = f"{usage['account']} (plan {plan_id})"
+    return "\n".join([title, *lines])
+
+
+def decisions_table(result: dict[str, Any], *, colour: bool) -> str:
+    """Admission decisions, one line per item."""
+    lines = []
+    for item in result.get("items", [result]):
+        allowed = item.get("allowed")
+        verdict = "allow" if allowed else "deny"
+        if colour:
+            verdict = f"{_COLOURS['green' if allowed else 'red']}{verdict}{_RESET}"
+        subject = item.get("item") or item.get("contact") or item.get("action") or ""
+        lines.append(f"{verdict}  {subject}  {item.get('reason', '')}".rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,498 @@
+"""The `metering` command: run the service's processes and operate it.
+
+Every subcommand reads its settings from `METERING_*` variables (metering/settings.py);
+`--help` on each says what it does. Kafka and Redis modules are imported inside the commands
+that need them, so the domain stays importable without them and `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from metering.core.errors import MeteringError
+from metering.settings import Settings
+
+
+def _processor(args: argparse.Namespace, settings: Settings) -> int:
+    from metering.runtime.processor import main_processor  # noqa: PLC0415 - keep Kafka out of --help
+
+    if args.accept_lost_records:
+        settings = dataclasses.replace(settings, accept_lost_records=True)
+    main_processor(settings)
+    return 0
+
+
+def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.topics import ensure_topics  # noqa: PLC0415
+
+    created = asyncio.run(ensure_topics(settings, replication=args.replication))
+    print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
+    return 0
+
+
+def _plan_files(args: argparse.Namespace) -> list[Path]:
+    from metering.core import plans_examples  # noqa: PLC0415
+
+    files = [Path(f) for f in args.files]
+    if args.examples:
+        files += sorted(Path(str(plans_examples.__path__[0])).glob("*.toml"))
+    if not files:
+        raise MeteringError("name plan files, or --examples for the shipped ones")
+    return files
+
+
+def _plans_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from metering.core.plan_loading import load_plan  # noqa: PLC0415
+
+    for path in _plan_files(args):
+        plan = load_plan(path)
+        print(f"ok  {path}: plan {plan.id} ({len(plan.meters)} meters)")
+    return 0
+
+
+def _plans_apply(args: argparse.Namespace, settings: Settings) -> int:
+    from metering.core.directory import Directory  # noqa: PLC0415
+    from metering.core.plan_loading import load_plan  # noqa: PLC0415
+    from sinks.config_writer import ConfigWriter  # noqa: PLC0415
+    from streams.config_follower import ConfigFollower  # noqa: PLC0415
+    from streams.kafka import new_consumer, new_producer, started  # noqa: PLC0415
+
+    plans = [(load_plan(path), path) for path in _plan_files(args)]
+
+    async def current() -> Directory:
+        """The configuration in force (the accounts topic read to its end)."""
+        directory = Directory()
+        consumer = new_consumer(settings, group_id=None, client_id="metering-cli-config")
+        async with started(consumer):
+            await ConfigFollower(consumer, settings.accounts_topic, directory).catch_up()
+        return directory
+
+    async def apply() -> None:
+        directory = await current()
+        dropped = [
+            (plan.id, meter, accounts)
+            for plan, _ in plans
+            for meter, accounts in directory.removed_meters_in_use(plan).items()
+        ]
+        for plan, _ in plans:
+            undated = directory.missing_contract_dates(plan)
+            if undated:
+                raise MeteringError(
+                    f"plan {plan.id}: billing periods need a contract_date, which "
+                    f"{_some(undated)} lack: set their contract_date first "
+                    "(`metering accounts put`), then apply the plan"
+                )
+        for plan_id, meter, accounts in dropped:
+            users = _some(accounts)
+            if not args.remove_meters_in_use:
+                raise MeteringError(
+                    f"plan {plan_id}: meter {meter!r} is in use by {users}; its events would be "
+                    "counted nowhere: keep the meter, move the accounts to another plan, or "
+                    "pass --remove-meters-in-use (see docs/plans.md)"
+                )
+            print(
+                f"warning: plan {plan_id}: removing meter {meter!r} in use by {users}: from now "
+                "on their events of this meter are counted nowhere",
+                file=sys.stderr,
+            )
+        producer = new_producer(settings, client_id="metering-cli")
+        async with started(producer):
+            writer = ConfigWriter(producer, settings.accounts_topic)
+            for plan, path in plans:
+                await writer.put_plan(plan.id, path.read_text(encoding="utf-8"), path.name)
+                print(f"applied plan {plan.id} from {path}")
+
+    asyncio.run(apply())
+    return 0
+
+
+def _some(accounts: list[str], shown: int = 10) -> str:
+    """`3 accounts (a, b, c)`, the first `shown` named."""
+    more = f", and {len(accounts) - shown} more" if len(accounts) > shown else ""
+    noun = "account" if len(accounts) == 1 else "accounts"
+    return f"{len(accounts)} {noun} ({', '.join(accounts[:shown])}{more})"
+
+
+def _accounts_put(args: argparse.Namespace, settings: Settings) -> int:
+    from metering.core.account_codec import account_from_json  # noqa: PLC0415
+    from sinks.config_writer import ConfigWriter  # noqa: PLC0415
+    from streams.kafka import new_producer  # noqa: PLC0415
+
+    raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    doc = orjson.loads(raw)
+    accounts = [account_from_json(d) for d in (doc if isinstance(doc, list) else [doc])]
+
+    async def put() -> None:
+        producer = new_producer(settings, client_id="metering-cli")
+        await producer.start()
+        try:
+            writer = ConfigWriter(producer, settings.accounts_topic)
+            for account in accounts:
+                await writer.put_account(account)
+                print(f"applied account {account.id} (plan {account.plan_id})")
+        finally:
+            await producer.stop()
+
+    asyncio.run(put())
+    return 0
+
+
+def _produce(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.kafka import new_producer  # noqa: PLC0415
+
+    stream = sys.stdin.buffer if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
+
+    async def produce() -> int:
+        producer = new_producer(settings, client_id="metering-cli", linger_ms=20)
+        await producer.start()
+        sent = 0
+        try:
+            futures = []
+            for line in stream:
+                if not line.strip():
+                    continue
+                key = _subject(line)
+                futures.append(await producer.send(settings.events_topic, value=line, key=key))
+                sent += 1
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        return sent
+
+    try:
+        count = asyncio.run(produce())
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    print(f"produced {count} events to {settings.events_topic}")
+    return 0
+
+
+def _subject(line: bytes) -> bytes | None:
+    """The record key is the account (`subject`); a line that is not JSON keeps no key and the
+    processor dead-letters it with the reason."""
+    try:
+        doc = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    subject = doc.get("subject") if isinstance(doc, dict) else None
+    return subject.encode() if isinstance(subject, str) else None
+
+
+def _api(args: argparse.Namespace, settings: Settings) -> int:
+    from metering.api.context import ApiConfig  # noqa: PLC0415 - keep Starlette out of --help
+    from metering.runtime.api import main_api  # noqa: PLC0415
+
+    config = ApiConfig(rate_per_s=args.rate, burst=args.burst, secure_cookie=args.secure_cookie)
+    main_api(settings, config, access_log=args.access_log and not args.no_access_log)
+    return 0
+
+
+def _api_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """create / list / revoke API keys in Redis; a new key's token is printed once."""
+    from metering.api.auth import KeyRing, Scope  # noqa: PLC0415
+    from metering.state.redis_store import RedisStateStore  # noqa: PLC0415
+
+    async def run() -> int:
+        store = RedisStateStore.from_url(settings.redis_url)
+        ring = KeyRing(store)
+        try:
+            if args.keys_command == "create":
+                scope = Scope.ADMIN if args.admin else Scope.ACCOUNT
+                token, record = await ring.create(scope, None if args.admin else args.account)
+                owner = f" of {record.account}" if record.account else ""
+                print(f"created {record.id} ({scope.value}{owner}); token:", file=sys.stderr)
+                print(token)  # stdout holds the token alone: TOKEN=$(metering api-keys ...)
+            elif args.keys_command == "list":
+                for record in await ring.records():
+                    print(f"{record.id}  {record.scope.value:7}  {record.account or '-'}")
+            else:
+                if not await ring.revoke(key_id=args.key_id):
+                    print(f"no key {args.key_id}", file=sys.stderr)
+                    return 1
+                print(f"revoked {args.key_id}")
+        finally:
+            await store.close()
+        return 0
+
+    return asyncio.run(run())
+
+
+def _closer(args: argparse.Namespace, settings: Settings) -> int:
+    """Close due periods: statements and tier placements (ADR 0004), until SIGTERM or once."""
+    from metering.runtime.closer import run_closer  # noqa: PLC0415 - keep Kafka out of --help
+    from metering.runtime.process import stop_on_signals  # noqa: PLC0415
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        report = await run_closer(settings, stop, once=args.once)
+        print(
+            f"closed {report.frozen} periods of {report.accounts} accounts: "
+            f"{report.statements} statements, {report.tiers} tier events"
+            + (f"; {report.waiting} accounts wait for an idle partition" if report.waiting else "")
+        )
+
+    asyncio.run(run())
+    return 0
+
+
+def _backfill(args: argparse.Namespace, settings: Settings) -> int:
+    """Rebuild counters, rollups, statements and tiers from the events topic (ADR 0004)."""
+    from metering.core.rfc3339 import parse_ms  # noqa: PLC0415
+    from metering.runtime.backfill import backfill  # noqa: PLC0415 - keep Kafka out of --help
+
+    try:
+        from_ms = parse_ms(args.from_time)
+    except ValueError:
+        raise MeteringError(f"--from: not an RFC 3339 time: {args.from_time!r}") from None
+    report = asyncio.run(
+        backfill(
+            settings,
+            from_ms=from_ms,
+            target_url=args.redis_url or settings.redis_url,
+            publish=args.publish,
+        )
+    )
+    closed = report.closed
+    print(
+        f"replayed {report.events} events in {report.seconds:.1f}s "
+        f"({report.rejected} rejected, {report.late} late); closed {closed.frozen} periods of "
+        f"{closed.accounts} accounts: {closed.statements} statements, {closed.tiers} tier events"
+        + ("" if report.gauges_closed else "; gauge months not closed (history not from offset 0)")
+        + (f"; published {report.published}" if args.publish else "")
+    )
+    return 0
+
+
+def _api_target(args: argparse.Namespace) -> tuple[str, str]:
+    url = args.api_url or os.environ.get("METERING_API_URL", "http://127.0.0.1:8080")
+    key = args.key or os.environ.get("METERING_API_KEY", "")
+    if not key:
+        raise MeteringError("an API key is needed: --key or METERING_API_KEY")
+    return url, key
+
+
+def _colour(args: argparse.Namespace) -> bool:
+    return args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+
+
+def _usage(args: argparse.Namespace, settings: Settings) -> int:
+    from metering.cli.console import call_api, usage_table  # noqa: PLC0415
+
+    url, key = _api_target(args)
+    usage = call_api(url, key, "GET", f"/v1/accounts/{args.account}/usage")
+    print(usage_table(usage, colour=_colour(args)))
+    return 0
+
+
+def _admit(args: argparse.Namespace, settings: Settings) -> int:
+    from metering.cli.console import call_api, decisions_table  # noqa: PLC0415
+
+    url, key = _api_target(args)
+    body: dict[str, object]
+    if args.what == "messages":
+        body = {"contacts": args.items, "kind": args.kind}
+    elif args.what == "contacts":
+        body = {"contacts": args.items, "origin": args.origin}
+    elif args.what == "campaign":
+        body = {
+            "action": "campaign.send",
+            "recipients": args.recipients,
+            "contacts_via_api": args.via_api,
+        }
+    else:
+        body = {"messages": args.recipients}
+    path = {"campaign": "campaigns"}.get(args.what, args.what)
+    result = call_api(url, key, "POST", f"/v1/accounts/{args.account}/admission/{path}", body)
+    print(decisions_table(result, colour=_colour(args)))
+    return 0
+
+
+def _publisher(args: argparse.Namespace, settings: Settings) -> int:
+    from metering.runtime.publisher import main_publisher  # noqa: PLC0415
+
+    main_publisher(settings)
+    return 0
+
+
+def _add_api_client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--api-url", help="API base URL (METERING_API_URL, default 127.0.0.1:8080)")
+    p.add_argument("--key", help="API key (METERING_API_KEY)")
+    p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+
+
+def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`produce`, `usage`, `admit` (through the API) and `publisher`."""
+    p = sub.add_parser("produce", help="produce usage events from JSON lines (file or -)")
+    p.add_argument("file", nargs="?", default="-", help="JSON-lines file, or - for stdin")
+    p.set_defaults(run=_produce)
+
+    p = sub.add_parser("usage", help="an account's usage as a table with coloured status")
+    p.add_argument("account")
+    _add_api_client_options(p)
+    p.set_defaults(run=_usage)
+
+    p = sub.add_parser("admit", help="ask whether an account may do something now")
+    p.add_argument("account")
+    p.add_argument(
+        "what",
+        choices=["messages", "contacts", "campaign", "sms"],
+        help="messages/contacts: to the given contacts; campaign/sms: --recipients of them",
+    )
+    p.add_argument("items", nargs="*", help="contact ids (messages, contacts)")
+    p.add_argument("--kind", default="marketing", help="e-mail kind (messages)")
+    p.add_argument("--origin", default="api", help="api, form, import or manual (contacts)")
+    p.add_argument("--recipients", type=int, default=1, help="campaign recipients / SMS count")
+    p.add_argument("--via-api", action="store_true", help="campaign: contacts came via the API")
+    _add_api_client_options(p)
+    p.set_defaults(run=_admit)
+
+    p = sub.add_parser("publisher", help="run a standalone outbox publisher (until SIGTERM)")
+    p.set_defaults(run=_publisher)
+
+
+_APPLY_HELP = """.
+
+The accounts topic is read first. A plan that adds billing periods while accounts on it have
+no contract_date is refused, naming them. A plan that drops a meter while accounts are on the
+plan is refused, naming the meter and the accounts, unless --remove-meters-in-use is given. When
+forced, the events that fed only that meter are still consumed but counted nowhere (they
+still count in the plan's other meters, and every processor and API logs the removal as a
+warning); the meter's counters are left in Redis as they are and expire with their periods.
+The events themselves stay on the events topic for its retention. Adding the meter back
+counts new events again; events in between are not counted. See docs/plans.md.
+"""
+
+
+def _add_plans_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`plans validate` and `plans apply`."""
+    plans = sub.add_parser("plans", help="validate and apply plan files (TOML)")
+    plans_sub = plans.add_subparsers(dest="plans_command", required=True, metavar="ACTION")
+    for name, run, text in (
+        ("validate", _plans_validate, "check plan files; errors name file, field and problem"),
+        ("apply", _plans_apply, "publish plan files to the accounts topic (live update)"),
+    ):
+        p = plans_sub.add_parser(
+            name,
+            help=text,
+            description=text + (_APPLY_HELP if name == "apply" else ""),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("files", nargs="*", help="plan files")
+        p.add_argument("--examples", action="store_true", help="the shipped example plans")
+        if name == "apply":
+            p.add_argument(
+                "--remove-meters-in-use",
+                action="store_true",
+                help="apply even when a plan drops meters that accounts on it use "
+                "(their events are then counted nowhere; see below)",
+            )
+        p.set_defaults(run=run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metering",
+        description="Exact usage metering: Kafka usage events -> Redis counters -> thresholds.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("processor", help="run a usage processor (until SIGTERM)")
+    p.add_argument(
+        "--accept-lost-records",
+        action="store_true",
+        help="when retention deleted records not applied yet, log and count the lost range "
+        "(metering_records_lost_total) and go on from the log start, instead of stopping "
+        "(METERING_ACCEPT_LOST_RECORDS)",
+    )
+    p.set_defaults(run=_processor)
+
+    topics = sub.add_parser("topics", help="manage the service's Kafka topics")
+    topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    p = topics_sub.add_parser("create", help="create missing topics (partitions, retention)")
+    p.add_argument("--replication", type=int, default=1, help="replication factor (default 1)")
+    p.set_defaults(run=_topics_create)
+
+    _add_plans_commands(sub)
+
+    accounts = sub.add_parser("accounts", help="manage accounts")
+    accounts_sub = accounts.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
+    p = accounts_sub.add_parser("put", help="create or update accounts from JSON (file or -)")
+    p.add_argument("file", help="JSON file with one account or a list, or - for stdin")
+    p.set_defaults(run=_accounts_put)
+
+    p = sub.add_parser("api", help="run the HTTP API and dashboard (METERING_API_HOST/PORT)")
+    p.add_argument("--rate", type=float, default=50.0, help="requests/s per API key (50)")
+    p.add_argument("--burst", type=int, default=100, help="burst per API key (100)")
+    p.add_argument("--secure-cookie", action="store_true", help="served over HTTPS")
+    p.add_argument(
+        "--access-log",
+        action="store_true",
+        help="one log line per request (off by default: ~0.1 ms of CPU per request; "
+        "/metrics counts requests by route and status)",
+    )
+    p.add_argument("--no-access-log", action="store_true", help="the default (kept for scripts)")
+    p.set_defaults(run=_api)
+
+    keys = sub.add_parser("api-keys", help="create, list and revoke API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    p = keys_sub.add_parser("create", help="create a key and print its token once")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--account", help="a key that reads this account only")
+    who.add_argument("--admin", action="store_true", help="a key for plan/account changes")
+    p.set_defaults(run=_api_keys)
+    p = keys_sub.add_parser("list", help="list keys (ids and scopes; tokens are not stored)")
+    p.set_defaults(run=_api_keys)
+    p = keys_sub.add_parser("revoke", help="revoke a key by its id (k_...)")
+    p.add_argument("key_id")
+    p.set_defaults(run=_api_keys)
+
+    p = sub.add_parser("closer", help="close due periods: statements and tiers (until SIGTERM)")
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.set_defaults(run=_closer)
+
+    p = sub.add_parser("backfill", help="rebuild rollups, statements and tiers from Kafka")
+    p.add_argument(
+        "--from",
+        dest="from_time",
+        metavar="TIME",
+        required=True,
+        help="replay records appended from this time (RFC 3339); close periods starting then",
+    )
+    p.add_argument("--redis-url", help="target Redis, empty (default: METERING_REDIS_URL)")
+    p.add_argument("--publish", action="store_true", help="send statements and tiers to Kafka")
+    p.set_defaults(run=_backfill)
+
+    _add_client_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; errors print one clear line and exit 2."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = Settings.from_env()
+        code: int = args.run(args, settings)
+    except MeteringError as exc:
+        print(f"metering: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""The API's part of the store: usage reads, readiness, and admission's atomic reservation
+of new members (lua/admit_members.lua)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from redis import exceptions as redis_errors
+
+from metering.core.deltas import Aggregation
+from metering.core.ports import MemberVerdict
+from metering.state import keys
+from metering.state.codec import decode_admission
+from metering.state.connection import (
+    RedisConnection,
+    load_script,
+    queue_amount,
+    text,
+    translated,
+    write_refusal,
+)
+
+
+class ReadState(RedisConnection):
+    """Amounts, last updates, members, readiness; admission."""
+
+    async def read_amounts(
+        self, account: str, meters: Sequence[tuple[str, str, Aggregation]]
+    ) -> dict[tuple[str, str], int]:
+        """Current amount of each (meter, period) in one round trip (0 when nothing yet)."""
+        async with translated("read amounts"):
+            pipe = self._client.pipeline(transaction=False)
+            for meter, period, aggregation in meters:
+                queue_amount(pipe, account, meter, period, aggregation)
+            replies = await pipe.execute()
+        return {
+            (meter, period): int(reply or 0)
+            for (meter, period, _), reply in zip(meters, replies, strict=True)
+        }
+
+    async def last_updates(self, account: str) -> dict[str, int]:
+        """`meter:period` -> last update time (epoch ms)."""
+        async with translated("read last updates"):
+            raw = await self._client.hgetall(keys.updates_key(account))
+        return {text(k): int(v) for k, v in raw.items()}
+
+    async def members(self, account: str, meter: str, period: str) -> set[str]:
+        """The distinct members counted for (meter, period): the "past usage" report."""
+        async with translated("read members"):
+            raw = await self._client.smembers(keys.distinct_key(account, meter, period))
+        return {text(m) for m in raw}
+
+    async def readiness(self) -> tuple[str | None, int, str | None]:
+        """(store marker, number of partitions still replaying after a loss, why writes are
+        refused or None) in one round trip: what the API checks before answering.
+
+        Writes are probed with a tiny SET (with a TTL) of `HEALTH_PROBE`, since a Redis that
+        cannot persist (MISCONF), is full (OOM) or is a replica (READONLY) still answers reads;
+        the cause is `StateStoreRefusingWrites.CAUSES`'s name. Other errors raise as usual.
+        """
+        async with translated("read store readiness"):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.set(keys.HEALTH_PROBE, 1, px=keys.HEALTH_PROBE_TTL_MS)
+            pipe.get(keys.STORE_MARKER)
+            pipe.hlen(keys.REBUILDING)
+            probe, marker, rebuilding = await pipe.execute(raise_on_error=False)
+            refusal = None
+            if isinstance(probe, redis_errors.RedisError):
+                refusal = write_refusal(probe)
+                if refusal is None:
+                    raise probe
+            for reply in (marker, rebuilding):
+                if isinstance(reply, Exception):
+                    raise reply
+        return (None if marker is None else text(marker)), int(rebuilding), refusal
+
+    async def admit_members(
+        self,
+        account: str,
+        meter: str,
+        period: str,
+        members: Sequence[str],
+        *,
+        limit: int | None,
+        hard: bool,
+        period_start_ms: int,
+        period_end_ms: int,
+        expire_at_s: int,
+    ) -> tuple[int, str]:
+        """Decide (and when `hard`, reserve) `members` of a distinct meter in one atomic step.
+
+        Returns the set's size afterwards and one code per member (see lua/admit_members.lua):
+        `c` already counted, `s` suppressed, `a` admitted, `o` over the limit (advisory),
+        `r` refused. `period_start_ms` 0 ignores suppressions (the meter does not exclude them).
+        """
+        if self._admit_members is None:
+            self._admit_members = self._client.register_script(load_script("admit_members.lua"))
+        names = [
+            keys.distinct_key(account, meter, period),
+            keys.suppressions_key(account),
+            keys.open_periods_key(account),
+        ]
+        args: list[str | int] = [
+            -1 if limit is None else limit,
+            1 if hard else 0,
+            period_start_ms,
+            expire_at_s,
+            f"{meter}:{period}",
+            period_end_ms,
+            *members,
+        ]
+        async with translated("admit members"):
+            reply = await self._admit_members(keys=names, args=args)
+        return int(reply[0]), text(reply[1])
+
+    async def gauge_flags(self, account: str, meter: str, members: Sequence[str]) -> list[bool]:
+        """Whether each member is present in a gauge's set now (one SMISMEMBER per 2,000)."""
+        if not members:
+            return []
+        key = keys.gauge_key(account, meter)
+        async with translated("read gauge members"):
+            pipe = self._client.pipeline(transaction=False)
+            for start in range(0, len(members), 2000):
+                pipe.smismember(key, list(members[start : start + 2000]))
+            replies = await pipe.execute()
+        return [bool(flag) for reply in replies for flag in reply]
+
+    async def admit(
+        self,
+        account: str,
+        meter: str,
+        period: str,
+        members: Sequence[str],
+        *,
+        limit: int | None,
+        hard: bool,
+        period_start_ms: int,
+        period_end_ms: int,
+        expire_at_s: int,
+    ) -> tuple[int, tuple[MemberVerdict, ...]]:
+        """`admit_members` with its reply decoded: the set's size afterwards and one verdict
+        per member (what the API decides from; the letters stay in the codec)."""
+        size, codes = await self.admit_members(
+            account,
+            meter,
+            period,
+            members,
+            limit=limit,
+            hard=hard,
+            period_start_ms=period_start_ms,
+            period_end_ms=period_end_ms,
+            expire_at_s=expire_at_s,
+        )
+        return size, decode_admission(codes)
