@@ -26,7 +26,9 @@ from streams.reminders import ReminderReport, ReminderScheduler
 
 
 @dataclass
-class _Closer:
+class CloserApp:
+    """A closer process's parts, started and caught up with the configuration."""
+
     follower: ConfigFollower
     publisher: OutboxPublisher
     closer: PeriodCloser
@@ -34,7 +36,7 @@ class _Closer:
 
 
 @contextlib.asynccontextmanager
-async def _built(settings: Settings, reminder_clock: Clock) -> AsyncIterator[_Closer]:
+async def closer_app(settings: Settings, reminder_clock: Clock) -> AsyncIterator[CloserApp]:
     """Open the store and Kafka clients, catch up with the configuration; close all on exit."""
     store = RedisStateStore.from_url(settings.redis_url)
     producer = new_producer(settings, client_id="metering-closer")
@@ -73,7 +75,7 @@ async def _built(settings: Settings, reminder_clock: Clock) -> AsyncIterator[_Cl
         await store.ping()
         async with started(producer, config_consumer):
             await follower.catch_up()
-            yield _Closer(follower, publisher, closer, reminders)
+            yield CloserApp(follower, publisher, closer, reminders)
     finally:
         await store.close()
 
@@ -85,7 +87,7 @@ async def run_closer(
 
     With `once`, one close pass and one reminder pass, their publishing, and return.
     """
-    async with _built(settings, wall_clock_ms) as app:
+    async with closer_app(settings, wall_clock_ms) as app:
         if once:
             return await app.closer.close_pass(), await app.reminders.remind_pass()
         tasks = [
@@ -113,5 +115,5 @@ async def remind_once(settings: Settings, *, as_of_ms: int | None = None) -> Rem
     sent): a demo or a test can show a 15-day reminder without waiting 15 days.
     """
     clock = wall_clock_ms if as_of_ms is None else (lambda: as_of_ms)
-    async with _built(settings, clock) as app:
+    async with closer_app(settings, clock) as app:
         return await app.reminders.remind_pass()
