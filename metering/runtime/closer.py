@@ -36,8 +36,13 @@ class CloserApp:
 
 
 @contextlib.asynccontextmanager
-async def closer_app(settings: Settings, reminder_clock: Clock) -> AsyncIterator[CloserApp]:
-    """Open the store and Kafka clients, catch up with the configuration; close all on exit."""
+async def closer_app(
+    settings: Settings, clock: Clock = wall_clock_ms
+) -> AsyncIterator[CloserApp]:
+    """Open the store and Kafka clients, catch up with the configuration; close all on exit.
+
+    `clock` is what the closer and the scheduler take for now (tests and `metering remind
+    --as-of` move it)."""
     store = RedisStateStore.from_url(settings.redis_url)
     producer = new_producer(settings, client_id="metering-closer")
     config_consumer = new_consumer(settings, group_id=None, client_id="metering-closer-config")
@@ -62,6 +67,7 @@ async def closer_app(settings: Settings, reminder_clock: Clock) -> AsyncIterator
         CloserConfig.from_settings(settings),
         partitions=partitions,
         publisher=publisher,
+        clock_ms=clock,
         end_offsets=lambda parts: end_offsets(config_consumer, settings.events_topic, parts),
     )
     reminders = ReminderScheduler(
@@ -69,7 +75,7 @@ async def closer_app(settings: Settings, reminder_clock: Clock) -> AsyncIterator
         directory,
         publisher=publisher,
         interval_s=settings.reminder_interval_s,
-        clock_ms=reminder_clock,
+        clock_ms=clock,
     )
     try:
         await store.ping()
