@@ -9,7 +9,8 @@ processor; `sweep()` scans Redis for outboxes whose note was lost.
 
 Routing by the entry's `kind` field: absent -> a threshold crossing (body built here) to the
 thresholds topic; `statement` / `tier` (written by the period closer, lua/close_period.lua) ->
-the statements / tiers topic, with the entry's `body` sent as is. One outbox per account keeps
+the statements / tiers topic, `reminder` (lua/remind.lua) -> the reminders topic, with the
+entry's `body` sent as is. One outbox per account keeps
 every event of an account in the order it was decided.
 """
 
@@ -62,6 +63,7 @@ class OutboxPublisher:
         topic: str,
         statements_topic: str = str(_DEFAULT["statements_topic"]),
         tiers_topic: str = str(_DEFAULT["tiers_topic"]),
+        reminders_topic: str = str(_DEFAULT["reminders_topic"]),
         on_published: Callable[[int], None] = lambda n: None,
         on_kind_published: Callable[[str, int], None] = lambda kind, n: None,
         on_pending: Callable[[int], None] = lambda n: None,
@@ -73,11 +75,15 @@ class OutboxPublisher:
         seconds of their oldest entry (0 when none) on every `publish_indexed`, so that a stuck
         outbox shows as a growing age; `on_error` gets each failure the `run` loop survives.
         `on_published` gets the number of crossings delivered, `on_kind_published` the number
-        of entries of another kind (`statement`, `tier`)."""
+        of entries of another kind (`statement`, `tier`, `reminder`)."""
         self._store = store
         self._producer = producer
         self._topic = topic
-        self._routes = {"statement": statements_topic, "tier": tiers_topic}
+        self._routes = {
+            "statement": statements_topic,
+            "tier": tiers_topic,
+            "reminder": reminders_topic,
+        }
         self._on_published = on_published
         self._on_kind_published = on_kind_published
         self._on_pending = on_pending

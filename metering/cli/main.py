@@ -228,21 +228,42 @@ def _api_keys(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _closer(args: argparse.Namespace, settings: Settings) -> int:
-    """Close due periods: statements and tier placements (ADR 0004), until SIGTERM or once."""
+    """Close due periods (statements and tier placements, ADR 0004) and send due reminders,
+    until SIGTERM or once."""
     from metering.runtime.closer import run_closer  # noqa: PLC0415 - keep Kafka out of --help
     from metering.runtime.process import stop_on_signals  # noqa: PLC0415
 
     async def run() -> None:
         stop = asyncio.Event()
         stop_on_signals(stop)
-        report = await run_closer(settings, stop, once=args.once)
+        report, reminded = await run_closer(settings, stop, once=args.once)
         print(
             f"closed {report.frozen} periods of {report.accounts} accounts: "
             f"{report.statements} statements, {report.tiers} tier events"
             + (f"; {report.waiting} accounts wait for an idle partition" if report.waiting else "")
+            + f"; {reminded.sent} reminders sent"
         )
 
     asyncio.run(run())
+    return 0
+
+
+def _remind(args: argparse.Namespace, settings: Settings) -> int:
+    """One reminder pass (docs/plans.md, "Reminders"), as of now or of `--as-of`."""
+    from metering.core.rfc3339 import parse_ms  # noqa: PLC0415
+    from metering.runtime.closer import remind_once  # noqa: PLC0415 - keep Kafka out of --help
+
+    as_of_ms = None
+    if args.as_of is not None:
+        try:
+            as_of_ms = parse_ms(args.as_of)
+        except ValueError:
+            raise MeteringError(f"--as-of: not an RFC 3339 time: {args.as_of!r}") from None
+    report = asyncio.run(remind_once(settings, as_of_ms=as_of_ms))
+    print(
+        f"{report.sent} reminders sent ({report.checked} crossings checked, "
+        f"{report.held} due but below the threshold now)"
+    )
     return 0
 
 
@@ -458,9 +479,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key_id")
     p.set_defaults(run=_api_keys)
 
-    p = sub.add_parser("closer", help="close due periods: statements and tiers (until SIGTERM)")
+    p = sub.add_parser(
+        "closer",
+        help="close due periods (statements, tiers) and send due reminders (until SIGTERM)",
+    )
     p.add_argument("--once", action="store_true", help="one pass, then exit")
     p.set_defaults(run=_closer)
+
+    p = sub.add_parser("remind", help="send the reminders due now (one pass; docs/plans.md)")
+    p.add_argument(
+        "--as-of",
+        metavar="TIME",
+        help="send what is due by this time (RFC 3339) instead of now: for demos and tests; "
+        "reminders sent early are not sent again",
+    )
+    p.set_defaults(run=_remind)
 
     p = sub.add_parser("backfill", help="rebuild rollups, statements and tiers from Kafka")
     p.add_argument(

@@ -14,11 +14,11 @@ rule's part of that layout precomputed because rules are cached while steps are 
 batch (ADR 0005), which is why a value type here knows its encoded form.
 
 Values: `ThresholdRule`, `MeterRule`, `ApplyStep` -> `ApplyOutcome` (apply step);
-`CloseStep` -> `CloseOutcome` (close step); `MemberVerdict` (admission); `OutboxEntry`;
-`SourceRef`. The clock: `Clock`, `wall_clock_ms`.
+`CloseStep` -> `CloseOutcome` (close step); `ReminderOutcome` (reminder step);
+`MemberVerdict` (admission); `OutboxEntry`; `SourceRef`. The clock: `Clock`, `wall_clock_ms`.
 Protocols: `ConsumedRecord`, `EventMapper`, `UsageStore` (processor; its `PositionStore`
-part), `OutboxStore` (publisher), `CloseStore` (closer), `SideOutputs` (dead-letter and late
-records), `OutboxPublishing`.
+part), `OutboxStore` (publisher), `CloseStore` (closer), `ReminderStore` (reminder scheduler),
+`SideOutputs` (dead-letter and late records), `OutboxPublishing`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from metering.core.deltas import AccountDelta, Aggregation
 
 if TYPE_CHECKING:
     from metering.core.fold import MappedEvent
+    from metering.core.reminders import Reminder, ReminderCheck
 
 # --- the apply step (lua/apply.lua) ---------------------------------------------------------
 
@@ -198,6 +199,29 @@ class CloseOutcome:
     statements: int
     tiers: int
     detail: str = ""
+
+
+# --- reminders (lua/remind.lua) --------------------------------------------------------------
+
+
+class ReminderStatus(IntEnum):
+    """What the reminder step decided (the values are the script's status codes)."""
+
+    SENT = 0
+    """Put into the account's outbox; the crossing's last reminder number moved to it."""
+    ALREADY_SENT = 1
+    """This number or a later one was sent already (another scheduler, or a replay)."""
+    BELOW = 2
+    """The threshold is not reached now: nothing written, the reminder is held."""
+    NO_CROSSING = 3
+    """The crossing mark is gone or differs from what the scheduler read."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReminderOutcome:
+    status: ReminderStatus
+    value: int
+    """Outbox length (SENT), last number sent (ALREADY_SENT), usage (BELOW), else 0."""
 
 
 # --- admission (lua/admit_members.lua) ---------------------------------------------------------
@@ -417,3 +441,24 @@ class CloseStore(Protocol):
     async def take_close_lease(self, owner: str, ttl_ms: int) -> bool: ...
 
     async def release_close_lease(self, owner: str) -> None: ...
+
+
+class ReminderStore(Protocol):
+    """What the reminder scheduler needs of the store."""
+
+    async def reminder_states(
+        self, checks: Sequence[ReminderCheck]
+    ) -> list[tuple[int | None, int]]:
+        """Per check: when its crossing was decided (None: not crossed) and the number of the
+        last reminder sent (0: none)."""
+        ...
+
+    async def send_reminder(self, reminder: Reminder, body: bytes, now_ms: int) -> ReminderOutcome:
+        """Re-check and put one reminder into the account's outbox, atomically."""
+        ...
+
+    async def index_outboxes(self, accounts: Iterable[str]) -> None: ...
+
+    async def take_reminder_lease(self, owner: str, ttl_ms: int) -> bool: ...
+
+    async def release_reminder_lease(self, owner: str) -> None: ...

@@ -18,10 +18,13 @@ from metering.api.auth import KeyRing, Scope
 from metering.cli.console import call_api, decisions_table, usage_table
 from metering.client import UsageProducer
 from metering.core.account_codec import account_from_json
+from metering.core.periods import DAY_MS
 from metering.core.plan_loading import load_plan
 from metering.core.ports import wall_clock_ms
+from metering.core.rfc3339 import format_ms, parse_ms
 from metering.demo.scenario import CLERK_MONTHS, DemoAccounts, clerk_history, live_traffic
 from metering.demo.services import Services, stop_all
+from metering.runtime.closer import remind_once
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.config_writer import ConfigWriter
@@ -50,6 +53,7 @@ def run_settings(base: Settings, run: str) -> Settings:
         accounts_topic=f"demo.{run}.accounts",
         statements_topic=f"demo.{run}.period-statements",
         tiers_topic=f"demo.{run}.tier-placements",
+        reminders_topic=f"demo.{run}.reminders",
         consumer_group=f"demo-{run}",
         events_partitions=3,
     )
@@ -61,6 +65,11 @@ def describe(topic_kind: str, body: dict[str, object]) -> str | None:
         return (
             f"  threshold  {body['account']}: {body['meter']} {body['threshold']} "
             f"({body['used']:,} of {body['limit']:,}, period {body['period'] or 'now'})"
+        )
+    if topic_kind == "reminders":
+        return (
+            f"  reminder   {body['account']}: {body['meter']} {body['threshold']} "
+            f"#{body['number']} ({body['used']:,} of {body['limit']:,}, due {body['due_at']})"
         )
     if topic_kind == "tiers":
         months = ", ".join(f"{m['period']}: {m['total']:,}" for m in body["months"])  # type: ignore[attr-defined]
@@ -82,6 +91,7 @@ async def watch(settings: Settings, stop: asyncio.Event, seen: dict[str, int]) -
         settings.thresholds_topic: "thresholds",
         settings.tiers_topic: "tiers",
         settings.statements_topic: "statements",
+        settings.reminders_topic: "reminders",
     }
     consumer = AIOKafkaConsumer(
         *topics, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
@@ -166,6 +176,10 @@ async def main(base: Settings) -> None:
             ]
         )
     await wait_for_events(seen, thresholds=9, tiers=1)
+    as_of = format_ms(now_ms + 15 * DAY_MS + 300_000)
+    say(f"== ActiveCampaign, 15 days later: metering remind --as-of {as_of}")
+    await remind_once(settings, as_of_ms=parse_ms(as_of))
+    await wait_for_events(seen, thresholds=9, tiers=1, reminders=1)
     stop.set()
     await watcher
 
@@ -247,10 +261,16 @@ def admission_stories(api: str, admin: str, keys: dict[str, str], accounts: Demo
     ask(accounts.apsis, "sms", {"messages": 10}, "APSIS: 10 SMS with 5 credits left")
 
 
-async def wait_for_events(seen: dict[str, int], *, thresholds: int, tiers: int) -> None:
+async def wait_for_events(
+    seen: dict[str, int], *, thresholds: int, tiers: int, reminders: int = 0
+) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        if seen.get("thresholds", 0) >= thresholds and seen.get("tiers", 0) >= tiers:
+        if (
+            seen.get("thresholds", 0) >= thresholds
+            and seen.get("tiers", 0) >= tiers
+            and seen.get("reminders", 0) >= reminders
+        ):
             return
         await asyncio.sleep(0.5)
     say(f"(still waiting for events after 90 s: {seen})")

@@ -301,6 +301,7 @@ async def _run(
             topic=settings.thresholds_topic,
             statements_topic=settings.statements_topic,
             tiers_topic=settings.tiers_topic,
+            reminders_topic=settings.reminders_topic,
         )
     closer = PeriodCloser(
         target,

@@ -38,6 +38,7 @@ async def run_publisher(
         topic=settings.thresholds_topic,
         statements_topic=settings.statements_topic,
         tiers_topic=settings.tiers_topic,
+        reminders_topic=settings.reminders_topic,
         on_published=metrics.published.inc,
         on_pending=metrics.outbox_accounts.set,
     )

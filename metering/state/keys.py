@@ -2,9 +2,9 @@
 
 Every key of an account carries the hash tag `{account}` (Cluster-ready).
 docs/decisions/0001-architecture-and-contracts.md lists the whole layout. The Lua scripts
-build an account's keys from `account_prefix` passed in their arguments; two kinds exist only
-there: dedup buckets `mtr:{A}:d:<bucket>` and crossing marks `mtr:{A}:x:<meter>:<scope>:<thr>`
-(lua/apply.lua).
+build an account's keys from `account_prefix` passed in their arguments; dedup buckets
+`mtr:{A}:d:<bucket>` exist only there, and crossing marks `mtr:{A}:x:<meter>:<scope>:<thr>`
+are written there (lua/apply.lua) and read here by the reminder scheduler.
 """
 
 from __future__ import annotations
@@ -143,3 +143,20 @@ def closed_through_key(account: str) -> str:
 def close_claim_key(account: str) -> str:
     """Held by the one closer closing this account's periods."""
     return f"{account_prefix(account)}cc"
+
+
+# --- reminders (docs/plans.md, "Reminders") ---
+
+REMINDER_LEASE = "mtr:remind:lease"
+"""Held by the scheduler running a reminder pass (a hint: lua/remind.lua keeps overlapping
+passes correct)."""
+
+
+def crossing_mark_key(account: str, meter: str, scope: str, threshold: str) -> str:
+    """Written by lua/apply.lua when the crossing is decided; value: when (epoch ms)."""
+    return f"{account_prefix(account)}x:{meter}:{scope}:{threshold}"
+
+
+def reminder_key(account: str, meter: str, scope: str, threshold: str) -> str:
+    """Number of the last reminder sent for a crossing (same expiry as the crossing mark)."""
+    return f"{account_prefix(account)}rm:{meter}:{scope}:{threshold}"
