@@ -243,7 +243,9 @@ def test_a_data_field_replaced_by_anything(doc: dict[str, Any], name: str, value
     ),
     st.booleans(),
 )
-def test_record_keys_against_the_subject(doc: dict[str, Any], key: bytes | None, hostile: bool) -> None:
+def test_record_keys_against_the_subject(
+    doc: dict[str, Any], key: bytes | None, hostile: bool
+) -> None:
     """A key that is not the subject is refused as `key_mismatch` by both decoders, with the
     same detail; no key or the subject's own bytes decode as without a key."""
     if key == b"<subject>":
@@ -260,7 +262,8 @@ def test_record_keys_against_the_subject(doc: dict[str, Any], key: bytes | None,
         assert isinstance(result, EventRejected)
         assert (result.reason, result.field) == (RejectReason.KEY_MISMATCH, "subject")
     else:  # an invalid event is refused for what is wrong with it, not for its key
-        assert isinstance(result, EventRejected) and result.reason == plain.reason
+        assert isinstance(result, EventRejected)
+        assert result.reason == plain.reason
 
 
 @given(valid_documents(), st.lists(st.sampled_from(TOP), max_size=4))
