@@ -52,7 +52,8 @@ def refs(node: object) -> list[str]:
 def resolve(doc: dict[str, Any], pointer: str) -> object:
     node: object = doc
     for part in pointer.removeprefix("#/").split("/"):
-        assert isinstance(node, dict) and part in node, pointer
+        assert isinstance(node, dict), pointer
+        assert part in node, pointer
         node = node[part]
     return node
 
