@@ -27,12 +27,12 @@ from aiokafka import AIOKafkaProducer
 
 from metering.core.errors import MeteringError
 from metering.core.ports import Clock, OutboxEntry, OutboxStore, wall_clock_ms
+from metering.core.rfc3339 import format_ms
 from metering.settings import Settings
 from streams.kafka import translated
 
 log = logging.getLogger(__name__)
 
-_INT_FIELDS = ("num", "den", "limit", "used", "before", "at_ms")
 _AGE_SAMPLE_ACCOUNTS = 100
 """At most this many indexed outboxes are read for the oldest-entry age, per loop: bounds the
 cost when the index is long (publishing stuck); the age is then a lower bound, which still
@@ -41,15 +41,48 @@ _DEFAULT = {f.name: f.default for f in fields(Settings)}
 """The documented defaults (read from the class: nothing is built or read at import)."""
 
 
+THRESHOLD_SCHEMA = "metering.threshold/v2"
+"""The `schema` of the threshold topic's messages (docs/asyncapi.yaml, docs/schemas/)."""
+
+
 def crossing_event(entry: OutboxEntry) -> dict[str, object]:
-    """The JSON body billing receives for one crossing."""
-    body: dict[str, object] = dict(entry.fields)
-    for name in _INT_FIELDS:
-        if name in body:
-            body[name] = int(entry.fields[name])
-    body["type"] = "threshold.crossed"
-    body["ratio"] = f"{entry.fields.get('num', '0')}/{entry.fields.get('den', '1')}"
-    return body
+    """The JSON body billing receives for one crossing (schema `metering.threshold/v2`).
+
+    Built from the outbox entry lua/apply.lua wrote (every field a string there): numbers and
+    flags typed, `period` null for meters without one (gauges, balances), both times in RFC
+    3339, the internal `scope` left out. An entry decided before `event_ms` was recorded has
+    `event_time` null."""
+    f = entry.fields
+    num, den = int(f["num"]), int(f["den"])
+    limit = int(f["limit"])
+    event_ms = int(f.get("event_ms", "0"))
+    return {
+        "schema": THRESHOLD_SCHEMA,
+        "version": 2,
+        "type": "threshold.crossed",
+        "id": f["id"],
+        "account": f["account"],
+        "meter": f["meter"],
+        "period": f.get("period") or None,
+        "threshold": f["threshold"],
+        "ratio": f"{num}/{den}",
+        "num": num,
+        "den": den,
+        "percent": _percent(num, den),
+        "strict": f.get("strict") == "1",
+        "limit": limit,
+        "used": int(f["used"]),
+        "before": int(f["before"]),
+        "event_time": format_ms(event_ms) if event_ms > 0 else None,
+        "processed_at": format_ms(int(f["at_ms"])),
+    }
+
+
+def _percent(num: int, den: int) -> int | float:
+    """The threshold in percent of the limit: an integer when exact (4/5 -> 80), else rounded
+    to two decimals (1/3 -> 33.33); `num`/`den` stay the exact ratio."""
+    whole, rest = divmod(num * 100, den)
+    return whole if rest == 0 else round(num * 100 / den, 2)
 
 
 class OutboxPublisher:

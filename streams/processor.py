@@ -369,7 +369,9 @@ class UsageProcessor:
         oldest_ts = now_ms
         for record in batch:
             try:
-                mapped = self._mapper.map(record.value, now_ms=now_ms, watermark_ms=watermark)
+                mapped = self._mapper.map(
+                    record.value, now_ms=now_ms, watermark_ms=watermark, key=record.key
+                )
             except EventRejected as exc:
                 self._metrics.rejected.labels(reason=str(exc.reason)).inc()
                 await self._side.dead_letter(

@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError
 
 from metering.core.errors import DeliveryError
 from metering.core.events import EventType, UsageEvent, decode_event, encode_event
+from metering.core.partitioning import ACCOUNT_PARTITIONER
 from metering.core.ports import wall_clock_ms
 
 ID_NAMESPACE = uuid.UUID("0b7f2c4e-8d1a-5f3b-9c6e-2a4d8e1f7b35")
@@ -72,6 +73,7 @@ class UsageProducer:
             acks="all",
             linger_ms=self._linger_ms,
             client_id=f"metering-sdk-{self._source}",
+            partitioner=ACCOUNT_PARTITIONER,  # murmur2 of the account, as the API's producer
             **self._kafka_options,
         )
         try:

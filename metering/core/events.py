@@ -256,6 +256,7 @@ def decode_event(
     raw: bytes | bytearray | memoryview | str,
     *,
     now_ms: int,
+    key: bytes | None = None,
     max_bytes: int = MAX_BYTES,
     max_future_ms: int = MAX_FUTURE_MS,
     max_quantity: int = MAX_QUANTITY,
@@ -266,19 +267,28 @@ def decode_event(
     producer clock error and would open a period that has not started yet. The common,
     well-formed event takes `metering.core.event_fastpath` (accept-only); everything else, and every
     refusal, is decided by `check_event`.
+
+    `key` is the Kafka record key: when given, it must be the event's `subject` (UTF-8),
+    checked last, after the event itself is valid (`key_mismatch`). A record without a key is
+    accepted on its `subject` (docs/asyncapi.yaml says why).
     """
     if len(raw) > max_bytes:
         raise EventRejected(RejectReason.OVERSIZED, None, f"{len(raw)} bytes > {max_bytes}")
     event: UsageEvent | None = _FAST.decode(raw, now_ms, max_future_ms, max_quantity)
-    if event is not None:
-        return event
-    return check_event(raw, now_ms=now_ms, max_future_ms=max_future_ms, max_quantity=max_quantity)
+    if event is None:
+        return check_event(
+            raw, now_ms=now_ms, key=key, max_future_ms=max_future_ms, max_quantity=max_quantity
+        )
+    if key is not None and key != event.account.encode():
+        _key_mismatch(key, event.account)
+    return event
 
 
 def check_event(
     raw: bytes | bytearray | memoryview | str,
     *,
     now_ms: int,
+    key: bytes | None = None,
     max_future_ms: int = MAX_FUTURE_MS,
     max_quantity: int = MAX_QUANTITY,
 ) -> UsageEvent:
@@ -324,7 +334,19 @@ def check_event(
     values: list[Any] = list(_DEFAULTS)
     values[0:5] = event_id, source, event_type, account, time_ms
     _read_data(event_type, doc.get("data", _NO_DATA), values, max_quantity)
+    if key is not None and key != account.encode():
+        _key_mismatch(key, account)
     return UsageEvent(*values)
+
+
+def _key_mismatch(key: bytes, account: str) -> NoReturn:
+    """Refuse a record keyed by another account than its `subject` (both named, bounded)."""
+    shown = key[:MAX_ID_CHARS].decode("utf-8", "backslashreplace")
+    raise EventRejected(
+        RejectReason.KEY_MISMATCH,
+        "subject",
+        f"record key {shown!r} is not the subject {account!r}: key each event by its account",
+    )
 
 
 _QUANTITY_INDEX: Final = _SLOTS.index("quantity")

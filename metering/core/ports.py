@@ -300,8 +300,11 @@ class ConsumedRecord(Protocol):
 class EventMapper(Protocol):
     """Turns a record's bytes into a `MappedEvent` or raises `EventRejected`."""
 
-    def map(self, value: bytes | None, *, now_ms: int, watermark_ms: int) -> MappedEvent:
-        """Decode, validate and map; `watermark_ms` decides which periods have closed."""
+    def map(
+        self, value: bytes | None, *, now_ms: int, watermark_ms: int, key: bytes | None = None
+    ) -> MappedEvent:
+        """Decode, validate and map; `watermark_ms` decides which periods have closed. `key`,
+        the record's Kafka key, must name the event's subject when given (`key_mismatch`)."""
         ...
 
 

@@ -29,6 +29,7 @@ from metering.api.deadline import BoundedConfig, BoundedEvents
 from metering.api.http_protocol import ProblemHttpToolsProtocol
 from metering.core.directory import Directory
 from metering.core.errors import StreamError, StreamUnavailable
+from metering.core.partitioning import ACCOUNT_PARTITIONER
 from metering.runtime.process import freeze_startup_heap
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
@@ -62,6 +63,8 @@ def bounded_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
     fails at its next attempt. What idempotence would have prevented, a retried batch written
     twice, cannot hurt here: every record the API writes has the same effect however often it
     lands (metering/api/deadline.py). `acks=all` as everywhere; no linger (one record a call).
+    The partitioner is the SDK's (`metering.core.partitioning`): a top-up and the account's
+    usage events land on one partition, in one order.
     """
     return AIOKafkaProducer(
         client_id=client_id,
@@ -69,6 +72,7 @@ def bounded_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
         acks="all",
         linger_ms=0,
         request_timeout_ms=settings.api_kafka_write_timeout_ms,
+        partitioner=ACCOUNT_PARTITIONER,  # murmur2 of the account, as the SDK (docs/asyncapi.yaml)
         **client_options(settings),
     )
 

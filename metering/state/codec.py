@@ -68,6 +68,7 @@ def encode_step(
                 scope or meter.period,
                 thresholds,
                 members,
+                meter.time_ms,
             ]
         )
     payload = [

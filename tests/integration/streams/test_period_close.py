@@ -466,7 +466,10 @@ async def test_the_publisher_routes_statements_and_tiers_to_their_topics(
     client = aioredis.Redis.from_url(redis_url)
     try:
         key = "mtr:{a1}:o"
-        await client.xadd(key, {"id": "x1", "meter": "emails", "num": 4, "den": 5, "used": 8})
+        entry = {"id": "x1", "account": "a1", "meter": "emails", "period": "2026-07"}
+        entry |= {"threshold": "at_risk", "num": 4, "den": 5, "strict": 0, "limit": 10}
+        entry |= {"used": 8, "before": 7, "at_ms": 1, "event_ms": 1}  # as lua/apply.lua writes
+        await client.xadd(key, entry)
         await client.xadd(key, {"id": "s1", "kind": "statement", "body": '{"id":"s1"}'})
         await client.xadd(key, {"id": "t1", "kind": "tier", "body": '{"id":"t1"}'})
         await client.xadd(key, {"id": "n1", "kind": "from-the-future", "body": "{}"})
