@@ -294,6 +294,45 @@ SCHEMAS: dict[str, Any] = {
             "contract_date": {"type": "string", "format": "date"},
             "limits": {"type": "object", "additionalProperties": _NAT},
             "extensions": {"type": "array", "items": _ref("Extension")},
+            "paid_tiers": {"type": "object", "additionalProperties": _INT},
+        },
+    ),
+    "TierMismatches": _obj(
+        ["checked", "mismatches"],
+        {
+            "checked": _NAT,
+            "mismatches": {
+                "type": "array",
+                "items": _obj(
+                    [
+                        "account",
+                        "ladder",
+                        "meter",
+                        "paid_up_to",
+                        "placed_up_to",
+                        "direction",
+                        "average",
+                        "average_display",
+                        "as_of",
+                        "months",
+                    ],
+                    {
+                        "account": _STR,
+                        "ladder": _STR,
+                        "meter": _STR,
+                        "paid_up_to": _INT,
+                        "placed_up_to": _nullable(_INT),
+                        "direction": {"type": "string", "enum": ["up", "down"]},
+                        "average": _STR,
+                        "average_display": _STR,
+                        "as_of": _STR,
+                        "months": {
+                            "type": "array",
+                            "items": _obj(["period", "total"], {"period": _STR, "total": _NAT}),
+                        },
+                    },
+                ),
+            },
         },
     ),
     "AccountInput": _obj(
@@ -318,6 +357,11 @@ SCHEMAS: dict[str, Any] = {
                         "extra": _AMOUNT,
                     },
                 ),
+            },
+            "paid_tiers": {
+                "type": "object",
+                "propertyNames": {"pattern": _anchored(v.METER_NAME)},
+                "additionalProperties": {"type": "integer", "minimum": 1},
             },
         },
     ),
@@ -405,6 +449,7 @@ def _path_param(name: str, pattern: re.Pattern[str], description: str) -> dict[s
 ACCOUNT = _path_param("account", v.ACCOUNT_ID, "Account id.")
 METER = _path_param("meter", v.METER_NAME, "Meter name (from the account's plan).")
 PLAN = _path_param("plan", v.PLAN_ID, "Plan id.")
+LADDER = _path_param("ladder", v.METER_NAME, "Tier ladder name (from the account's plan).")
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -676,6 +721,28 @@ def _paths() -> dict[str, Any]:
                 {**_ok("Account"), **_problems(*_READ_ERRORS)},
                 params=[ACCOUNT, METER],
             ),
+        },
+        "/v1/accounts/{account}/paid-tiers/{ladder}": {
+            "put": _op(
+                "Set the paid tier",
+                "admin",
+                {**_ok("Account"), **_problems(*_WRITE_ERRORS)},
+                params=[ACCOUNT, LADDER],
+                body=_obj(["up_to"], {"up_to": {"type": "integer", "minimum": 1}}),
+            ),
+            "delete": _op(
+                "Clear the paid tier",
+                "admin",
+                {**_ok("Account"), **_problems(*_READ_ERRORS)},
+                params=[ACCOUNT, LADDER],
+            ),
+        },
+        "/v1/admin/tier-mismatches": {
+            "get": _op(
+                "Accounts on the wrong tier",
+                "admin",
+                {**_ok("TierMismatches"), **_problems(401, 403, 429, 500, 503)},
+            )
         },
         "/v1/accounts/{account}/extensions/{meter}": {
             "put": _op(

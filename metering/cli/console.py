@@ -100,3 +100,33 @@ def decisions_table(result: dict[str, Any], *, colour: bool) -> str:
         subject = item.get("item") or item.get("contact") or item.get("action") or ""
         lines.append(f"{verdict}  {subject}  {item.get('reason', '')}".rstrip())
     return "\n".join(lines)
+
+
+def mismatches_table(report: dict[str, Any]) -> str:
+    """The wrong-tier report: one line per (account, ladder), the months behind it after it."""
+    found = report.get("mismatches", [])
+    checked = report.get("checked", 0)
+    if not found:
+        return f"no account on the wrong tier ({checked} accounts with paid tiers checked)"
+    header = ("account", "ladder", "pays up to", "placed up to", "move", "3-month avg", "months")
+    rows = [header]
+    for m in found:
+        months = ", ".join(f"{x['period']}: {_number(x['total'])}" for x in m["months"])
+        placed = m["placed_up_to"]
+        rows.append(
+            (
+                m["account"],
+                m["ladder"],
+                _number(m["paid_up_to"]),
+                "above every tier" if placed is None else _number(placed),
+                m["direction"],
+                m["average_display"],
+                months,
+            )
+        )
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    lines.append(f"{len(found)} on the wrong tier of {checked} accounts with paid tiers")
+    return "\n".join(lines)

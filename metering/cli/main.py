@@ -339,6 +339,18 @@ def _admit(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _tiers_mismatches(args: argparse.Namespace, settings: Settings) -> int:
+    from metering.cli.console import call_api, mismatches_table  # noqa: PLC0415
+
+    url, key = _api_target(args)
+    report = call_api(url, key, "GET", "/v1/admin/tier-mismatches")
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(mismatches_table(report))
+    return 0
+
+
 def _publisher(args: argparse.Namespace, settings: Settings) -> int:
     from metering.runtime.publisher import main_publisher  # noqa: PLC0415
 
@@ -380,6 +392,17 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
     p = sub.add_parser("publisher", help="run a standalone outbox publisher (until SIGTERM)")
     p.set_defaults(run=_publisher)
+
+    tiers = sub.add_parser("tiers", help="tier placements across accounts (through the API)")
+    tiers_sub = tiers.add_subparsers(dest="tiers_command", required=True, metavar="ACTION")
+    p = tiers_sub.add_parser(
+        "mismatches",
+        help="accounts whose 3-month average places them in another tier than they pay for "
+        "(paid_tiers), with the months behind it (admin key)",
+    )
+    p.add_argument("--json", action="store_true", help="the API's JSON answer")
+    _add_api_client_options(p)
+    p.set_defaults(run=_tiers_mismatches)
 
 
 _APPLY_HELP = """.

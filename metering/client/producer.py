@@ -245,3 +245,31 @@ class UsageProducer:
                 EventType.CAMPAIGN_INTERACTION, account, contact=contact, channel=channel, **options
             )
         )
+
+    async def resource_added(
+        self, account: str, *, resource: str, resource_id: str, **options: Any
+    ) -> Receipt:
+        """A license resource exists or became active (Actito: a user, a scenario, a form...)."""
+        return await self.send(
+            self.build(
+                EventType.RESOURCE_ADDED,
+                account,
+                resource=resource,
+                resource_id=resource_id,
+                **options,
+            )
+        )
+
+    async def resource_removed(
+        self, account: str, *, resource: str, resource_id: str, **options: Any
+    ) -> Receipt:
+        """A license resource no longer exists or is no longer active."""
+        return await self.send(
+            self.build(
+                EventType.RESOURCE_REMOVED,
+                account,
+                resource=resource,
+                resource_id=resource_id,
+                **options,
+            )
+        )

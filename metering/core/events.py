@@ -55,6 +55,8 @@ class EventType(StrEnum):
     CONTACT_SUPPRESSED = "contact.suppressed"
     CAMPAIGN_INTERACTION = "campaign.interaction"
     GOAL_TRIGGERED = "goal.triggered"
+    RESOURCE_ADDED = "resource.added"
+    RESOURCE_REMOVED = "resource.removed"
 
 
 class EmailKind(StrEnum):
@@ -86,6 +88,28 @@ class SearchSurface(StrEnum):
 
     INSTANT = "instant"
     PAGE = "page"
+
+
+class LicenseResource(StrEnum):
+    """Resources of a license counted while they exist (Actito's "My consumption" sheet).
+
+    A `resource.added` event says one resource (`resource_id`) of this kind exists or became
+    active, `resource.removed` that it no longer does; a gauge per kind holds the number."""
+
+    USER = "user"
+    API_USER = "api_user"
+    SENDING_DOMAIN = "sending_domain"
+    ENTITY = "entity"
+    SCENARIO = "scenario"
+    SEGMENTATION_RULE = "segmentation_rule"
+    DAILY_EXPORT = "daily_export"
+    NEWSLETTER = "newsletter"
+    WEBSITE_GOAL = "website_goal"
+    TRANSACTIONAL_GOAL = "transactional_goal"
+    FORM = "form"
+    PROFILE_TABLE = "profile_table"
+    CUSTOM_TABLE = "custom_table"
+    SUBSCRIPTION = "subscription"
 
 
 class SuppressionReason(StrEnum):
@@ -123,6 +147,10 @@ class UsageEvent(msgspec.Struct, frozen=True):
     """email.opened: the opened e-mail carried recommendation snippets (Clerk.io)."""
     campaign: str | None = None
     goal: str | None = None
+    resource: LicenseResource | None = None
+    """resource.added/removed: which kind of license resource (Actito's license sheet)."""
+    resource_id: str | None = None
+    """resource.added/removed: the resource itself (member of the kind's gauge)."""
 
 
 # --- the schema table --------------------------------------------------------------------
@@ -195,6 +223,8 @@ def _choice(name: str, enum: type[StrEnum]) -> DataField:
 _CONTACT = DataField("contact", True, _text)
 _QUANTITY = DataField("quantity", False, _quantity, integer=True)
 _CAMPAIGN = DataField("campaign", False, _text)
+_RESOURCE = _choice("resource", LicenseResource)
+_RESOURCE_ID = DataField("resource_id", True, _text)
 
 DATA_FIELDS: Final[dict[EventType, tuple[DataField, ...]]] = {
     EventType.EMAIL_SENT: (_CONTACT, _choice("kind", EmailKind), _CAMPAIGN),
@@ -213,6 +243,8 @@ DATA_FIELDS: Final[dict[EventType, tuple[DataField, ...]]] = {
     EventType.CONTACT_SUPPRESSED: (_CONTACT, _choice("reason", SuppressionReason)),
     EventType.CAMPAIGN_INTERACTION: (_CONTACT, _choice("channel", Channel), _CAMPAIGN),
     EventType.GOAL_TRIGGERED: (_CONTACT, DataField("goal", False, _text)),
+    EventType.RESOURCE_ADDED: (_RESOURCE, _RESOURCE_ID),
+    EventType.RESOURCE_REMOVED: (_RESOURCE, _RESOURCE_ID),
 }
 """Per event type, the `data` fields it carries. Fields not listed keep `UsageEvent` defaults."""
 

@@ -4,7 +4,9 @@ of new members (lua/admit_members.lua)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import orjson
 from redis import exceptions as redis_errors
 
 from metering.core.deltas import Aggregation
@@ -49,6 +51,23 @@ class ReadState(RedisConnection):
         async with translated("read members"):
             raw = await self._client.smembers(keys.distinct_key(account, meter, period))
         return {text(m) for m in raw}
+
+    async def placements_of(self, accounts: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Per account, the last placement the closer decided per ladder, in one round trip
+        (`metering.core.rollups.placement_record`; the wrong-tier report reads them)."""
+        async with translated("read placements"):
+            pipe = self._client.pipeline(transaction=False)
+            for account in accounts:
+                pipe.hgetall(keys.placements_key(account))
+            replies = await pipe.execute()
+        return {
+            account: {
+                text(k): orjson.loads(v)
+                for k, v in reply.items()
+                if not text(k).startswith("as_of:")
+            }
+            for account, reply in zip(accounts, replies, strict=True)
+        }
 
     async def readiness(self) -> tuple[str | None, int, str | None]:
         """(store marker, number of partitions still replaying after a loss, why writes are

@@ -32,6 +32,8 @@ SUBCOMMANDS = [
     ["usage"],
     ["admit"],
     ["publisher"],
+    ["tiers"],
+    ["tiers", "mismatches"],
 ]
 
 
