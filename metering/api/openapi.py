@@ -16,6 +16,7 @@ from zoneinfo import available_timezones
 from metering.api import validation as v
 from metering.core.enforcement import EnforcementMode, GatedAction, Reason
 from metering.core.events import MAX_QUANTITY, ContactOrigin, EmailKind
+from metering.core.status import State
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"
@@ -52,6 +53,18 @@ _REASON = {"type": "string", "enum": [r.value for r in Reason]}
 _METER_NAME = {"type": "string", "pattern": _anchored(v.METER_NAME)}
 _PLAN_ID = {"type": "string", "pattern": _anchored(v.PLAN_ID)}
 _TIMEZONE = {"type": "string", "enum": sorted(available_timezones())}
+_ADMISSION_FIELDS = [
+    "account",
+    "action",
+    "allowed",
+    "admitted",
+    "refused",
+    "reason",
+    "meter",
+    "fits",
+    "items",
+    "meters",
+]
 _CONTACTS = {
     "type": "array",
     "minItems": 1,
@@ -111,6 +124,7 @@ SCHEMAS: dict[str, Any] = {
             "remaining",
             "ratio",
             "status",
+            "state",
             "thresholds_reached",
             "period",
             "last_update",
@@ -131,6 +145,11 @@ SCHEMAS: dict[str, Any] = {
             "remaining": _nullable(_NAT),
             "ratio": _nullable({"type": "number", "minimum": 0}),
             "status": _COLOUR,
+            "state": {
+                "type": "string",
+                "enum": [w.value for w in State],
+                "description": "The status word: over only strictly above the limit.",
+            },
             "thresholds_reached": {"type": "array", "items": _STR},
             "period": _nullable(_ref("Period")),
             "last_update": _nullable(_TIME),
@@ -245,35 +264,51 @@ SCHEMAS: dict[str, Any] = {
         },
     ),
     "MeterLevel": _obj(
-        ["meter", "period", "used", "limit", "enforcement"],
+        ["meter", "period", "used", "held", "limit", "fits", "enforcement"],
         {
             "meter": _STR,
             "period": _nullable(_STR),
             "used": _INT,
+            "held": {
+                **_NAT,
+                "description": "Places admitted imports hold on a gauge until counted.",
+            },
             "limit": _nullable(_NAT),
+            "fits": _nullable(
+                {**_NAT, "description": "How many more units fit: limit - used - held."}
+            ),
             "enforcement": _STR,
         },
     ),
     "Admission": _obj(
-        ["account", "action", "allowed", "refused", "items", "meters"],
+        _ADMISSION_FIELDS,
         {
             "account": _STR,
             "action": _STR,
-            "allowed": _NAT,
+            "allowed": {"type": "boolean", "description": "Every item is allowed."},
+            "admitted": _NAT,
             "refused": _NAT,
+            "reason": _nullable(_REASON),
+            "meter": _nullable(_STR),
+            "fits": _nullable(_NAT),
             "items": {"type": "array", "items": _ref("AdmissionItem")},
             "meters": {"type": "array", "items": _ref("MeterLevel")},
         },
     ),
     "CampaignAdmission": _obj(
-        ["account", "action", "recipients", "allowed", "reason", "meter", "checks", "meters"],
+        [*_ADMISSION_FIELDS, "recipients", "checks"],
         {
             "account": _STR,
             "action": _STR,
-            "recipients": _NAT,
             "allowed": {"type": "boolean"},
-            "reason": _REASON,
+            "admitted": _NAT,
+            "refused": _NAT,
+            "reason": _nullable(_REASON),
             "meter": _nullable(_STR),
+            "fits": _nullable(_NAT),
+            "items": {"type": "array", "items": _ref("AdmissionItem")},
+            "meters": {"type": "array", "items": _ref("MeterLevel")},
+            "recipients": _NAT,
             "checks": {
                 "type": "array",
                 "items": _obj(
@@ -281,7 +316,6 @@ SCHEMAS: dict[str, Any] = {
                     {"meter": _STR, "allowed": {"type": "boolean"}, "reason": _REASON},
                 ),
             },
-            "meters": {"type": "array", "items": _ref("MeterLevel")},
         },
     ),
     "Extension": _obj(["meter", "period", "extra"], {"meter": _STR, "period": _STR, "extra": _NAT}),
@@ -589,11 +623,29 @@ def _paths() -> dict[str, Any]:
                 body=_obj(
                     [],
                     {
-                        "action": {"type": "string", "enum": [a.value for a in GatedAction]},
+                        "action": {
+                            "type": "string",
+                            "enum": [
+                                GatedAction.CAMPAIGN_SEND.value,
+                                GatedAction.CAMPAIGN_CREATE.value,
+                            ],
+                        },
                         "recipients": {"type": "integer", "minimum": 0, "maximum": 100_000_000},
                         "contacts_via_api": {"type": "boolean"},
                         "kind": {"type": "string", "enum": [k.value for k in EmailKind]},
                     },
+                ),
+            )
+        },
+        "/v1/accounts/{account}/admission/automations": {
+            "post": _op(
+                "Admit automation triggers",
+                "admission",
+                {**_ok("Admission"), **admission_errors},
+                params=[ACCOUNT],
+                body=_obj(
+                    ["contacts"],
+                    {"contacts": _CONTACTS, "contacts_via_api": {"type": "boolean"}},
                 ),
             )
         },

@@ -44,8 +44,13 @@ def call_api(
         raise ApiCallFailed(f"cannot reach the API at {base_url}: {exc}") from None
 
 
-def _status(value: str, colour: bool) -> str:
-    text = {"green": "ok", "yellow": "at risk", "red": "over"}.get(value, value)
+def state_word(state: str) -> str:
+    """The API's status word (`state`: ok, at_risk, at_limit, over, no_credits) as printed:
+    the same words as the dashboard; "over" only strictly above the limit."""
+    return state.replace("_", " ")
+
+
+def _paint(text: str, value: str, colour: bool) -> str:
     return f"{_COLOURS[value]}{text}{_RESET}" if colour and value in _COLOURS else text
 
 
@@ -67,20 +72,21 @@ def usage_table(usage: dict[str, Any], *, colour: bool) -> str:
                 _number(m["limit"]),
                 _number(m["remaining"]),
                 "-" if ratio is None else f"{100 * ratio:.0f}%",
-                m["status"],
+                state_word(m["state"]),
                 str(period.get("key", "-")),
                 str(m.get("last_update") or "-")[:19],
             )
         )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
     lines = []
+    paints = [""] + [m["status"] for m in usage["meters"]]
     for n, row in enumerate(rows):
         cells = []
         for i, cell in enumerate(row):
             text = str(cell)
             padded = text.rjust(widths[i]) if i in (1, 2, 3, 4) else text.ljust(widths[i])
             if i == 5 and n > 0:
-                padded = _status(text, colour) + " " * (widths[i] - len(_status(text, False)))
+                padded = _paint(text, paints[n], colour) + " " * (widths[i] - len(text))
             cells.append(padded)
         lines.append("  ".join(cells).rstrip())
     plan = usage.get("plan")
@@ -90,15 +96,29 @@ def usage_table(usage: dict[str, Any], *, colour: bool) -> str:
 
 
 def decisions_table(result: dict[str, Any], *, colour: bool) -> str:
-    """Admission decisions, one line per item."""
-    lines = []
-    for item in result.get("items", [result]):
-        allowed = item.get("allowed")
-        verdict = "allow" if allowed else "deny"
+    """Admission decisions: a summary line (allowed or refused, how many, why, how many more
+    would fit), then one line per item."""
+    allowed = bool(result.get("allowed"))
+    verdict = "allowed" if allowed else "refused"
+    if colour:
+        verdict = f"{_COLOURS['green' if allowed else 'red']}{verdict}{_RESET}"
+    items = result.get("items", [])
+    summary = f"{verdict}: {result.get('admitted', 0)} of {len(items)} admitted"
+    if result.get("reason"):
+        summary += f" ({result['reason']}"
+        if result.get("meter"):
+            summary += f" on {result['meter']}"
+        summary += ")"
+    if result.get("fits") is not None:
+        summary += f"; {result['fits']:,} more would fit"
+    lines = [summary]
+    for item in items:
+        ok = item.get("allowed")
+        word = "allow" if ok else "deny"
         if colour:
-            verdict = f"{_COLOURS['green' if allowed else 'red']}{verdict}{_RESET}"
-        subject = item.get("item") or item.get("contact") or item.get("action") or ""
-        lines.append(f"{verdict}  {subject}  {item.get('reason', '')}".rstrip())
+            word = f"{_COLOURS['green' if ok else 'red']}{word}{_RESET}"
+        subject = item.get("item") or ""
+        lines.append(f"{word}  {subject}  {item.get('reason', '')}".rstrip())
     return "\n".join(lines)
 
 

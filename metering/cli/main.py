@@ -325,6 +325,8 @@ def _admit(args: argparse.Namespace, settings: Settings) -> int:
         body = {"contacts": args.items, "kind": args.kind}
     elif args.what == "contacts":
         body = {"contacts": args.items, "origin": args.origin}
+    elif args.what == "automations":
+        body = {"contacts": args.items, "contacts_via_api": args.via_api}
     elif args.what == "campaign":
         body = {
             "action": "campaign.send",
@@ -370,23 +372,40 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("file", nargs="?", default="-", help="JSON-lines file, or - for stdin")
     p.set_defaults(run=_produce)
 
-    p = sub.add_parser("usage", help="an account's usage as a table with coloured status")
+    p = sub.add_parser(
+        "usage",
+        help="an account's usage as a table with coloured status",
+        description="Status words (the API's `state`, the dashboard's labels): ok; at risk "
+        "(a threshold reached below the limit); at limit (used = limit); over (strictly above "
+        "the limit); no credits (a prepaid balance at 0). The colour is the plan's thresholds'.",
+    )
     p.add_argument("account")
     _add_api_client_options(p)
     p.set_defaults(run=_usage)
 
-    p = sub.add_parser("admit", help="ask whether an account may do something now")
+    p = sub.add_parser(
+        "admit",
+        help="ask whether an account may do something now",
+        description="Prints a summary line (allowed or refused, how many admitted, the "
+        "deciding reason and meter, how many more would fit), then one line per item. "
+        "See docs/api.md, Admission.",
+    )
     p.add_argument("account")
     p.add_argument(
         "what",
-        choices=["messages", "contacts", "campaign", "sms"],
-        help="messages/contacts: to the given contacts; campaign/sms: --recipients of them",
+        choices=["messages", "contacts", "automations", "campaign", "sms"],
+        help="messages/contacts/automations: for the given contacts (an import is admitted "
+        "all or nothing); campaign/sms: --recipients of them",
     )
-    p.add_argument("items", nargs="*", help="contact ids (messages, contacts)")
+    p.add_argument("items", nargs="*", help="contact ids (messages, contacts, automations)")
     p.add_argument("--kind", default="marketing", help="e-mail kind (messages)")
     p.add_argument("--origin", default="api", help="api, form, import or manual (contacts)")
     p.add_argument("--recipients", type=int, default=1, help="campaign recipients / SMS count")
-    p.add_argument("--via-api", action="store_true", help="campaign: contacts came via the API")
+    p.add_argument(
+        "--via-api",
+        action="store_true",
+        help="campaign, automations: the contacts came in through the API (110 %% ceiling)",
+    )
     _add_api_client_options(p)
     p.set_defaults(run=_admit)
 

@@ -243,6 +243,25 @@ class MemberVerdict(StrEnum):
     """New and over the limit of an enforcing meter: refused, nothing reserved."""
 
 
+@dataclass(frozen=True, slots=True)
+class GaugeAdmission:
+    """What the gauge admission step (lua/admit_gauge.lua) saw and did for one request."""
+
+    size: int
+    """Members present in the gauge (its level, as the processor applied it)."""
+    held: int
+    """Places still held by other admitted all-or-nothing batches (imports not yet applied)."""
+    new: int
+    """Distinct members of the request not present in the gauge."""
+    present: tuple[bool, ...]
+    """Per member of the request, in order: present already (a repeat of a new one is not)."""
+    repeated: tuple[bool, ...]
+    """Per member: a repeat, within the request, of a new member before it (counts once)."""
+    admitted: bool | None
+    """Whole mode: the batch was admitted and its places held (True) or refused (False);
+    None when the step only read."""
+
+
 # --- the outbox and side outputs -------------------------------------------------------------
 
 

@@ -224,7 +224,7 @@ def admission_stories(api: str, admin: str, keys: dict[str, str], accounts: Demo
         accounts.ac,
         "contacts",
         {"contacts": ["n1", "n2"], "origin": "import"},
-        "ActiveCampaign at 110%: a CSV import",
+        "ActiveCampaign at 110%: a CSV import of 2 new contacts (refused whole: all or nothing)",
     )
     ask(
         accounts.ac,
@@ -237,6 +237,12 @@ def admission_stories(api: str, admin: str, keys: dict[str, str], accounts: Demo
         "campaigns",
         {"action": "campaign.send", "recipients": 22, "contacts_via_api": True},
         "ActiveCampaign at 110% (contacts came by API): send a campaign",
+    )
+    ask(
+        accounts.ac,
+        "automations",
+        {"contacts": ["n1", "n2"], "contacts_via_api": True},
+        "ActiveCampaign at 110% (contacts came by API): trigger an automation for 2 contacts",
     )
     ask(
         accounts.actito,

@@ -62,6 +62,12 @@ def gauge_key(account: str, meter: str) -> str:
     return f"{account_prefix(account)}g:{meter}"
 
 
+def holds_key(account: str, meter: str) -> str:
+    """Sorted set of members whose places an admitted import holds on a gauge (score: the
+    hold's end, epoch ms); see lua/admit_gauge.lua."""
+    return f"{account_prefix(account)}h:{meter}"
+
+
 def balance_key(account: str, meter: str) -> str:
     """Prepaid balance."""
     return f"{account_prefix(account)}b:{meter}"

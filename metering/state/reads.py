@@ -1,5 +1,6 @@
-"""The API's part of the store: usage reads, readiness, and admission's atomic reservation
-of new members (lua/admit_members.lua)."""
+"""The API's part of the store: usage reads, readiness, and admission's atomic steps: the
+reservation of new members of a distinct meter (lua/admit_members.lua) and the all-or-nothing
+hold of an import's new members on a gauge (lua/admit_gauge.lua)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import orjson
 from redis import exceptions as redis_errors
 
 from metering.core.deltas import Aggregation
-from metering.core.ports import MemberVerdict
+from metering.core.ports import GaugeAdmission, MemberVerdict
 from metering.state import keys
-from metering.state.codec import decode_admission
+from metering.state.codec import decode_admission, decode_gauge_admission
 from metering.state.connection import (
     RedisConnection,
     load_script,
@@ -132,17 +133,33 @@ class ReadState(RedisConnection):
             reply = await self._admit_members(keys=names, args=args)
         return int(reply[0]), text(reply[1])
 
-    async def gauge_flags(self, account: str, meter: str, members: Sequence[str]) -> list[bool]:
-        """Whether each member is present in a gauge's set now (one SMISMEMBER per 2,000)."""
-        if not members:
-            return []
-        key = keys.gauge_key(account, meter)
-        async with translated("read gauge members"):
-            pipe = self._client.pipeline(transaction=False)
-            for start in range(0, len(members), 2000):
-                pipe.smismember(key, list(members[start : start + 2000]))
-            replies = await pipe.execute()
-        return [bool(flag) for reply in replies for flag in reply]
+    async def admit_gauge(
+        self,
+        account: str,
+        meter: str,
+        members: Sequence[str],
+        *,
+        limit: int | None,
+        whole: bool,
+        now_ms: int,
+        hold_until_ms: int,
+    ) -> GaugeAdmission:
+        """Which of `members` a gauge holds, its level and the places other admitted imports
+        hold, in one atomic step; when `whole`, also admit the new members all or nothing and
+        hold their places until `hold_until_ms` (see lua/admit_gauge.lua)."""
+        if self._admit_gauge is None:
+            self._admit_gauge = self._client.register_script(load_script("admit_gauge.lua"))
+        names = [keys.gauge_key(account, meter), keys.holds_key(account, meter)]
+        args: list[str | int] = [
+            -1 if limit is None else limit,
+            "whole" if whole else "read",
+            now_ms,
+            hold_until_ms,
+            *members,
+        ]
+        async with translated("admit to a gauge"):
+            reply = await self._admit_gauge(keys=names, args=args)
+        return decode_gauge_admission(reply)
 
     async def admit(
         self,

@@ -29,7 +29,7 @@ def server(stack, _redis_db_numbers) -> Iterator[ServerThread]:  # type: ignore[
     running.stop()
 
 
-OPERATIONS_EXPECTED = 29
+OPERATIONS_EXPECTED = 30  # + tier mismatches, paid tiers (2), automations admission (issue 16)
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

@@ -4,7 +4,11 @@
 
 const $ = (id) => document.getElementById(id);
 const numbers = new Intl.NumberFormat("en-US");
-const LABELS = { green: "OK", yellow: "At risk", red: "Exceeded" };
+// The status word is the API's `state` (metering/core/status.py), the same word the CLI prints:
+// "Over" only strictly above the limit; the colour is the plan's thresholds'.
+const LABELS = {
+  ok: "OK", at_risk: "At risk", at_limit: "At limit", over: "Over", no_credits: "No credits",
+};
 let refresh = null;
 
 function el(tag, className, text) {
@@ -67,8 +71,8 @@ function meterCard(meter, tz) {
   card.dataset.status = meter.status;
   const heading = el("h2");
   heading.append(el("span", "dot"), el("span", "name", title(meter.meter)));
-  const label = balance && meter.status === "red" ? "No credits" : LABELS[meter.status];
-  heading.append(el("span", "status", label));
+  card.dataset.state = meter.state;
+  heading.append(el("span", "status", LABELS[meter.state] || meter.state));
   card.append(heading);
   if (meter.description) card.append(el("p", "desc muted", meter.description));
 
