@@ -9,10 +9,9 @@ the topic's partition count: what the API's own producer, the SDK and `metering 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from metering.core.errors import StreamError
@@ -26,28 +25,26 @@ def partition_for(key: str, partitions: int) -> int:
 
 
 class KafkaLogRanges:
-    """Partition count (metadata, re-read every `metadata_max_age_s`) and offset ranges of one
-    topic, through a consumer outside any group (it never fetches records)."""
+    """Partition count and offset ranges of one topic.
 
-    def __init__(
-        self, consumer: AIOKafkaConsumer, topic: str, *, metadata_max_age_s: float = 30.0
-    ) -> None:
+    The count comes from `producer`'s metadata: the API's own producer, so the partition
+    named for an account is the one that producer sends the account's top-ups to (its
+    metadata is refreshed every `metadata.max.age.ms`, 5 minutes, and when a send fails).
+    The offsets come from `consumer`, outside any group (it never fetches records).
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, topic: str) -> None:
+        self._producer = producer
         self._consumer = consumer
         self._topic = topic
-        self._max_age_s = metadata_max_age_s
-        self._count: int | None = None
-        self._read_at = 0.0
 
     async def partition_count(self) -> int:
         """Partitions of the topic; `StreamError` when the topic does not exist."""
-        if self._count is None or time.monotonic() - self._read_at > self._max_age_s:
-            async with translated(f"read the partitions of {self._topic}"):
-                await self._consumer.topics()  # refreshes the cluster metadata
-            found = self._consumer.partitions_for_topic(self._topic)
-            if not found:
-                raise StreamError(f"topic {self._topic} does not exist")
-            self._count, self._read_at = len(found), time.monotonic()
-        return self._count
+        async with translated(f"read the partitions of {self._topic}"):
+            found = await self._producer.partitions_for(self._topic)
+        if not found:
+            raise StreamError(f"topic {self._topic} does not exist")
+        return len(found)
 
     async def partition_of(self, account: str) -> int:
         """The partition of `account`'s events (records keyed by the account id)."""

@@ -141,7 +141,7 @@ async def running(
             config=config,
             freshness=Freshness(
                 store,
-                KafkaLogRanges(offsets, settings.events_topic),
+                KafkaLogRanges(producer, offsets, settings.events_topic),
                 group=settings.consumer_group,
                 topic=settings.events_topic,
             ),
