@@ -28,6 +28,7 @@ from metering.api import (
     routes_admission,
     routes_reports,
     routes_usage,
+    routes_wait,
     store_guard,
 )
 from metering.api.context import ApiConfig, ApiContext
@@ -255,6 +256,7 @@ def create_app(
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *routes_usage.ROUTES,
+        *routes_wait.ROUTES,
         *routes_admin.ROUTES,
         *routes_reports.ROUTES,
         *dashboard.ROUTES,

@@ -161,23 +161,57 @@ SCHEMAS: dict[str, Any] = {
             ),
         },
     ),
+    "Freshness": _obj(
+        [
+            "partition",
+            "position",
+            "watermark",
+            "applied_at",
+            "lag",
+            "caught_up",
+            "lag_unknown",
+        ],
+        {
+            "partition": _nullable(
+                {**_NAT, "description": "The account's partition of the events topic."}
+            ),
+            "position": _nullable(
+                {**_INT, "description": "Offset of the last record applied there."}
+            ),
+            "watermark": _nullable(
+                {**_TIME, "description": "Largest event time applied in the partition."}
+            ),
+            "applied_at": _nullable(
+                {**_TIME, "description": "When the processor last applied records of it."}
+            ),
+            "lag": _nullable(
+                {**_NAT, "description": "Records produced to the partition, not yet applied."}
+            ),
+            "caught_up": _nullable({"type": "boolean"}),
+            "lag_unknown": _nullable(
+                {**_STR, "description": "Why the lag is null (Kafka did not answer)."}
+            ),
+        },
+    ),
     "Usage": _obj(
-        ["account", "plan", "timezone", "contract_date", "as_of", "meters"],
+        ["account", "plan", "timezone", "contract_date", "as_of", "freshness", "meters"],
         {
             "account": _STR,
             "plan": _obj(["id", "name"], {"id": _STR, "name": _STR}),
             "timezone": _STR,
             "contract_date": _nullable({"type": "string", "format": "date"}),
-            "as_of": _TIME,
+            "as_of": {**_TIME, "description": "When this answer was computed."},
+            "freshness": _nullable(_ref("Freshness")),
             "meters": {"type": "array", "items": _ref("MeterUsage")},
         },
     ),
     "History": _obj(
-        ["account", "meter", "kind", "periods"],
+        ["account", "meter", "kind", "freshness", "periods"],
         {
             "account": _STR,
             "meter": _STR,
             "kind": _STR,
+            "freshness": _nullable(_ref("Freshness")),
             "periods": {
                 "type": "array",
                 "items": _obj(
@@ -196,20 +230,22 @@ SCHEMAS: dict[str, Any] = {
         },
     ),
     "Members": _obj(
-        ["account", "meter", "period", "count", "offset", "members"],
+        ["account", "meter", "period", "count", "freshness", "offset", "members"],
         {
             "account": _STR,
             "meter": _STR,
             "period": _STR,
             "count": _NAT,
+            "freshness": _nullable(_ref("Freshness")),
             "offset": _NAT,
             "members": {"type": "array", "items": _STR},
         },
     ),
     "Tiers": _obj(
-        ["account", "ladders"],
+        ["account", "freshness", "ladders"],
         {
             "account": _STR,
+            "freshness": _nullable(_ref("Freshness")),
             "ladders": {
                 "type": "array",
                 "items": _obj(
@@ -413,6 +449,46 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+_WAITED = {
+    "caught_up": {"type": "boolean"},
+    "account": _nullable(_STR),
+    "waited_ms": _NAT,
+    "lag": {**_NAT, "description": "Records produced before the call, not applied yet."},
+    "partitions": {
+        "type": "array",
+        "items": _obj(
+            ["partition", "target", "position", "watermark", "applied_at", "lag"],
+            {
+                "partition": _NAT,
+                "target": {**_NAT, "description": "End offset of the partition at the call."},
+                "position": _nullable(_INT),
+                "watermark": _nullable(_TIME),
+                "applied_at": _nullable(_TIME),
+                "lag": _NAT,
+            },
+        ),
+    },
+}
+SCHEMAS["Waited"] = _obj(["caught_up", "account", "waited_ms", "lag", "partitions"], _WAITED)
+SCHEMAS["NotCaughtUp"] = _obj(
+    ["type", "title", "status", "code", "detail", *_WAITED],
+    {**SCHEMAS["Problem"]["properties"], **_WAITED},
+)
+
+
+def _not_caught_up() -> dict[str, Any]:
+    return {
+        "504": {
+            "description": "`not_caught_up`: the timeout passed first; the lag left, per "
+            "partition.",
+            "content": {PROBLEM: {"schema": _ref("NotCaughtUp")}},
+        }
+    }
+
+
+_TIMEOUT_MS = {"type": "integer", "minimum": 0, "maximum": 300_000}
+
+
 def _problems(*codes: int) -> dict[str, Any]:
     texts = {
         400: "Malformed JSON.",
@@ -582,6 +658,35 @@ def _paths() -> dict[str, Any]:
                 "usage",
                 {**_ok("Tiers"), **_problems(*_READ_ERRORS)},
                 params=[ACCOUNT],
+            )
+        },
+        "/v1/wait": {
+            "get": _op(
+                "Wait until everything is counted",
+                "usage",
+                {**_ok("Waited"), **_not_caught_up(), **_problems(401, 403, 422, 429, 500, 503)},
+                params=[
+                    _query(
+                        "timeout_ms",
+                        _TIMEOUT_MS,
+                        "Give up after this long (default 30000; 0: answer at once).",
+                    )
+                ],
+            )
+        },
+        "/v1/accounts/{account}/wait": {
+            "get": _op(
+                "Wait until an account's events are counted",
+                "usage",
+                {**_ok("Waited"), **_not_caught_up(), **_problems(*_READ_ERRORS)},
+                params=[
+                    ACCOUNT,
+                    _query(
+                        "timeout_ms",
+                        _TIMEOUT_MS,
+                        "Give up after this long (default 30000; 0: answer at once).",
+                    ),
+                ],
             )
         },
         "/v1/accounts/{account}/admission/messages": {

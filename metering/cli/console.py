@@ -19,9 +19,17 @@ _RESET = "\033[0m"
 
 
 def call_api(
-    base_url: str, key: str, method: str, path: str, body: object | None = None
+    base_url: str,
+    key: str,
+    method: str,
+    path: str,
+    body: object | None = None,
+    *,
+    timeout_s: float = 10,
+    accept: tuple[int, ...] = (),
 ) -> dict[str, Any]:
-    """One JSON request; raises `ApiCallFailed` with the API's title and detail."""
+    """One JSON request; raises `ApiCallFailed` with the API's title and detail, except for
+    the statuses in `accept`, whose problem document is returned like an answer."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(  # noqa: S310 - the URL is the operator's own API
         base_url.rstrip("/") + path,
@@ -30,12 +38,14 @@ def call_api(
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
             result: dict[str, Any] = json.loads(response.read())
             return result
     except urllib.error.HTTPError as exc:
         try:
             problem = json.loads(exc.read())
+            if exc.code in accept and isinstance(problem, dict):
+                return problem
             detail = f"{problem.get('title', '')}: {problem.get('detail', '')}"
         except ValueError:
             detail = exc.reason
@@ -92,7 +102,40 @@ def usage_table(usage: dict[str, Any], *, colour: bool) -> str:
     plan = usage.get("plan")
     plan_id = plan.get("id", "?") if isinstance(plan, dict) else plan
     title = f"{usage['account']} (plan {plan_id})"
-    return "\n".join([title, *lines])
+    return "\n".join([title, *lines, freshness_line(usage.get("freshness"))])
+
+
+def freshness_line(freshness: dict[str, Any] | None) -> str:
+    """How fresh the counts are: "counted as of" the partition's event-time watermark and
+    the time it was applied, and the records not applied yet."""
+    if freshness is None:
+        return "as of: unknown (this API runs without Kafka)"
+    applied = freshness.get("applied_at")
+    watermark = freshness.get("watermark")
+    when = (
+        "nothing counted yet"
+        if applied is None
+        else f"events up to {watermark or '-'}, applied {applied}"
+    )
+    lag = freshness.get("lag")
+    if lag is None:
+        behind = f"lag unknown: {freshness.get('lag_unknown')}"
+    elif lag == 0:
+        behind = "caught up"
+    else:
+        behind = f"{lag:,} records not counted yet (`metering wait` waits for them)"
+    return f"as of: {when}; {behind}"
+
+
+def wait_report(result: dict[str, Any]) -> str:
+    """The answer of a wait: caught up, or the records left per partition."""
+    scope = f"account {result['account']}" if result.get("account") else "every partition"
+    if result.get("caught_up"):
+        return f"caught up ({scope}) after {result['waited_ms']:,} ms"
+    left = ", ".join(
+        f"partition {p['partition']}: {p['lag']:,}" for p in result["partitions"] if p["lag"]
+    )
+    return f"not caught up ({scope}): {result['lag']:,} records not applied yet ({left})"
 
 
 def decisions_table(result: dict[str, Any], *, colour: bool) -> str:

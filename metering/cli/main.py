@@ -316,6 +316,29 @@ def _usage(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+WAIT_TIMED_OUT = 3
+"""Exit status of `metering wait` when the timeout passed first (2: an error)."""
+
+
+def _wait(args: argparse.Namespace, settings: Settings) -> int:
+    from metering.cli.console import call_api, wait_report  # noqa: PLC0415
+
+    if not 0 <= args.timeout <= 300:
+        raise MeteringError(f"--timeout must be between 0 and 300 seconds, got {args.timeout:g}")
+    url, key = _api_target(args)
+    path = "/v1/wait" if args.account is None else f"/v1/accounts/{args.account}/wait"
+    result = call_api(
+        url,
+        key,
+        "GET",
+        f"{path}?timeout_ms={int(args.timeout * 1000)}",
+        timeout_s=args.timeout + 10,
+        accept=(504,),
+    )
+    print(wait_report(result))
+    return 0 if result.get("caught_up") else WAIT_TIMED_OUT
+
+
 def _admit(args: argparse.Namespace, settings: Settings) -> int:
     from metering.cli.console import call_api, decisions_table  # noqa: PLC0415
 
@@ -367,7 +390,7 @@ def _add_api_client_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`produce`, `usage`, `admit` (through the API) and `publisher`."""
+    """`produce`, `usage`, `wait`, `admit` (through the API) and `publisher`."""
     p = sub.add_parser("produce", help="produce usage events from JSON lines (file or -)")
     p.add_argument("file", nargs="?", default="-", help="JSON-lines file, or - for stdin")
     p.set_defaults(run=_produce)
@@ -382,6 +405,23 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("account")
     _add_api_client_options(p)
     p.set_defaults(run=_usage)
+
+    p = sub.add_parser(
+        "wait",
+        help="wait until every event produced before now is counted (exit 3 on timeout)",
+        description="Wait until the processor applied every event produced to the events "
+        "topic before this call (with --account: to that account's partition). Exit status: "
+        "0 caught up, 3 the timeout passed first (the records left are printed), 2 an error.",
+    )
+    p.add_argument("--account", help="only this account's partition (its key suffices)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait at most, up to 300 (30; 0: check once)",
+    )
+    _add_api_client_options(p)
+    p.set_defaults(run=_wait)
 
     p = sub.add_parser(
         "admit",

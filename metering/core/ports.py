@@ -371,8 +371,15 @@ class PositionStore(Protocol):
     ) -> dict[int, tuple[int, int]]: ...
 
     async def advance_positions(
-        self, group: str, topic: str, positions: Mapping[int, tuple[int, int]]
-    ) -> None: ...
+        self,
+        group: str,
+        topic: str,
+        positions: Mapping[int, tuple[int, int]],
+        *,
+        applied_ms: int,
+    ) -> None:
+        """Store (offset, watermark ms) per partition, reached at `applied_ms`; forward only."""
+        ...
 
     async def store_marker(self) -> str | None: ...
 

@@ -4,7 +4,8 @@ The API follows the compacted accounts topic with the same `ConfigFollower` and 
 as the processors, so both read one configuration; it catches up before serving, so a fresh
 API process never answers with a configuration older than what was published before it
 started. Admin changes go out through `ConfigWriter`; SMS top-ups through the producer to the
-events topic.
+events topic. A third client, outside any group, reads the events topic's offsets for the
+freshness of usage answers and `GET /v1/wait` (metering/api/freshness.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from metering.api.app import create_app
 from metering.api.auth import KeyRing
 from metering.api.context import ApiConfig, ApiContext
 from metering.api.deadline import BoundedConfig, BoundedEvents
+from metering.api.freshness import Freshness
 from metering.api.http_protocol import ProblemHttpToolsProtocol
 from metering.core.directory import Directory
 from metering.core.errors import StreamError, StreamUnavailable
@@ -36,6 +38,7 @@ from metering.state.redis_store import RedisStateStore
 from sinks.config_writer import ConfigWriter
 from streams.config_follower import ConfigFollower, ConfigMetrics
 from streams.kafka import client_options, new_consumer, translated
+from streams.log_ranges import KafkaLogRanges
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,8 @@ async def running(
     store = RedisStateStore.for_api(settings.redis_url)
     producer = bounded_producer(settings, client_id=client_id)
     consumer = new_consumer(settings, group_id=None, client_id=f"{client_id}-config")
+    # Outside any group and never fetching: reads the events topic's offsets (freshness).
+    offsets = new_consumer(settings, group_id=None, client_id=f"{client_id}-offsets")
     directory = Directory()
     metrics = ConfigMetrics.create(registry or CollectorRegistry())
     follower = ConfigFollower(consumer, settings.accounts_topic, directory, metrics)
@@ -108,8 +113,8 @@ async def running(
         await store.ping()
         async with translated("start Kafka clients"):
             # Both are stopped on the way out, even one whose start failed or never began.
-            started.extend((producer, consumer))
-            for client in (producer, consumer):
+            started.extend((producer, consumer, offsets))
+            for client in (producer, consumer, offsets):
                 try:
                     async with asyncio.timeout(timeout_s):
                         await client.start()
@@ -138,6 +143,12 @@ async def running(
             events=BoundedEvents(KafkaEvents(producer, settings.events_topic), timeout_s),
             keys=KeyRing(store, cache_s=config.key_cache_s),
             config=config,
+            freshness=Freshness(
+                store,
+                KafkaLogRanges(producer, offsets, settings.events_topic),
+                group=settings.consumer_group,
+                topic=settings.events_topic,
+            ),
             tasks=[task],
         )
     finally:

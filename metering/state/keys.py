@@ -118,6 +118,12 @@ def watermark_key(group: str, topic: str, partition: int) -> str:
     return f"mtr:wm:{group}:{topic}:{partition}"
 
 
+def applied_key(group: str, topic: str, partition: int) -> str:
+    """When (epoch ms, the processor's clock) the stored position of a partition was last
+    moved forward: with the watermark, how fresh that partition's counts are."""
+    return f"mtr:ap:{group}:{topic}:{partition}"
+
+
 # --- period close (ADR 0004) ---
 
 CLOSE_LEASE = "mtr:close:lease"

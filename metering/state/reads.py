@@ -1,6 +1,7 @@
-"""The API's part of the store: usage reads, readiness, and admission's atomic steps: the
-reservation of new members of a distinct meter (lua/admit_members.lua) and the all-or-nothing
-hold of an import's new members on a gauge (lua/admit_gauge.lua)."""
+"""The API's part of the store: usage reads, the processor's progress per partition (how
+fresh the counts are), readiness, and admission's atomic steps: the reservation of new members
+of a distinct meter (lua/admit_members.lua) and the all-or-nothing hold of an import's new
+members on a gauge (lua/admit_gauge.lua)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import orjson
 from redis import exceptions as redis_errors
 
 from metering.core.deltas import Aggregation
+from metering.core.freshness import PartitionProgress
 from metering.core.ports import GaugeAdmission, MemberVerdict
 from metering.state import keys
 from metering.state.codec import decode_admission, decode_gauge_admission
@@ -46,6 +48,28 @@ class ReadState(RedisConnection):
         async with translated("read last updates"):
             raw = await self._client.hgetall(keys.updates_key(account))
         return {text(k): int(v) for k, v in raw.items()}
+
+    async def progress(
+        self, group: str, topic: str, partitions: Sequence[int]
+    ) -> dict[int, PartitionProgress]:
+        """Position, watermark and applied time of the partitions that have a position, in
+        one MGET (what `GET /v1/wait` polls)."""
+        if not partitions:
+            return {}
+        names = [keys.position_key(group, topic, p) for p in partitions]
+        names += [keys.watermark_key(group, topic, p) for p in partitions]
+        names += [keys.applied_key(group, topic, p) for p in partitions]
+        async with translated("read positions"):
+            values = await self._client.mget(names)
+        n = len(partitions)
+        found: dict[int, PartitionProgress] = {}
+        for i, partition in enumerate(partitions):
+            position, watermark, applied = values[i], values[n + i], values[2 * n + i]
+            if position is not None:
+                found[partition] = PartitionProgress(
+                    int(position), int(watermark or 0), None if applied is None else int(applied)
+                )
+        return found
 
     async def members(self, account: str, meter: str, period: str) -> set[str]:
         """The distinct members counted for (meter, period): the "past usage" report."""

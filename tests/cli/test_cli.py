@@ -30,6 +30,7 @@ SUBCOMMANDS = [
     ["backfill"],
     ["produce"],
     ["usage"],
+    ["wait"],
     ["admit"],
     ["publisher"],
     ["tiers"],

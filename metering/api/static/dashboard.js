@@ -120,7 +120,20 @@ function render(usage) {
   $("subtitle").textContent =
     usage.account + " · " + usage.plan.name + " · times in " + tz;
   $("meters").replaceChildren(...usage.meters.map((m) => meterCard(m, tz)));
-  $("status").textContent = "Updated " + moment(usage.as_of, tz);
+  $("status").textContent = "Updated " + moment(usage.as_of, tz) + " · " + asOf(usage.freshness, tz);
+}
+
+// How fresh the counts are: the account's partition's event-time watermark and applied time,
+// and the records produced but not counted yet (docs/api.md, "Freshness and waiting").
+function asOf(freshness, tz) {
+  if (!freshness) return "counted as of: unknown";
+  const counted = freshness.applied_at
+    ? "counted as of " + moment(freshness.applied_at, tz) +
+      (freshness.watermark ? " (events up to " + moment(freshness.watermark, tz) + ")" : "")
+    : "nothing counted yet";
+  if (freshness.lag === null) return counted + "; lag unknown";
+  if (freshness.lag === 0) return counted + "; up to date";
+  return counted + "; " + numbers.format(freshness.lag) + " events not counted yet";
 }
 
 async function load() {
