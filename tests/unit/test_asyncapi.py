@@ -30,8 +30,6 @@ CHANNEL_TOPICS = {
     "lateEvents": "late_topic",
     "configuration": "accounts_topic",
 }
-REMINDERS_DEFAULT = "metering.reminders"
-"""The reminders topic's default (its setting lands with the reminders work of issue 16)."""
 
 
 def document() -> dict[str, Any]:
@@ -77,7 +75,7 @@ def test_one_channel_per_topic_at_the_default_address() -> None:
     channels = document()["channels"]
     assert set(channels) == set(CHANNEL_TOPICS)
     for channel, setting in CHANNEL_TOPICS.items():
-        expected = defaults.get(setting, REMINDERS_DEFAULT)
+        expected = defaults[setting]
         assert channels[channel]["address"] == expected, channel
 
 

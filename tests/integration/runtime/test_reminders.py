@@ -39,6 +39,7 @@ from tests.integration.harness import (
     read_topic,
     wait_until,
 )
+from tests.unit.core.test_event_schemas import validator
 
 pytestmark = pytest.mark.integration
 
@@ -123,6 +124,9 @@ async def test_reminders_every_15_days_while_reached_then_none_after_an_upgrade(
         reminders = await read_topic(settings, settings.reminders_topic, expect=5)
         bodies = [orjson.loads(r.value) for r in reminders]
         assert [b["number"] for b in bodies] == [1, 2, 3, 4, 5]
+        schema = validator("reminder.v1.json")  # the contract of docs/asyncapi.yaml
+        for body in bodies:
+            schema.validate(body)
         assert [b["id"] for b in bodies] == [reminder_id(crossing, n) for n in range(1, 6)]
         assert [dict(r.headers)["id"].decode() for r in reminders] == [b["id"] for b in bodies]
         assert {r.key for r in reminders} == {ACCOUNT.encode()}
