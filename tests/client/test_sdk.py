@@ -1,15 +1,18 @@
-"""The producer SDK: local validation, ids, and delivery to a real Kafka."""
+"""The producer SDK: local validation, ids, one default per field, delivery to a real Kafka."""
 
 from __future__ import annotations
+
+import concurrent.futures
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from metering.client import SyncUsageProducer, UsageProducer
+from metering.client import DeliveryError, SyncUsageProducer, UsageProducer
+from metering.client.defaults import FIELD_DEFAULTS
 from metering.client.producer import event_id
 from metering.core.errors import EventRejected, RejectReason
-from metering.core.events import EventType, decode_event
+from metering.core.events import DATA_FIELDS, EventType, decode_event
 
 
 def test_an_idempotency_key_gives_the_same_id_every_time() -> None:
@@ -35,6 +38,29 @@ def test_a_bad_event_fails_locally_naming_the_field() -> None:
     assert caught.value.field == "data.resource"
     built = usage.build(EventType.RESOURCE_ADDED, "acme", resource="user", resource_id="alice")
     assert (built.resource, built.resource_id) == ("user", "alice")
+    with pytest.raises(EventRejected) as caught:  # required and without a default
+        usage.build(EventType.CAMPAIGN_INTERACTION, "acme", contact="c1")
+    assert caught.value.field == "data.channel"
+
+
+def test_build_fills_each_missing_field_from_the_one_default_table() -> None:
+    usage = UsageProducer.connect("127.0.0.1:1", source="tests")
+    assert usage.build("email.sent", "acme", contact="c1").kind == "marketing"
+    assert usage.build("email.sent", "acme", contact="c1", kind=None).kind == "marketing"
+    assert usage.build("email.sent", "acme", contact="c1", kind="transactional").kind == (
+        "transactional"
+    )
+    assert usage.build("search.viewed", "acme").surface == "instant"
+    assert usage.build("contact.added", "acme", contact="c1").origin == "api"
+    assert usage.build("contact.suppressed", "acme", contact="c1").reason == "opted_out"
+    for event_type, defaults in FIELD_DEFAULTS.items():  # every default names a real field
+        assert set(defaults) <= {spec.name for spec in DATA_FIELDS[event_type]}
+
+
+def test_emit_before_start_says_so() -> None:
+    usage = UsageProducer.connect("127.0.0.1:1", source="tests")
+    with pytest.raises(DeliveryError, match="not started"):
+        usage.emit(usage.build("search.viewed", "acme"))
 
 
 async def read_all(bootstrap: str, topic: str, expect: int) -> list[bytes]:
@@ -43,11 +69,14 @@ async def read_all(bootstrap: str, topic: str, expect: int) -> list[bytes]:
     try:
         consumer.assign([TopicPartition(topic, 0)])
         values: list[bytes] = []
-        for _ in range(50):
+        for _ in range(100):
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 values.extend(r.value for r in records)
             if len(values) >= expect:
                 break
+        # a little longer: anything beyond `expect` would be a duplicate
+        for records in (await consumer.getmany(timeout_ms=300)).values():
+            values.extend(r.value for r in records)
         return values
     finally:
         await consumer.stop()
@@ -58,38 +87,51 @@ async def test_every_helper_delivers_an_event_the_processor_accepts(
     kafka_bootstrap: str, new_topic: str
 ) -> None:
     async with UsageProducer.connect(kafka_bootstrap, source="sdk-test", topic=new_topic) as usage:
-        receipts = [
-            await usage.email_sent("acme", contact="c1", kind="transactional"),
-            await usage.email_opened("acme", contact="c1", with_recommendations=True),
-            await usage.sms_sent("acme", contact="c1", segments=2),
-            await usage.sms_credits_added("acme", amount=500),
-            await usage.search_viewed("acme", surface="page"),
-            await usage.recommendation_viewed("acme", elements=3),
-            await usage.contact_added("acme", contact="c2", origin="form"),
-            await usage.contact_unsubscribed("acme", contact="c2"),
-            await usage.contact_deleted("acme", contact="c2"),
-            await usage.contact_suppressed("acme", contact="c3", reason="hard_bounce"),
-            await usage.campaign_interaction("acme", contact="c1", channel="print"),
+        pending = [
+            usage.email_sent("acme", contact="c1", kind="transactional"),
+            usage.email_opened("acme", contact="c1", with_recommendations=True),
+            usage.sms_sent("acme", contact="c1", segments=2),
+            usage.sms_credits_added("acme", amount=500),
+            usage.search_viewed("acme", surface="page"),
+            usage.recommendation_viewed("acme", elements=3),
+            usage.contact_added("acme", contact="c2", origin="form"),
+            usage.contact_unsubscribed("acme", contact="c2"),
+            usage.contact_deleted("acme", contact="c2"),
+            usage.contact_suppressed("acme", contact="c3", reason="hard_bounce"),
+            usage.campaign_interaction("acme", contact="c1", channel="print"),
+            usage.goal_triggered("acme", contact="c1", goal="signup"),
+            usage.email_sent("acme", contact="c4"),  # the default kind, as build()'s
         ]
+        receipts = [await p for p in pending]  # awaiting a helper gives its receipt
         batch = [usage.build("search.viewed", "acme", surface="instant") for _ in range(50)]
         receipts += await usage.send_many(batch)
-    assert [r.offset for r in receipts] == list(range(61))
-    values = await read_all(kafka_bootstrap, new_topic, 61)
+    assert [r.offset for r in receipts] == list(range(63))
+    values = await read_all(kafka_bootstrap, new_topic, 63)
     events = [decode_event(v, now_ms=2**62) for v in values]
     assert [e.type.value for e in events[:3]] == ["email.sent", "email.opened", "sms.sent"]
     assert events[2].quantity == 2
     assert events[5].quantity == 3
+    assert events[12].kind == "marketing"
     assert {e.account for e in events} == {"acme"}
-    assert len({e.id for e in events}) == 61
+    assert len({e.id for e in events}) == 63
     assert orjson.loads(values[0])["source"] == "sdk-test"
 
 
 @pytest.mark.integration
-async def test_the_sync_wrapper_blocks_until_delivered(
+async def test_the_sync_producer_returns_at_once_and_close_delivers_everything(
     kafka_bootstrap: str, new_topic: str
 ) -> None:
     with SyncUsageProducer.connect(kafka_bootstrap, source="script", topic=new_topic) as usage:
         first = usage.email_sent("acme", contact="c1", idempotency_key="mail-1")
         again = usage.email_sent("acme", contact="c1", idempotency_key="mail-1")
-    assert first.event_id == again.event_id  # a re-send carries the same id: counted once
-    assert (first.offset, again.offset) == (0, 1)
+        assert isinstance(first, concurrent.futures.Future)
+        emitted = [usage.search_viewed("acme") for _ in range(500)]
+        acknowledged = usage.send(usage.build("search.viewed", "acme", surface="page"))
+    # close() flushed: every future is resolved without waiting further
+    assert all(f.done() for f in [first, again, *emitted])
+    assert first.result().event_id == again.result().event_id  # same key: counted once
+    assert (first.result().offset, again.result().offset) == (0, 1)
+    assert [f.result().offset for f in emitted] == list(range(2, 502))
+    assert acknowledged.offset == 502
+    values = await read_all(kafka_bootstrap, new_topic, 503)
+    assert len(values) == 503
