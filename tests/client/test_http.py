@@ -47,6 +47,8 @@ async def test_the_async_client_and_an_admin_key(server: ServerThread) -> None:
             "batch_over_limit",
             10,
         )
+        history = await api.history("apsis", "email_sendings", periods=4)
+        assert [row["closed"] for row in history["periods"]] == [True, True, True, False]
         sms = await api.admit_sms("apsis", messages=1)
         assert sms["admitted"] + sms["refused"] == 1
         with pytest.raises(ApiError) as caught:
