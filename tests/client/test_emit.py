@@ -139,3 +139,13 @@ async def test_an_unreachable_kafka_fails_at_connect_naming_the_address() -> Non
     with pytest.raises(DeliveryError, match=r"cannot connect to Kafka at 127\.0\.0\.1:1"):
         async with UsageProducer.connect("127.0.0.1:1", source="sdk", request_timeout_ms=2000):
             pass
+
+
+async def test_send_many_waits_for_room_in_a_small_buffer(
+    kafka_bootstrap: str, new_topic: str
+) -> None:
+    async with UsageProducer.connect(
+        kafka_bootstrap, source="sdk-room", topic=new_topic, max_buffered=8
+    ) as usage:
+        receipts = await usage.send_many(usage.build("search.viewed", "acme") for _ in range(100))
+    assert [r.offset for r in receipts] == list(range(100))
