@@ -16,10 +16,9 @@ reach `on_delivery_failure`. The HTTP API client is `metering.client.http` (extr
 Install the SDK alone with `pip install 'metering[sdk]'`: no web server comes with it.
 """
 
-from metering.client.errors import ApiError, BufferFull
 from metering.client.producer import Receipt, UsageProducer
 from metering.client.sync import SyncUsageProducer
-from metering.core.errors import DeliveryError
+from metering.core.errors import ApiError, BufferFull, DeliveryError
 
 __all__ = [
     "ApiError",

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import httpx
 
-from metering.client.errors import ApiError
+from metering.core.errors import ApiError
 
 Json = dict[str, Any]
 R = TypeVar("R")

@@ -32,9 +32,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from metering.client.defaults import with_defaults
-from metering.client.errors import BufferFull
 from metering.client.helpers import EventHelpers
-from metering.core.errors import DeliveryError
+from metering.core.errors import BufferFull, DeliveryError
 from metering.core.events import EventType, UsageEvent, decode_event, encode_event
 from metering.core.partitioning import ACCOUNT_PARTITIONER
 from metering.core.ports import wall_clock_ms

@@ -15,9 +15,9 @@ from collections.abc import Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from metering.client.errors import BufferFull
 from metering.client.helpers import EventHelpers
 from metering.client.producer import Receipt, UsageProducer
+from metering.core.errors import BufferFull
 from metering.core.events import EventType, UsageEvent
 
 T = TypeVar("T")
