@@ -29,13 +29,7 @@ async def run_closer(settings: Settings, stop: asyncio.Event, *, once: bool = Fa
     config_consumer = new_consumer(settings, group_id=None, client_id="metering-closer-config")
     directory = Directory()
     follower = ConfigFollower(config_consumer, settings.accounts_topic, directory)
-    publisher = OutboxPublisher(
-        store,
-        producer,
-        topic=settings.thresholds_topic,
-        statements_topic=settings.statements_topic,
-        tiers_topic=settings.tiers_topic,
-    )
+    publisher = OutboxPublisher.from_settings(settings, store, client_id="metering-closer")
 
     async def partitions() -> Iterable[int]:
         async with translated("read partitions"):
@@ -70,4 +64,5 @@ async def run_closer(settings: Settings, stop: asyncio.Event, *, once: bool = Fa
                 raise MeteringError(f"the configuration follower stopped: {follower.failure!r}")
             return closer.totals
     finally:
+        await publisher.close()
         await store.close()

@@ -86,12 +86,10 @@ async def running(
         counter = metrics.statements_published if kind == "statement" else metrics.tiers_published
         counter.inc(count)
 
-    publisher = OutboxPublisher(
+    publisher = OutboxPublisher.from_settings(
+        settings,
         store,
-        producer,
-        topic=settings.thresholds_topic,
-        statements_topic=settings.statements_topic,
-        tiers_topic=settings.tiers_topic,
+        client_id=f"{client_id}-publisher",
         on_published=metrics.published.inc,
         on_kind_published=published_kind,
         on_pending=metrics.outbox_accounts.set,
@@ -146,7 +144,12 @@ async def running(
         async with started(producer, config_consumer, consumer):
             await follower.catch_up()
             consumer.subscribe([settings.events_topic], listener=processor.listener())
-            yield ProcessorApp(settings, registry, processor, follower, publisher, metrics, closer)
+            try:
+                yield ProcessorApp(
+                    settings, registry, processor, follower, publisher, metrics, closer
+                )
+            finally:
+                await publisher.close()
     finally:
         await store.close()
 

@@ -55,7 +55,16 @@ from tests.integration.harness import (
 pytestmark = pytest.mark.integration
 
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
-TOPIC_FIELDS = ["events", "dead_letter", "late", "thresholds", "statements", "tiers", "accounts"]
+TOPIC_FIELDS = [
+    "events",
+    "dead_letter",
+    "late",
+    "thresholds",
+    "statements",
+    "tiers",
+    "accounts",
+    "publisher_progress",
+]
 
 
 @asynccontextmanager
