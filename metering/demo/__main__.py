@@ -49,6 +49,8 @@ def run_settings(base: Settings, run: str) -> Settings:
         accounts_topic=f"demo.{run}.accounts",
         statements_topic=f"demo.{run}.period-statements",
         tiers_topic=f"demo.{run}.tier-placements",
+        publisher_progress_topic=f"demo.{run}.publisher-progress",
+        publisher_transactional_id=f"demo-{run}-publisher",
         consumer_group=f"demo-{run}",
         events_partitions=3,
     )
@@ -83,7 +85,10 @@ async def watch(settings: Settings, stop: asyncio.Event, seen: dict[str, int]) -
         settings.statements_topic: "statements",
     }
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",  # as billing reads: published messages only, once
     )
     await consumer.start()
     try:
