@@ -44,6 +44,8 @@ from pathlib import Path
 
 import orjson
 
+from metering.state.keys import STORE_MARKER
+
 REPO = Path(__file__).resolve().parents[1]
 ACCOUNT = "bench"
 PLAN = "acton-active-contacts"
@@ -304,9 +306,6 @@ def _cpu_s(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-STORE_MARKER = "mtr:store:initialised"  # metering.state.keys.STORE_MARKER
 
 
 def _mark(redis_url: str) -> str | None:

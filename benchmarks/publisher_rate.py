@@ -42,11 +42,16 @@ async def _fill(store: RedisStateStore, accounts: list[str], entries: int) -> No
                         "id": f"{account}:emails:2026-07:{n}",
                         "account": account,
                         "meter": "emails",
+                        "period": "2026-07",
+                        "threshold": "at_risk",
                         "num": 4,
                         "den": 5,
+                        "strict": 0,
                         "limit": 1000,
                         "used": 800 + n,
+                        "before": 799 + n,
                         "at_ms": int(time.time() * 1000),
+                        "event_ms": int(time.time() * 1000),
                     },
                 )
             await pipe.execute()

@@ -1,5 +1,6 @@
-"""Usage metering: the domain core (events, plans, meters, periods, thresholds, tiers).
+"""Usage metering. The package is a house of rooms (docs/decisions/0001 and 0007):
 
-The modules here import no Kafka, Redis or HTTP library; `metering.state.redis_store` (Redis)
-and the faces (`metering.api`, `metering.cli`) live beside them and are never imported by them.
+core/ the pure domain and the ports; state/ Redis; api/ HTTP; runtime/ builds the processes
+from `settings.Settings`; cli/, client/ and demo/ are faces. Kafka lives beside this package
+in `streams` (in) and `sinks` (out). tests/unit/test_boundaries.py checks the arrows.
 """

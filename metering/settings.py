@@ -50,6 +50,11 @@ class Settings:
     """Frozen totals of closed periods, one per (account, meter, period), keyed by account."""
     tiers_topic: str = "metering.tier-placements"
     """Tier placements (first placement and every change), keyed by account."""
+    reminders_topic: str = "metering.reminders"
+    """Reminders of thresholds still reached (`remind_every_days`), keyed by account."""
+    reminder_interval_s: int = 60
+    """How often the reminder scheduler (in every processor and `metering closer`) wakes to
+    send due reminders; a reminder is sent at most this long after it falls due."""
     publisher_progress_topic: str = "metering.publisher-progress"
     """Compacted: the ids the outbox publishers have published, written in the same Kafka
     transaction as the messages themselves (ADR 0008); one partition per publisher shard."""

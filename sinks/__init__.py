@@ -1,1 +1,3 @@
-"""Everything that leaves the service: threshold events, dead letters, late events, statements."""
+"""Kafka out: threshold, statement and tier events from the outboxes, dead letters, late events,
+and configuration records. Never imports the engine (the processor, the closer); only the
+Kafka client adapter `streams.kafka` (tests/unit/test_boundaries.py)."""

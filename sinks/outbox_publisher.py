@@ -15,8 +15,9 @@ producer is closed): the next attempt starts over from the fencing step.
 
 Routing by the entry's `kind` field: absent -> a threshold crossing (body built here) to the
 thresholds topic; `statement` / `tier` (written by the period closer, lua/close_period.lua) ->
-the statements / tiers topic, with the entry's `body` sent as is. One outbox per account keeps
-every event of an account in the order it was decided.
+the statements / tiers topic, `reminder` (lua/remind.lua) -> the reminders topic, with the
+entry's `body` sent as is. One outbox per account keeps every event of an account in the order
+it was decided.
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ from aiokafka import AIOKafkaProducer
 
 from metering.core.errors import MeteringError
 from metering.core.ports import Clock, OutboxEntry, OutboxStore, wall_clock_ms
+from metering.core.rfc3339 import format_ms
 from metering.settings import Settings
 from sinks.publish_progress import PublishedIds, progress_key, progress_value
 from streams.kafka import new_consumer, new_transactional_producer, translated
 
 log = logging.getLogger(__name__)
 
-_INT_FIELDS = ("num", "den", "limit", "used", "before", "at_ms")
 _AGE_SAMPLE_ACCOUNTS = 100
 """At most this many indexed outboxes are read for the oldest-entry age, per loop: bounds the
 cost when the index is long (publishing stuck); the age is then a lower bound, which still
@@ -58,15 +59,48 @@ ProducerFactory = Callable[[int], AIOKafkaProducer]
 """Shard -> a new, unstarted transactional producer whose transactional id is the shard's."""
 
 
+THRESHOLD_SCHEMA = "metering.threshold/v2"
+"""The `schema` of the threshold topic's messages (docs/asyncapi.yaml, docs/schemas/)."""
+
+
 def crossing_event(entry: OutboxEntry) -> dict[str, object]:
-    """The JSON body billing receives for one crossing."""
-    body: dict[str, object] = dict(entry.fields)
-    for name in _INT_FIELDS:
-        if name in body:
-            body[name] = int(entry.fields[name])
-    body["type"] = "threshold.crossed"
-    body["ratio"] = f"{entry.fields.get('num', '0')}/{entry.fields.get('den', '1')}"
-    return body
+    """The JSON body billing receives for one crossing (schema `metering.threshold/v2`).
+
+    Built from the outbox entry lua/apply.lua wrote (every field a string there): numbers and
+    flags typed, `period` null for meters without one (gauges, balances), both times in RFC
+    3339, the internal `scope` left out. An entry decided before `event_ms` was recorded has
+    `event_time` null."""
+    f = entry.fields
+    num, den = int(f["num"]), int(f["den"])
+    limit = int(f["limit"])
+    event_ms = int(f.get("event_ms", "0"))
+    return {
+        "schema": THRESHOLD_SCHEMA,
+        "version": 2,
+        "type": "threshold.crossed",
+        "id": f["id"],
+        "account": f["account"],
+        "meter": f["meter"],
+        "period": f.get("period") or None,
+        "threshold": f["threshold"],
+        "ratio": f"{num}/{den}",
+        "num": num,
+        "den": den,
+        "percent": _percent(num, den),
+        "strict": f.get("strict") == "1",
+        "limit": limit,
+        "used": int(f["used"]),
+        "before": int(f["before"]),
+        "event_time": format_ms(event_ms) if event_ms > 0 else None,
+        "processed_at": format_ms(int(f["at_ms"])),
+    }
+
+
+def _percent(num: int, den: int) -> int | float:
+    """The threshold in percent of the limit: an integer when exact (4/5 -> 80), else rounded
+    to two decimals (1/3 -> 33.33); `num`/`den` stay the exact ratio."""
+    whole, rest = divmod(num * 100, den)
+    return whole if rest == 0 else round(num * 100 / den, 2)
 
 
 def shard_of(account: str, shards: int) -> int:
@@ -98,6 +132,7 @@ class OutboxPublisher:
         topic: str,
         statements_topic: str = str(_DEFAULT["statements_topic"]),
         tiers_topic: str = str(_DEFAULT["tiers_topic"]),
+        reminders_topic: str = str(_DEFAULT["reminders_topic"]),
         shards: int = 1,
         on_published: Callable[[int], None] = lambda n: None,
         on_kind_published: Callable[[str, int], None] = lambda kind, n: None,
@@ -110,14 +145,18 @@ class OutboxPublisher:
         seconds of their oldest entry (0 when none) on every `publish_indexed`, so that a stuck
         outbox shows as a growing age; `on_error` gets each failure the `run` loop survives.
         `on_published` gets the number of crossings delivered, `on_kind_published` the number
-        of entries of another kind (`statement`, `tier`)."""
+        of entries of another kind (`statement`, `tier`, `reminder`)."""
         if shards < 1:
             raise ValueError(f"publisher shards must be at least 1, got {shards}")
         self._store = store
         self._new_producer = producers
         self._progress = progress
         self._topic = topic
-        self._routes = {"statement": statements_topic, "tier": tiers_topic}
+        self._routes = {
+            "statement": statements_topic,
+            "tier": tiers_topic,
+            "reminder": reminders_topic,
+        }
         self._shards = shards
         self._on_published = on_published
         self._on_kind_published = on_kind_published
@@ -159,6 +198,7 @@ class OutboxPublisher:
             topic=settings.thresholds_topic,
             statements_topic=settings.statements_topic,
             tiers_topic=settings.tiers_topic,
+            reminders_topic=settings.reminders_topic,
             shards=settings.publisher_shards,
             **hooks,  # type: ignore[arg-type]
         )

@@ -1,1 +1,3 @@
-"""Kafka stream processors that turn usage events into state in Redis."""
+"""Kafka in: the usage processor, the period closer, the configuration follower, topics, and the
+Kafka client adapter. Typed against `metering.core.ports`; never imports `sinks`,
+`metering.state` or `metering.api` (tests/unit/test_boundaries.py)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -182,3 +182,16 @@ async def started(*clients: AIOKafkaProducer | AIOKafkaConsumer) -> AsyncIterato
         for client in reversed(running):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.stop(), 5)
+
+
+async def end_offsets(
+    consumer: AIOKafkaConsumer, topic: str, partitions: Sequence[int]
+) -> dict[int, int]:
+    """The end offsets (next offset to be written) of these partitions of `topic`; the
+    consumer needs no assignment (the period closer asks with its configuration consumer)."""
+    tps = [TopicPartition(topic, p) for p in partitions]
+    if not tps:
+        return {}
+    async with translated(f"read end offsets of {topic}"):
+        ends = await consumer.end_offsets(tps)
+    return {tp.partition: int(offset) for tp, offset in ends.items()}

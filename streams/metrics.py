@@ -45,6 +45,7 @@ class ProcessorMetrics:
     outbox_oldest_age_seconds: Gauge
     statements_published: Counter
     tiers_published: Counter
+    reminders_published: Counter
     assigned_partitions: Gauge
     out_of_range: Counter
     records_lost: Counter
@@ -191,6 +192,12 @@ class ProcessorMetrics:
             tiers_published=Counter(
                 "tier_events_published",
                 "Tier placements (first placement and changes) delivered to Kafka.",
+                namespace=ns,
+                registry=registry,
+            ),
+            reminders_published=Counter(
+                "reminder_events_published",
+                "Reminders of thresholds still reached delivered to Kafka.",
                 namespace=ns,
                 registry=registry,
             ),

@@ -3,7 +3,10 @@
 One pass (`PeriodCloser.close_pass`):
 
 1. Read the stored event-time watermark of every partition of the events topic (what the
-   processors reached, `mtr:wm:<group>:<topic>:<p>`).
+   processors reached, `mtr:wm:<group>:<topic>:<p>`). A quiet partition — the processors
+   applied everything on it and its end offset has not moved for longer than the grace on
+   this closer's clock — is closed by the wall clock instead: its watermark counts as now
+   (ADR 0004, "Quiet partitions").
 2. Visit every account with an open-period index (`mtr:{A}:p`) and every account whose plan
    has ladders. An account's watermark is the one of the partition(s) its events come from
    (the partitions it has fences for): the processor decides lateness with that very
@@ -78,6 +81,8 @@ QUARTER_HOUR_MS = 15 * 60 * 1000
 
 Partitions = Callable[[], Awaitable[Iterable[int]]]
 """The partition numbers of the events topic (Kafka metadata)."""
+EndOffsets = Callable[[Sequence[int]], Awaitable[Mapping[int, int]]]
+"""The end offsets (next offset to be written) of these partitions of the events topic."""
 
 
 class AccountDirectory(Protocol):
@@ -169,13 +174,18 @@ class PeriodCloser:
         partitions: Partitions,
         publisher: OutboxPublishing | None = None,
         clock_ms: Clock = wall_clock_ms,
+        end_offsets: EndOffsets | None = None,
     ) -> None:
+        """Without `end_offsets` (a backfill) periods close by stored watermarks only."""
         self._store = store
         self._directory = directory
         self._config = config
         self._partitions = partitions
         self._publisher = publisher
         self._clock_ms = clock_ms
+        self._end_offsets = end_offsets
+        self._quiet_since: dict[int, tuple[int, int]] = {}
+        """Partition -> (end offset, when this closer first saw it at that end offset)."""
         self._owner = uuid.uuid4().hex
         self.totals = PassReport()
         self.passes = 0
@@ -187,7 +197,7 @@ class PeriodCloser:
         cfg = self._config
         parts = sorted(set(await self._partitions()))
         stored = await self._store.positions(cfg.group, cfg.topic, parts)
-        watermarks = {p: wm for p, (_, wm) in stored.items()}
+        watermarks = await self._watermarks(parts, stored)
         report = PassReport()
         candidates = set(await self._store.open_accounts())
         candidates.update(a.id for a in self._directory.accounts() if self._has_ladders(a))
@@ -216,6 +226,27 @@ class PeriodCloser:
         self.passes += 1
         self.totals.add(report)
         return report
+
+    async def _watermarks(
+        self, parts: Sequence[int], stored: Mapping[int, tuple[int, int]]
+    ) -> dict[int, int]:
+        """Per partition, the watermark that closes its accounts' periods: the stored one, or
+        the wall clock for a quiet partition (everything on it applied, and no record arrived
+        for longer than the grace)."""
+        watermarks = {p: wm for p, (_, wm) in stored.items()}
+        if self._end_offsets is None:
+            return watermarks
+        now = self._clock_ms()
+        ends = await self._end_offsets(parts)
+        for partition, end in ends.items():
+            seen = self._quiet_since.get(partition)
+            if seen is None or seen[0] != end:
+                self._quiet_since[partition] = (end, now)
+                continue
+            position = stored.get(partition, (-1, 0))[0]
+            if position + 1 >= end and now - seen[1] > self._config.grace_ms:
+                watermarks[partition] = max(watermarks.get(partition, 0), now)
+        return watermarks
 
     def _has_ladders(self, account: Account) -> bool:
         plan = self._directory.plan(account.plan_id)

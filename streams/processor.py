@@ -14,7 +14,8 @@ Commit order for every `getmany()` batch (what a crash between two steps means):
    to the late topic, acknowledged before the rest of the step is applied.
 4. Note accounts with crossings in the outbox index (a hint; the publisher's sweep backs it).
 5. Publish outboxes (sinks/outbox_publisher.py): a crash before that only delays crossings.
-6. Advance the partition positions (with the event-time watermark) in Redis; forward only.
+6. Advance the partition positions (with the event-time watermark and the time applied, the
+   API's "as of") in Redis; forward only.
    Crash before this: the batch is read again and step 3 skips what it already applied.
 7. Commit offsets to Kafka, for lag tooling only; Redis positions decide where we resume.
 
@@ -342,7 +343,9 @@ class UsageProcessor:
             await self._retrying(
                 "advance positions",
                 lambda t=topic, p=parts: self._verified(  # type: ignore[misc]
-                    lambda: self._store.advance_positions(self._config.group, t, p)
+                    lambda: self._store.advance_positions(
+                        self._config.group, t, p, applied_ms=self._clock_ms()
+                    )
                 ),
             )
             for partition, (offset, _) in parts.items():
@@ -369,7 +372,9 @@ class UsageProcessor:
         oldest_ts = now_ms
         for record in batch:
             try:
-                mapped = self._mapper.map(record.value, now_ms=now_ms, watermark_ms=watermark)
+                mapped = self._mapper.map(
+                    record.value, now_ms=now_ms, watermark_ms=watermark, key=record.key
+                )
             except EventRejected as exc:
                 self._metrics.rejected.labels(reason=str(exc.reason)).inc()
                 await self._side.dead_letter(

@@ -8,6 +8,7 @@
 | thresholds_topic     | account  | 3                 | delete, 400 days                    |
 | statements_topic     | account  | 3                 | delete, 400 days                    |
 | tiers_topic          | account  | 3                 | delete, 400 days                    |
+| reminders_topic      | account  | 3                 | delete, 400 days                    |
 | accounts_topic       | plan:/account: id | 1        | compact (the full configuration)    |
 | publisher_progress_topic | kind:id | publisher_shards | compact (ids published, ADR 0008) |
 """
@@ -53,6 +54,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.thresholds_topic, 3, keep),
         TopicSpec(settings.statements_topic, 3, keep),
         TopicSpec(settings.tiers_topic, 3, keep),
+        TopicSpec(settings.reminders_topic, 3, keep),
         TopicSpec(settings.accounts_topic, 1, {"cleanup.policy": "compact"}),
         TopicSpec(
             settings.publisher_progress_topic,

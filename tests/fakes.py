@@ -29,7 +29,12 @@ class MemoryPositions:
         return {p: v for p, v in found.items() if v is not None}
 
     async def advance_positions(
-        self, group: str, topic: str, positions: Mapping[int, tuple[int, int]]
+        self,
+        group: str,
+        topic: str,
+        positions: Mapping[int, tuple[int, int]],
+        *,
+        applied_ms: int,
     ) -> None:
         for partition, (offset, watermark) in positions.items():
             current = self._positions.get((group, topic, partition))

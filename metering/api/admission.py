@@ -9,11 +9,16 @@ filters the processor applies) and the order of checks:
 2. the survivors go to distinct meters, where `admit_members.lua` checks membership and the
    limit and reserves admitted new members in one atomic step (Act-On active contacts), so
    concurrent senders can never together overshoot. Members refused by step 1 are never
-   reserved.
+   reserved;
+3. last, all-or-nothing batches (ActiveCampaign CSV imports) on gauges, where
+   `admit_gauge.lua` admits every new member of the request or none, and holds the admitted
+   members' places (not in the gauge itself: the processor counts the real contacts) until they
+   are counted or `IMPORT_HOLD_MS` has passed, so two imports can never together overshoot.
 
-Only distinct-set admission reserves. Counters, gauges and balances are read, not reserved:
-reserving there would count twice when the processor applies the real events, so two
-concurrent requests may both see the last unit as free (documented in docs/api.md).
+Counters and balances are read, not reserved: reserving there would count twice when the
+processor applies the real events, so two concurrent requests may both see the last unit as
+free (documented in docs/api.md). Adds to a gauge one by one (manual, API, form) are decided
+against its level plus the places imports hold, without holding any themselves.
 """
 
 from __future__ import annotations
@@ -26,15 +31,18 @@ from metering.api.views import MeterSlot, current_slot
 from metering.core.accounts import Account, effective_limit
 from metering.core.deltas import Aggregation
 from metering.core.enforcement import (
+    AddRule,
     Decision,
     EnforcementMode,
     GatedAction,
     Reason,
     decide_action,
     decide_add,
+    decide_batch,
     decide_members,
     decide_prepaid,
     decide_use,
+    fits,
 )
 from metering.core.events import ContactOrigin, EmailKind, EventType, UsageEvent
 from metering.core.periods import DAY_MS, expire_at_s
@@ -42,6 +50,9 @@ from metering.core.plans import Effect, MeterSpec, Plan
 from metering.core.ports import MemberVerdict
 from metering.state.redis_store import RedisStateStore
 
+IMPORT_HOLD_MS = 15 * 60 * 1000
+"""How long an admitted import holds its places on a gauge while its contact.added events are
+on their way to the processor (a place is freed as soon as the contact is counted)."""
 _HARD = (EnforcementMode.NEW_MEMBERS, EnforcementMode.LIMIT, EnforcementMode.PREPAID)
 _VERDICTS = {
     MemberVerdict.COUNTED: (True, Reason.ALREADY_COUNTED),
@@ -101,6 +112,17 @@ def _fed_by(plan: Plan, probe: UsageEvent, effect: Effect = Effect.ADD) -> list[
     return list(found.values())
 
 
+def _all_or_nothing(meter: MeterSpec, origin: ContactOrigin) -> bool:
+    """Is adding through `origin` one all-or-nothing batch on this meter (a gauge in `limit`
+    mode whose rule for the origin is `all_or_nothing`)?"""
+    policy = meter.enforcement
+    return (
+        meter.aggregation is Aggregation.GAUGE
+        and policy.mode is EnforcementMode.LIMIT
+        and policy.origins.get(origin, AddRule.WITHIN_LIMIT) is AddRule.ALL_OR_NOTHING
+    )
+
+
 def _probe(account: str, event_type: EventType, now_ms: int, **data: Any) -> UsageEvent:
     return UsageEvent(
         id="admission-probe",
@@ -154,14 +176,25 @@ class Admission:
             self._note(m, slot, amounts[(m.name, slot.key)], limit)
         return levels
 
-    def _note(self, meter: MeterSpec, slot: MeterSlot, used: int, limit: int | None) -> None:
+    def _note(
+        self, meter: MeterSpec, slot: MeterSlot, used: int, limit: int | None, *, held: int = 0
+    ) -> None:
+        """The meter as this request saw it: `held` places admitted imports hold (gauges),
+        `fits` how many more units fit under the limit after those (null: no limit)."""
         self._summary[meter.name] = {
             "meter": meter.name,
             "period": slot.period.key if slot.period else None,
             "used": used,
+            "held": held,
             "limit": limit,
+            "fits": fits(used + held, limit),
             "enforcement": meter.enforcement.mode.value,
         }
+
+    def fits(self, meter: str | None) -> int | None:
+        """How many more units fit on `meter` (the one that decided), as this request saw it."""
+        summary = self._summary.get(meter or "")
+        return None if summary is None else summary["fits"]
 
     def meters(self) -> list[dict[str, Any]]:
         return list(self._summary.values())
@@ -235,57 +268,107 @@ class Admission:
     # -- adding contacts ---------------------------------------------------------------------
 
     async def contacts(self, members: Sequence[str], origin: ContactOrigin) -> list[Item]:
-        """Adding `members` through `origin` (ActiveCampaign: per-origin rules)."""
+        """Adding `members` through `origin` (ActiveCampaign: per-origin rules).
+
+        Gauges whose rule for `origin` is all or nothing (CSV imports) are decided last, after
+        every other meter, so that their atomic hold is only taken for a batch nothing else
+        refused: an import is never half admitted.
+        """
         probe = _probe(self._account.id, EventType.CONTACT_ADDED, self._now, origin=origin)
         meters = _fed_by(self._plan, probe)
         items = [Item(i, c) for i, c in enumerate(members)]
         levels = await self._levels(
-            [m for m in meters if m.aggregation is not Aggregation.DISTINCT]
+            [
+                m
+                for m in meters
+                if m.aggregation in (Aggregation.COUNT, Aggregation.SUM, Aggregation.BALANCE)
+            ]
         )
+        batches = [m for m in meters if _all_or_nothing(m, origin)]
         for meter in meters:
+            if meter in batches:
+                continue
             if meter.aggregation is Aggregation.GAUGE:
-                _, used, limit = levels[meter.name]
-                await self._gauge(meter, items, used, limit, origin)
+                await self._gauge(meter, items, origin)
             elif meter.aggregation in (Aggregation.COUNT, Aggregation.SUM):
                 _, used, limit = levels[meter.name]
                 self._use(meter, items, used, limit, [1] * len(items))
             elif meter.aggregation is Aggregation.DISTINCT:
                 await self._distinct(meter, items, reserve=False)
+        for meter in batches:
+            await self._gauge_batch(meter, items)
         return items
 
-    async def _gauge(
-        self,
-        meter: MeterSpec,
-        items: list[Item],
-        used: int,
-        limit: int | None,
-        origin: ContactOrigin,
-    ) -> None:
+    async def _gauge(self, meter: MeterSpec, items: list[Item], origin: ContactOrigin) -> None:
+        """Members one by one: present ones are already counted; new ones by the origin's rule
+        against the level plus the places admitted imports still hold."""
+        slot, limit = self._slot(meter)
         live = [item for item in items if item.allowed]
-        present = await self._store.gauge_flags(
-            self._account.id, meter.name, [item.item or "" for item in live]
+        seen = await self._store.admit_gauge(
+            self._account.id,
+            meter.name,
+            [item.item or "" for item in live],
+            limit=limit,
+            whole=False,
+            now_ms=self._now,
+            hold_until_ms=self._now,
         )
         hard = meter.enforcement.mode in _HARD
-        seen: set[str] = set()
         new: list[Item] = []
-        for item, here in zip(live, present, strict=True):
-            name = item.item or ""
-            if here or name in seen:
+        for item, here, again in zip(live, seen.present, seen.repeated, strict=True):
+            if here or again:
                 item.decisions.append(
-                    (meter.name, Decision(True, Reason.ALREADY_COUNTED, name), hard)
+                    (meter.name, Decision(True, Reason.ALREADY_COUNTED, item.item), hard)
                 )
             else:
-                seen.add(name)
                 new.append(item)
         decisions = decide_add(
             meter.enforcement,
             origin=origin,
-            used=used,
+            used=seen.size + seen.held,
             limit=limit,
             members=[item.item or "" for item in new],
         )
         for item, decision in zip(new, decisions, strict=True):
             item.decisions.append((meter.name, decision, hard))
+        self._note(meter, slot, seen.size, limit, held=seen.held)
+
+    async def _gauge_batch(self, meter: MeterSpec, items: list[Item]) -> None:
+        """All or nothing (a CSV import): the request's new members are admitted together and
+        their places held for `IMPORT_HOLD_MS` in one atomic step, or none is."""
+        slot, limit = self._slot(meter)
+        refusal = next((d for item in items for _, d, _ in item.decisions if not d.allowed), None)
+        whole = refusal is None
+        seen = await self._store.admit_gauge(
+            self._account.id,
+            meter.name,
+            [item.item or "" for item in items],
+            limit=limit,
+            whole=whole,
+            now_ms=self._now,
+            hold_until_ms=self._now + IMPORT_HOLD_MS,
+        )
+        held = seen.held + (seen.new if seen.admitted else 0)
+        self._note(meter, slot, seen.size, limit, held=held)
+        if refusal is not None:
+            # Another meter refused part of the batch: the batch as a whole is refused.
+            for item in items:
+                if item.allowed:
+                    item.decisions.append(
+                        (meter.name, Decision(False, refusal.reason, item.item), True)
+                    )
+            return
+        decided = decide_batch(
+            meter.enforcement, used=seen.size + seen.held, limit=limit, new=seen.new
+        )
+        for item, here, again in zip(items, seen.present, seen.repeated, strict=True):
+            if not seen.admitted:
+                decision = Decision(False, Reason.BATCH_OVER_LIMIT, item.item)
+            elif here or again:
+                decision = Decision(True, Reason.ALREADY_COUNTED, item.item)
+            else:
+                decision = Decision(True, decided.reason, item.item)
+            item.decisions.append((meter.name, decision, True))
 
     # -- campaigns and automations -------------------------------------------------------------
 
@@ -294,7 +377,7 @@ class Admission:
     ) -> Item:
         """One campaign action (gates), plus its `recipients` e-mails on counter meters."""
         item = Item(0, action.value)
-        gated = [m for m in self._plan.meters if m.enforcement.gate(action) is not None]
+        gated = self._gated(action)
         probe = _probe(self._account.id, EventType.EMAIL_SENT, self._now, kind=kind)
         counters = []
         if action is GatedAction.CAMPAIGN_SEND and recipients > 0:
@@ -314,6 +397,31 @@ class Admission:
             _, used, limit = levels[meter.name]
             self._use(meter, [item], used, limit, [recipients])
         return item
+
+    async def automations(self, contacts: Sequence[str], via_api: bool) -> list[Item]:
+        """Triggering an automation for each of `contacts` (ActiveCampaign: automations stop
+        triggering at the limit, at 110 % when the contacts came in through the API). The gate
+        depends on the level only, so the contacts of one request share its verdict."""
+        items = [Item(i, c) for i, c in enumerate(contacts)]
+        gated = self._gated(GatedAction.AUTOMATION_TRIGGER)
+        levels = await self._levels(gated)
+        for meter in gated:
+            _, used, limit = levels[meter.name]
+            decision = decide_action(
+                meter.enforcement,
+                action=GatedAction.AUTOMATION_TRIGGER,
+                used=used,
+                limit=limit,
+                via_api=via_api,
+            )
+            for item in items:
+                item.decisions.append(
+                    (meter.name, Decision(decision.allowed, decision.reason, item.item), True)
+                )
+        return items
+
+    def _gated(self, action: GatedAction) -> list[MeterSpec]:
+        return [m for m in self._plan.meters if m.enforcement.gate(action) is not None]
 
     # -- SMS -----------------------------------------------------------------------------------
 

@@ -22,7 +22,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from metering.api import dashboard, routes_admin, routes_admission, routes_usage, store_guard
+from metering.api import (
+    dashboard,
+    routes_admin,
+    routes_admission,
+    routes_reports,
+    routes_usage,
+    routes_wait,
+    store_guard,
+)
 from metering.api.context import ApiConfig, ApiContext
 from metering.api.metrics import ApiMetrics, MetricsMiddleware
 from metering.api.openapi import openapi_document
@@ -248,7 +256,9 @@ def create_app(
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *routes_usage.ROUTES,
+        *routes_wait.ROUTES,
         *routes_admin.ROUTES,
+        *routes_reports.ROUTES,
         *dashboard.ROUTES,
     ]
     app = Starlette(

@@ -16,6 +16,7 @@ from typing import Protocol
 from starlette.requests import Request
 
 from metering.api.auth import KeyRecord, KeyRing, Scope, presented_token
+from metering.api.freshness import Freshness
 from metering.api.problems import Problem
 from metering.api.ratelimit import RateLimiter
 from metering.api.store_guard import StoreGuard
@@ -67,6 +68,10 @@ class ApiContext:
     keys: KeyRing
     config: ApiConfig = field(default_factory=ApiConfig)
     clock_ms: Callable[[], int] = wall_clock_ms
+    freshness: Freshness | None = None
+    """Compares the processor's positions with the events topic (usage answers' `freshness`,
+    `GET /v1/wait`); runtime/api.py always gives one. None only for an app embedded without
+    Kafka (the API tests): `freshness` is then null and the wait routes answer 503."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     """Background work the API cannot serve correctly without (the configuration follower):
     `/healthz` fails once one of them has ended, since nothing restarts it but a restart."""

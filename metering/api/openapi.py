@@ -16,6 +16,7 @@ from zoneinfo import available_timezones
 from metering.api import validation as v
 from metering.core.enforcement import EnforcementMode, GatedAction, Reason
 from metering.core.events import MAX_QUANTITY, ContactOrigin, EmailKind
+from metering.core.status import State
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"
@@ -52,6 +53,18 @@ _REASON = {"type": "string", "enum": [r.value for r in Reason]}
 _METER_NAME = {"type": "string", "pattern": _anchored(v.METER_NAME)}
 _PLAN_ID = {"type": "string", "pattern": _anchored(v.PLAN_ID)}
 _TIMEZONE = {"type": "string", "enum": sorted(available_timezones())}
+_ADMISSION_FIELDS = [
+    "account",
+    "action",
+    "allowed",
+    "admitted",
+    "refused",
+    "reason",
+    "meter",
+    "fits",
+    "items",
+    "meters",
+]
 _CONTACTS = {
     "type": "array",
     "minItems": 1,
@@ -111,6 +124,7 @@ SCHEMAS: dict[str, Any] = {
             "remaining",
             "ratio",
             "status",
+            "state",
             "thresholds_reached",
             "period",
             "last_update",
@@ -131,6 +145,11 @@ SCHEMAS: dict[str, Any] = {
             "remaining": _nullable(_NAT),
             "ratio": _nullable({"type": "number", "minimum": 0}),
             "status": _COLOUR,
+            "state": {
+                "type": "string",
+                "enum": [w.value for w in State],
+                "description": "The status word: over only strictly above the limit.",
+            },
             "thresholds_reached": {"type": "array", "items": _STR},
             "period": _nullable(_ref("Period")),
             "last_update": _nullable(_TIME),
@@ -142,23 +161,57 @@ SCHEMAS: dict[str, Any] = {
             ),
         },
     ),
+    "Freshness": _obj(
+        [
+            "partition",
+            "position",
+            "watermark",
+            "applied_at",
+            "lag",
+            "caught_up",
+            "lag_unknown",
+        ],
+        {
+            "partition": _nullable(
+                {**_NAT, "description": "The account's partition of the events topic."}
+            ),
+            "position": _nullable(
+                {**_INT, "description": "Offset of the last record applied there."}
+            ),
+            "watermark": _nullable(
+                {**_TIME, "description": "Largest event time applied in the partition."}
+            ),
+            "applied_at": _nullable(
+                {**_TIME, "description": "When the processor last applied records of it."}
+            ),
+            "lag": _nullable(
+                {**_NAT, "description": "Records produced to the partition, not yet applied."}
+            ),
+            "caught_up": _nullable({"type": "boolean"}),
+            "lag_unknown": _nullable(
+                {**_STR, "description": "Why the lag is null (Kafka did not answer)."}
+            ),
+        },
+    ),
     "Usage": _obj(
-        ["account", "plan", "timezone", "contract_date", "as_of", "meters"],
+        ["account", "plan", "timezone", "contract_date", "as_of", "freshness", "meters"],
         {
             "account": _STR,
             "plan": _obj(["id", "name"], {"id": _STR, "name": _STR}),
             "timezone": _STR,
             "contract_date": _nullable({"type": "string", "format": "date"}),
-            "as_of": _TIME,
+            "as_of": {**_TIME, "description": "When this answer was computed."},
+            "freshness": _nullable(_ref("Freshness")),
             "meters": {"type": "array", "items": _ref("MeterUsage")},
         },
     ),
     "History": _obj(
-        ["account", "meter", "kind", "periods"],
+        ["account", "meter", "kind", "freshness", "periods"],
         {
             "account": _STR,
             "meter": _STR,
             "kind": _STR,
+            "freshness": _nullable(_ref("Freshness")),
             "periods": {
                 "type": "array",
                 "items": _obj(
@@ -177,20 +230,22 @@ SCHEMAS: dict[str, Any] = {
         },
     ),
     "Members": _obj(
-        ["account", "meter", "period", "count", "offset", "members"],
+        ["account", "meter", "period", "count", "freshness", "offset", "members"],
         {
             "account": _STR,
             "meter": _STR,
             "period": _STR,
             "count": _NAT,
+            "freshness": _nullable(_ref("Freshness")),
             "offset": _NAT,
             "members": {"type": "array", "items": _STR},
         },
     ),
     "Tiers": _obj(
-        ["account", "ladders"],
+        ["account", "freshness", "ladders"],
         {
             "account": _STR,
+            "freshness": _nullable(_ref("Freshness")),
             "ladders": {
                 "type": "array",
                 "items": _obj(
@@ -245,35 +300,51 @@ SCHEMAS: dict[str, Any] = {
         },
     ),
     "MeterLevel": _obj(
-        ["meter", "period", "used", "limit", "enforcement"],
+        ["meter", "period", "used", "held", "limit", "fits", "enforcement"],
         {
             "meter": _STR,
             "period": _nullable(_STR),
             "used": _INT,
+            "held": {
+                **_NAT,
+                "description": "Places admitted imports hold on a gauge until counted.",
+            },
             "limit": _nullable(_NAT),
+            "fits": _nullable(
+                {**_NAT, "description": "How many more units fit: limit - used - held."}
+            ),
             "enforcement": _STR,
         },
     ),
     "Admission": _obj(
-        ["account", "action", "allowed", "refused", "items", "meters"],
+        _ADMISSION_FIELDS,
         {
             "account": _STR,
             "action": _STR,
-            "allowed": _NAT,
+            "allowed": {"type": "boolean", "description": "Every item is allowed."},
+            "admitted": _NAT,
             "refused": _NAT,
+            "reason": _nullable(_REASON),
+            "meter": _nullable(_STR),
+            "fits": _nullable(_NAT),
             "items": {"type": "array", "items": _ref("AdmissionItem")},
             "meters": {"type": "array", "items": _ref("MeterLevel")},
         },
     ),
     "CampaignAdmission": _obj(
-        ["account", "action", "recipients", "allowed", "reason", "meter", "checks", "meters"],
+        [*_ADMISSION_FIELDS, "recipients", "checks"],
         {
             "account": _STR,
             "action": _STR,
-            "recipients": _NAT,
             "allowed": {"type": "boolean"},
-            "reason": _REASON,
+            "admitted": _NAT,
+            "refused": _NAT,
+            "reason": _nullable(_REASON),
             "meter": _nullable(_STR),
+            "fits": _nullable(_NAT),
+            "items": {"type": "array", "items": _ref("AdmissionItem")},
+            "meters": {"type": "array", "items": _ref("MeterLevel")},
+            "recipients": _NAT,
             "checks": {
                 "type": "array",
                 "items": _obj(
@@ -281,7 +352,6 @@ SCHEMAS: dict[str, Any] = {
                     {"meter": _STR, "allowed": {"type": "boolean"}, "reason": _REASON},
                 ),
             },
-            "meters": {"type": "array", "items": _ref("MeterLevel")},
         },
     ),
     "Extension": _obj(["meter", "period", "extra"], {"meter": _STR, "period": _STR, "extra": _NAT}),
@@ -294,6 +364,45 @@ SCHEMAS: dict[str, Any] = {
             "contract_date": {"type": "string", "format": "date"},
             "limits": {"type": "object", "additionalProperties": _NAT},
             "extensions": {"type": "array", "items": _ref("Extension")},
+            "paid_tiers": {"type": "object", "additionalProperties": _INT},
+        },
+    ),
+    "TierMismatches": _obj(
+        ["checked", "mismatches"],
+        {
+            "checked": _NAT,
+            "mismatches": {
+                "type": "array",
+                "items": _obj(
+                    [
+                        "account",
+                        "ladder",
+                        "meter",
+                        "paid_up_to",
+                        "placed_up_to",
+                        "direction",
+                        "average",
+                        "average_display",
+                        "as_of",
+                        "months",
+                    ],
+                    {
+                        "account": _STR,
+                        "ladder": _STR,
+                        "meter": _STR,
+                        "paid_up_to": _INT,
+                        "placed_up_to": _nullable(_INT),
+                        "direction": {"type": "string", "enum": ["up", "down"]},
+                        "average": _STR,
+                        "average_display": _STR,
+                        "as_of": _STR,
+                        "months": {
+                            "type": "array",
+                            "items": _obj(["period", "total"], {"period": _STR, "total": _NAT}),
+                        },
+                    },
+                ),
+            },
         },
     ),
     "AccountInput": _obj(
@@ -319,6 +428,11 @@ SCHEMAS: dict[str, Any] = {
                     },
                 ),
             },
+            "paid_tiers": {
+                "type": "object",
+                "propertyNames": {"pattern": _anchored(v.METER_NAME)},
+                "additionalProperties": {"type": "integer", "minimum": 1},
+            },
         },
     ),
     "Plan": _obj(
@@ -333,6 +447,46 @@ SCHEMAS: dict[str, Any] = {
         },
     ),
 }
+
+
+_WAITED = {
+    "caught_up": {"type": "boolean"},
+    "account": _nullable(_STR),
+    "waited_ms": _NAT,
+    "lag": {**_NAT, "description": "Records produced before the call, not applied yet."},
+    "partitions": {
+        "type": "array",
+        "items": _obj(
+            ["partition", "target", "position", "watermark", "applied_at", "lag"],
+            {
+                "partition": _NAT,
+                "target": {**_NAT, "description": "End offset of the partition at the call."},
+                "position": _nullable(_INT),
+                "watermark": _nullable(_TIME),
+                "applied_at": _nullable(_TIME),
+                "lag": _NAT,
+            },
+        ),
+    },
+}
+SCHEMAS["Waited"] = _obj(["caught_up", "account", "waited_ms", "lag", "partitions"], _WAITED)
+SCHEMAS["NotCaughtUp"] = _obj(
+    ["type", "title", "status", "code", "detail", *_WAITED],
+    {**SCHEMAS["Problem"]["properties"], **_WAITED},
+)
+
+
+def _not_caught_up() -> dict[str, Any]:
+    return {
+        "504": {
+            "description": "`not_caught_up`: the timeout passed first; the lag left, per "
+            "partition.",
+            "content": {PROBLEM: {"schema": _ref("NotCaughtUp")}},
+        }
+    }
+
+
+_TIMEOUT_MS = {"type": "integer", "minimum": 0, "maximum": 300_000}
 
 
 def _problems(*codes: int) -> dict[str, Any]:
@@ -405,6 +559,7 @@ def _path_param(name: str, pattern: re.Pattern[str], description: str) -> dict[s
 ACCOUNT = _path_param("account", v.ACCOUNT_ID, "Account id.")
 METER = _path_param("meter", v.METER_NAME, "Meter name (from the account's plan).")
 PLAN = _path_param("plan", v.PLAN_ID, "Plan id.")
+LADDER = _path_param("ladder", v.METER_NAME, "Tier ladder name (from the account's plan).")
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -505,6 +660,35 @@ def _paths() -> dict[str, Any]:
                 params=[ACCOUNT],
             )
         },
+        "/v1/wait": {
+            "get": _op(
+                "Wait until everything is counted",
+                "usage",
+                {**_ok("Waited"), **_not_caught_up(), **_problems(401, 403, 422, 429, 500, 503)},
+                params=[
+                    _query(
+                        "timeout_ms",
+                        _TIMEOUT_MS,
+                        "Give up after this long (default 30000; 0: answer at once).",
+                    )
+                ],
+            )
+        },
+        "/v1/accounts/{account}/wait": {
+            "get": _op(
+                "Wait until an account's events are counted",
+                "usage",
+                {**_ok("Waited"), **_not_caught_up(), **_problems(*_READ_ERRORS)},
+                params=[
+                    ACCOUNT,
+                    _query(
+                        "timeout_ms",
+                        _TIMEOUT_MS,
+                        "Give up after this long (default 30000; 0: answer at once).",
+                    ),
+                ],
+            )
+        },
         "/v1/accounts/{account}/admission/messages": {
             "post": _op(
                 "Admit messages",
@@ -544,11 +728,29 @@ def _paths() -> dict[str, Any]:
                 body=_obj(
                     [],
                     {
-                        "action": {"type": "string", "enum": [a.value for a in GatedAction]},
+                        "action": {
+                            "type": "string",
+                            "enum": [
+                                GatedAction.CAMPAIGN_SEND.value,
+                                GatedAction.CAMPAIGN_CREATE.value,
+                            ],
+                        },
                         "recipients": {"type": "integer", "minimum": 0, "maximum": 100_000_000},
                         "contacts_via_api": {"type": "boolean"},
                         "kind": {"type": "string", "enum": [k.value for k in EmailKind]},
                     },
+                ),
+            )
+        },
+        "/v1/accounts/{account}/admission/automations": {
+            "post": _op(
+                "Admit automation triggers",
+                "admission",
+                {**_ok("Admission"), **admission_errors},
+                params=[ACCOUNT],
+                body=_obj(
+                    ["contacts"],
+                    {"contacts": _CONTACTS, "contacts_via_api": {"type": "boolean"}},
                 ),
             )
         },
@@ -676,6 +878,28 @@ def _paths() -> dict[str, Any]:
                 {**_ok("Account"), **_problems(*_READ_ERRORS)},
                 params=[ACCOUNT, METER],
             ),
+        },
+        "/v1/accounts/{account}/paid-tiers/{ladder}": {
+            "put": _op(
+                "Set the paid tier",
+                "admin",
+                {**_ok("Account"), **_problems(*_WRITE_ERRORS)},
+                params=[ACCOUNT, LADDER],
+                body=_obj(["up_to"], {"up_to": {"type": "integer", "minimum": 1}}),
+            ),
+            "delete": _op(
+                "Clear the paid tier",
+                "admin",
+                {**_ok("Account"), **_problems(*_READ_ERRORS)},
+                params=[ACCOUNT, LADDER],
+            ),
+        },
+        "/v1/admin/tier-mismatches": {
+            "get": _op(
+                "Accounts on the wrong tier",
+                "admin",
+                {**_ok("TierMismatches"), **_problems(401, 403, 429, 500, 503)},
+            )
         },
         "/v1/accounts/{account}/extensions/{meter}": {
             "put": _op(

@@ -29,7 +29,7 @@ class Problem(Exception):
         field: str | None = None,
         headers: Mapping[str, str] | None = None,
         title: str | None = None,
-        extra: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {detail}")
         self.status = status

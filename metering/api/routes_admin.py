@@ -118,7 +118,15 @@ async def get_account(request: Request) -> Response:
     return json_response(account_to_json(_existing(ctx, account_id)))
 
 
-_ACCOUNT_FIELDS = ("id", "plan", "timezone", "contract_date", "limits", "extensions")
+_ACCOUNT_FIELDS = (
+    "id",
+    "plan",
+    "timezone",
+    "contract_date",
+    "limits",
+    "extensions",
+    "paid_tiers",
+)
 
 
 async def put_account(request: Request) -> Response:
@@ -165,6 +173,15 @@ def _check_amounts(body: dict[str, Any]) -> None:
                 item["extra"] = v.integer(item, "extra", minimum=0)
             except Problem as exc:
                 raise invalid(f"extensions[{i}].{exc.field}", exc.detail) from None
+    paid = body.get("paid_tiers")
+    if isinstance(paid, dict):
+        for name in paid:
+            if not v.METER_NAME.fullmatch(str(name)):
+                raise invalid(f"paid_tiers.{name}", f"ladder names match {v.METER_NAME.pattern}")
+            try:
+                paid[name] = v.integer(paid, name, minimum=1)
+            except Problem as exc:
+                raise invalid(f"paid_tiers.{name}", exc.detail) from None
 
 
 async def delete_account(request: Request) -> Response:
@@ -207,6 +224,9 @@ async def put_plan(request: Request) -> Response:
             ),
             extensions=MappingProxyType(
                 {k: a for k, a in account.extensions.items() if plan.has_meter(k[0])}
+            ),
+            paid_tiers=MappingProxyType(
+                {k: t for k, t in account.paid_tiers.items() if _has_tier(plan, k, t)}
             ),
         )
         doc = await _publish(ctx, changed)
@@ -291,6 +311,49 @@ def _plan_meter(plan: Any, meter: str) -> Any:
             404, "unknown_meter", f"plan {plan.id!r} has no meter {meter!r}", field="meter"
         )
     return plan.meter(meter)
+
+
+def _has_tier(plan: Any, ladder: str, up_to: int) -> bool:
+    return any(lad.name == ladder and up_to in lad.up_to for lad in plan.ladders)
+
+
+async def put_paid_tier(request: Request) -> Response:
+    """The tier the account pays for on one ladder (Clerk.io), what the wrong-tier report
+    compares with its 3-month placement."""
+    ctx = context(request)
+    account_id = v.path(request, "account", v.ACCOUNT_ID)
+    ladder = v.path(request, "ladder", v.METER_NAME)
+    await ctx.admin(request)
+    body = await v.json_object(request)
+    v.only(body, ("up_to",))
+    up_to = v.integer(body, "up_to", minimum=1)
+    async with _lock(account_id):
+        account, plan = ctx.lookup(account_id)
+        _plan_ladder(plan, ladder)
+        paid = {**account.paid_tiers, ladder: up_to}
+        doc = await _publish(ctx, replace(account, paid_tiers=MappingProxyType(paid)))
+    return json_response(doc)
+
+
+async def delete_paid_tier(request: Request) -> Response:
+    """The account pays for no particular tier on this ladder (not in the report)."""
+    ctx = context(request)
+    account_id = v.path(request, "account", v.ACCOUNT_ID)
+    ladder = v.path(request, "ladder", v.METER_NAME)
+    await ctx.admin(request)
+    async with _lock(account_id):
+        account, plan = ctx.lookup(account_id)
+        _plan_ladder(plan, ladder)
+        paid = {k: t for k, t in account.paid_tiers.items() if k != ladder}
+        doc = await _publish(ctx, replace(account, paid_tiers=MappingProxyType(paid)))
+    return json_response(doc)
+
+
+def _plan_ladder(plan: Any, ladder: str) -> None:
+    if not any(lad.name == ladder for lad in plan.ladders):
+        raise Problem(
+            404, "unknown_ladder", f"plan {plan.id!r} has no ladder {ladder!r}", field="ladder"
+        )
 
 
 async def put_extension(request: Request) -> Response:
@@ -405,6 +468,8 @@ ROUTES = [
     Route("/v1/accounts/{account}/limits/{meter}", put_limit, methods=["PUT"]),
     Route("/v1/accounts/{account}/limits/{meter}", delete_limit, methods=["DELETE"]),
     Route("/v1/accounts/{account}/extensions/{meter}", put_extension, methods=["PUT"]),
+    Route("/v1/accounts/{account}/paid-tiers/{ladder}", put_paid_tier, methods=["PUT"]),
+    Route("/v1/accounts/{account}/paid-tiers/{ladder}", delete_paid_tier, methods=["DELETE"]),
     Route("/v1/accounts/{account}/sms-credits", top_up_sms, methods=["POST"]),
     Route("/v1/session", create_session, methods=["POST"]),
     Route("/v1/session", delete_session, methods=["DELETE"]),

@@ -2,6 +2,11 @@
 
 Account keys may ask for their own account (the producing application is the caller), admin
 keys for any. Bodies are validated here; the decisions come from `admission.Admission`.
+
+Every endpoint answers the same document (docs/api.md, "Admission"): `allowed` is a boolean
+(every item allowed), `admitted` / `refused` count the items, `reason` / `meter` / `fits` are
+those of the deciding item (the first refused one, else the first), then the `items` and the
+`meters` consulted.
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ from metering.core.events import ContactOrigin, EmailKind
 
 MAX_RECIPIENTS = 100_000_000
 MAX_SEGMENTS = 100
-_ENDPOINTS = {"message.send": "messages", "contact.add": "contacts", "sms.send": "sms"}
+_ENDPOINTS = {
+    "message.send": "messages",
+    "contact.add": "contacts",
+    "sms.send": "sms",
+    GatedAction.AUTOMATION_TRIGGER.value: "automations",
+}
+_CAMPAIGN_ACTIONS = [GatedAction.CAMPAIGN_SEND.value, GatedAction.CAMPAIGN_CREATE.value]
 
 
 async def _admission(request: Request) -> tuple[Admission, dict[str, Any], str]:
@@ -42,25 +53,36 @@ async def _admission(request: Request) -> tuple[Admission, dict[str, Any], str]:
     return admission, body, account_id
 
 
+def answer(account: str, action: str, admission: Admission, items: list[Item]) -> dict[str, Any]:
+    """The admission document every endpoint answers (one shape: docs/api.md)."""
+    docs = [item.json() for item in items]
+    admitted = sum(1 for d in docs if d["allowed"])
+    deciding = next((d for d in docs if not d["allowed"]), docs[0] if docs else None)
+    meter = None if deciding is None else deciding["meter"]
+    return {
+        "account": account,
+        "action": action,
+        "allowed": admitted == len(docs),
+        "admitted": admitted,
+        "refused": len(docs) - admitted,
+        "reason": None if deciding is None else deciding["reason"],
+        "meter": meter,
+        "fits": admission.fits(meter),
+        "items": docs,
+        "meters": admission.meters(),
+    }
+
+
 def _items(
     request: Request, account: str, action: str, admission: Admission, items: list[Item]
 ) -> Response:
     """The decisions document; each decision is counted under the endpoint's last path
-    segment (`messages`, `contacts`, `sms`), the metric's `action` label."""
-    docs = [item.json() for item in items]
-    endpoint = _ENDPOINTS[action]
-    metrics(request).count_decisions(endpoint, ((d["allowed"], d["reason"]) for d in docs))
-    allowed = sum(1 for d in docs if d["allowed"])
-    return json_response(
-        {
-            "account": account,
-            "action": action,
-            "allowed": allowed,
-            "refused": len(docs) - allowed,
-            "items": docs,
-            "meters": admission.meters(),
-        }
+    segment (`messages`, `contacts`, `sms`, `automations`), the metric's `action` label."""
+    doc = answer(account, action, admission, items)
+    metrics(request).count_decisions(
+        _ENDPOINTS[action], ((d["allowed"], d["reason"]) for d in doc["items"])
     )
+    return json_response(doc)
 
 
 async def messages(request: Request) -> Response:
@@ -87,30 +109,40 @@ async def contacts(request: Request) -> Response:
 async def campaigns(request: Request) -> Response:
     admission, body, account = await _admission(request)
     v.only(body, ("action", "recipients", "contacts_via_api", "kind"))
+    if body.get("action") == GatedAction.AUTOMATION_TRIGGER.value:
+        raise invalid(
+            "action",
+            "automation.trigger is asked per contact at POST "
+            f"/v1/accounts/{account}/admission/automations",
+        )
     action = GatedAction(
-        v.choice(body, "action", [a.value for a in GatedAction], GatedAction.CAMPAIGN_SEND.value)
+        v.choice(body, "action", _CAMPAIGN_ACTIONS, GatedAction.CAMPAIGN_SEND.value)
     )
     recipients = v.integer(body, "recipients", minimum=0, maximum=MAX_RECIPIENTS, default=0)
     via_api = v.boolean(body, "contacts_via_api", default=False)
     kind = EmailKind(v.choice(body, "kind", [k.value for k in EmailKind], "marketing"))
     item = await admission.campaign(action, recipients, via_api, kind)
-    doc = item.json()
+    doc = answer(account, action.value, admission, [item])
     metrics(request).count_decisions("campaigns", [(doc["allowed"], doc["reason"])])
     return json_response(
         {
-            "account": account,
-            "action": action.value,
+            **doc,
             "recipients": recipients,
-            "allowed": doc["allowed"],
-            "reason": doc["reason"],
-            "meter": doc["meter"],
             "checks": [
                 {"meter": meter, "allowed": d.allowed, "reason": d.reason.value}
                 for meter, d, _ in item.decisions
             ],
-            "meters": admission.meters(),
         }
     )
+
+
+async def automations(request: Request) -> Response:
+    admission, body, account = await _admission(request)
+    v.only(body, ("contacts", "contacts_via_api"))
+    contacts = v.contacts(body)
+    via_api = v.boolean(body, "contacts_via_api", default=False)
+    items = await admission.automations(contacts, via_api)
+    return _items(request, account, GatedAction.AUTOMATION_TRIGGER.value, admission, items)
 
 
 async def sms(request: Request) -> Response:
@@ -126,5 +158,6 @@ ROUTES = [
     Route("/v1/accounts/{account}/admission/messages", messages, methods=["POST"]),
     Route("/v1/accounts/{account}/admission/contacts", contacts, methods=["POST"]),
     Route("/v1/accounts/{account}/admission/campaigns", campaigns, methods=["POST"]),
+    Route("/v1/accounts/{account}/admission/automations", automations, methods=["POST"]),
     Route("/v1/accounts/{account}/admission/sms", sms, methods=["POST"]),
 ]

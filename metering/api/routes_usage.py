@@ -8,7 +8,9 @@ closed-period counters (`metering.core.tiers.place`); gauges have no per-month t
 period-close rollups exist, which the response says (docs/api.md, "Tiers").
 
 Every read of metered state goes through `ApiContext.state_reader`: a store without its marker
-(Redis emptied) answers 503 rather than zeros (store_guard.py).
+(Redis emptied) answers 503 rather than zeros (store_guard.py). Every answer carries
+`freshness` (freshness.py): how far the processor got in the account's partition, and how many
+records it has still to apply there.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from metering.api import validation as v
+from metering.api.context import ApiContext
 from metering.api.problems import Problem, conflict
 from metering.api.responses import context, json_response
 from metering.api.views import current_slot, meter_usage, past_periods, placement_json
@@ -32,6 +35,11 @@ from metering.core.tiers import place
 
 MAX_HISTORY = 36
 MAX_MEMBERS_PAGE = 10_000
+
+
+async def freshness_of(ctx: ApiContext, account: str) -> dict[str, Any] | None:
+    """The `freshness` member of an answer about `account` (null without Kafka)."""
+    return None if ctx.freshness is None else await ctx.freshness.of_account(account)
 
 
 async def me(request: Request) -> Response:
@@ -72,6 +80,7 @@ async def usage(request: Request) -> Response:
             if account.contract_date is None
             else account.contract_date.isoformat(),
             "as_of": format_ms(now),
+            "freshness": await freshness_of(ctx, account.id),
             "meters": meters,
         }
     )
@@ -116,7 +125,13 @@ async def history(request: Request) -> Response:
             }
         )
     return json_response(
-        {"account": account_id, "meter": meter.name, "kind": meter.period.value, "periods": rows}
+        {
+            "account": account_id,
+            "meter": meter.name,
+            "kind": meter.period.value,
+            "freshness": await freshness_of(ctx, account_id),
+            "periods": rows,
+        }
     )
 
 
@@ -140,6 +155,7 @@ async def members(request: Request) -> Response:
             "meter": meter.name,
             "period": period,
             "count": len(found),
+            "freshness": await freshness_of(ctx, account_id),
             "offset": offset,
             "members": found[offset : offset + limit],
         }
@@ -181,7 +197,13 @@ async def tiers(request: Request) -> Response:
                 "placement": placement_json(placement, meter.name, months),
             }
         )
-    return json_response({"account": account_id, "ladders": result})
+    return json_response(
+        {
+            "account": account_id,
+            "freshness": await freshness_of(ctx, account_id),
+            "ladders": result,
+        }
+    )
 
 
 ROUTES = [

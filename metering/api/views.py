@@ -17,7 +17,7 @@ from metering.core.deltas import NO_PERIOD, Aggregation
 from metering.core.periods import Period, period_of, previous_period
 from metering.core.plans import DerivedLimit, FixedLimit, MeterSpec, Plan
 from metering.core.rfc3339 import format_ms
-from metering.core.status import status
+from metering.core.status import balance_state, status
 from metering.core.tiers import Placement
 
 
@@ -69,10 +69,10 @@ def meter_usage(
     base = None if balance else base_limit(account, plan, meter.name)
     extension = account.extensions.get((meter.name, key), 0) if limit is not None else 0
     st = status(used, limit, meter.thresholds, period=slot.period, now_ms=now_ms)
-    colour = st.colour.value
+    colour, state = st.colour, st.state
     if balance:
-        # A prepaid balance has no limit: it is red when nothing is left to spend.
-        colour = "green" if used > 0 else "red"
+        # A prepaid balance has no limit: it is red ("no credits") when nothing is left.
+        colour, state = balance_state(used)
     projection = None
     if slot.period is not None and st.projected is not None:
         projection = {
@@ -90,7 +90,8 @@ def meter_usage(
         "extension": extension,
         "remaining": max(0, used) if balance else st.remaining,
         "ratio": None if st.ratio is None else float(st.ratio),
-        "status": colour,
+        "status": colour.value,
+        "state": state.value,
         "thresholds_reached": list(st.reached),
         "period": period_json(slot.period, None if meter.period is None else meter.period.value),
         "last_update": None if last_update_ms is None else format_ms(last_update_ms),
@@ -136,6 +137,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 "period": None if m.period is None else m.period.value,
                 "limit": limit_json(m),
                 "enforcement": m.enforcement.mode.value,
+                "exclude_suppressed": m.exclude_suppressed,
                 "thresholds": [
                     {
                         "name": t.name,

@@ -228,21 +228,42 @@ def _api_keys(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _closer(args: argparse.Namespace, settings: Settings) -> int:
-    """Close due periods: statements and tier placements (ADR 0004), until SIGTERM or once."""
+    """Close due periods (statements and tier placements, ADR 0004) and send due reminders,
+    until SIGTERM or once."""
     from metering.runtime.closer import run_closer  # noqa: PLC0415 - keep Kafka out of --help
     from metering.runtime.process import stop_on_signals  # noqa: PLC0415
 
     async def run() -> None:
         stop = asyncio.Event()
         stop_on_signals(stop)
-        report = await run_closer(settings, stop, once=args.once)
+        report, reminded = await run_closer(settings, stop, once=args.once)
         print(
             f"closed {report.frozen} periods of {report.accounts} accounts: "
             f"{report.statements} statements, {report.tiers} tier events"
             + (f"; {report.waiting} accounts wait for an idle partition" if report.waiting else "")
+            + f"; {reminded.sent} reminders sent"
         )
 
     asyncio.run(run())
+    return 0
+
+
+def _remind(args: argparse.Namespace, settings: Settings) -> int:
+    """One reminder pass (docs/plans.md, "Reminders"), as of now or of `--as-of`."""
+    from metering.core.rfc3339 import parse_ms  # noqa: PLC0415
+    from metering.runtime.closer import remind_once  # noqa: PLC0415 - keep Kafka out of --help
+
+    as_of_ms = None
+    if args.as_of is not None:
+        try:
+            as_of_ms = parse_ms(args.as_of)
+        except ValueError:
+            raise MeteringError(f"--as-of: not an RFC 3339 time: {args.as_of!r}") from None
+    report = asyncio.run(remind_once(settings, as_of_ms=as_of_ms))
+    print(
+        f"{report.sent} reminders sent ({report.checked} crossings checked, "
+        f"{report.held} due but below the threshold now)"
+    )
     return 0
 
 
@@ -295,6 +316,29 @@ def _usage(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+WAIT_TIMED_OUT = 3
+"""Exit status of `metering wait` when the timeout passed first (2: an error)."""
+
+
+def _wait(args: argparse.Namespace, settings: Settings) -> int:
+    from metering.cli.console import call_api, wait_report  # noqa: PLC0415
+
+    if not 0 <= args.timeout <= 300:
+        raise MeteringError(f"--timeout must be between 0 and 300 seconds, got {args.timeout:g}")
+    url, key = _api_target(args)
+    path = "/v1/wait" if args.account is None else f"/v1/accounts/{args.account}/wait"
+    result = call_api(
+        url,
+        key,
+        "GET",
+        f"{path}?timeout_ms={int(args.timeout * 1000)}",
+        timeout_s=args.timeout + 10,
+        accept=(504,),
+    )
+    print(wait_report(result))
+    return 0 if result.get("caught_up") else WAIT_TIMED_OUT
+
+
 def _admit(args: argparse.Namespace, settings: Settings) -> int:
     from metering.cli.console import call_api, decisions_table  # noqa: PLC0415
 
@@ -304,6 +348,8 @@ def _admit(args: argparse.Namespace, settings: Settings) -> int:
         body = {"contacts": args.items, "kind": args.kind}
     elif args.what == "contacts":
         body = {"contacts": args.items, "origin": args.origin}
+    elif args.what == "automations":
+        body = {"contacts": args.items, "contacts_via_api": args.via_api}
     elif args.what == "campaign":
         body = {
             "action": "campaign.send",
@@ -315,6 +361,18 @@ def _admit(args: argparse.Namespace, settings: Settings) -> int:
     path = {"campaign": "campaigns"}.get(args.what, args.what)
     result = call_api(url, key, "POST", f"/v1/accounts/{args.account}/admission/{path}", body)
     print(decisions_table(result, colour=_colour(args)))
+    return 0
+
+
+def _tiers_mismatches(args: argparse.Namespace, settings: Settings) -> int:
+    from metering.cli.console import call_api, mismatches_table  # noqa: PLC0415
+
+    url, key = _api_target(args)
+    report = call_api(url, key, "GET", "/v1/admin/tier-mismatches")
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(mismatches_table(report))
     return 0
 
 
@@ -332,33 +390,78 @@ def _add_api_client_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`produce`, `usage`, `admit` (through the API) and `publisher`."""
+    """`produce`, `usage`, `wait`, `admit` (through the API) and `publisher`."""
     p = sub.add_parser("produce", help="produce usage events from JSON lines (file or -)")
     p.add_argument("file", nargs="?", default="-", help="JSON-lines file, or - for stdin")
     p.set_defaults(run=_produce)
 
-    p = sub.add_parser("usage", help="an account's usage as a table with coloured status")
+    p = sub.add_parser(
+        "usage",
+        help="an account's usage as a table with coloured status",
+        description="Status words (the API's `state`, the dashboard's labels): ok; at risk "
+        "(a threshold reached below the limit); at limit (used = limit); over (strictly above "
+        "the limit); no credits (a prepaid balance at 0). The colour is the plan's thresholds'.",
+    )
     p.add_argument("account")
     _add_api_client_options(p)
     p.set_defaults(run=_usage)
 
-    p = sub.add_parser("admit", help="ask whether an account may do something now")
+    p = sub.add_parser(
+        "wait",
+        help="wait until every event produced before now is counted (exit 3 on timeout)",
+        description="Wait until the processor applied every event produced to the events "
+        "topic before this call (with --account: to that account's partition). Exit status: "
+        "0 caught up, 3 the timeout passed first (the records left are printed), 2 an error.",
+    )
+    p.add_argument("--account", help="only this account's partition (its key suffices)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait at most, up to 300 (30; 0: check once)",
+    )
+    _add_api_client_options(p)
+    p.set_defaults(run=_wait)
+
+    p = sub.add_parser(
+        "admit",
+        help="ask whether an account may do something now",
+        description="Prints a summary line (allowed or refused, how many admitted, the "
+        "deciding reason and meter, how many more would fit), then one line per item. "
+        "See docs/api.md, Admission.",
+    )
     p.add_argument("account")
     p.add_argument(
         "what",
-        choices=["messages", "contacts", "campaign", "sms"],
-        help="messages/contacts: to the given contacts; campaign/sms: --recipients of them",
+        choices=["messages", "contacts", "automations", "campaign", "sms"],
+        help="messages/contacts/automations: for the given contacts (an import is admitted "
+        "all or nothing); campaign/sms: --recipients of them",
     )
-    p.add_argument("items", nargs="*", help="contact ids (messages, contacts)")
+    p.add_argument("items", nargs="*", help="contact ids (messages, contacts, automations)")
     p.add_argument("--kind", default="marketing", help="e-mail kind (messages)")
     p.add_argument("--origin", default="api", help="api, form, import or manual (contacts)")
     p.add_argument("--recipients", type=int, default=1, help="campaign recipients / SMS count")
-    p.add_argument("--via-api", action="store_true", help="campaign: contacts came via the API")
+    p.add_argument(
+        "--via-api",
+        action="store_true",
+        help="campaign, automations: the contacts came in through the API (110 %% ceiling)",
+    )
     _add_api_client_options(p)
     p.set_defaults(run=_admit)
 
     p = sub.add_parser("publisher", help="run a standalone outbox publisher (until SIGTERM)")
     p.set_defaults(run=_publisher)
+
+    tiers = sub.add_parser("tiers", help="tier placements across accounts (through the API)")
+    tiers_sub = tiers.add_subparsers(dest="tiers_command", required=True, metavar="ACTION")
+    p = tiers_sub.add_parser(
+        "mismatches",
+        help="accounts whose 3-month average places them in another tier than they pay for "
+        "(paid_tiers), with the months behind it (admin key)",
+    )
+    p.add_argument("--json", action="store_true", help="the API's JSON answer")
+    _add_api_client_options(p)
+    p.set_defaults(run=_tiers_mismatches)
 
 
 _APPLY_HELP = """.
@@ -458,9 +561,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key_id")
     p.set_defaults(run=_api_keys)
 
-    p = sub.add_parser("closer", help="close due periods: statements and tiers (until SIGTERM)")
+    p = sub.add_parser(
+        "closer",
+        help="close due periods (statements, tiers) and send due reminders (until SIGTERM)",
+    )
     p.add_argument("--once", action="store_true", help="one pass, then exit")
     p.set_defaults(run=_closer)
+
+    p = sub.add_parser("remind", help="send the reminders due now (one pass; docs/plans.md)")
+    p.add_argument(
+        "--as-of",
+        metavar="TIME",
+        help="send what is due by this time (RFC 3339) instead of now: for demos and tests; "
+        "reminders sent early are not sent again",
+    )
+    p.set_defaults(run=_remind)
 
     p = sub.add_parser("backfill", help="rebuild rollups, statements and tiers from Kafka")
     p.add_argument(

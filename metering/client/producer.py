@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError
 
 from metering.core.errors import DeliveryError
 from metering.core.events import EventType, UsageEvent, decode_event, encode_event
+from metering.core.partitioning import ACCOUNT_PARTITIONER
 from metering.core.ports import wall_clock_ms
 
 ID_NAMESPACE = uuid.UUID("0b7f2c4e-8d1a-5f3b-9c6e-2a4d8e1f7b35")
@@ -72,6 +73,7 @@ class UsageProducer:
             acks="all",
             linger_ms=self._linger_ms,
             client_id=f"metering-sdk-{self._source}",
+            partitioner=ACCOUNT_PARTITIONER,  # murmur2 of the account, as the API's producer
             **self._kafka_options,
         )
         try:
@@ -241,5 +243,33 @@ class UsageProducer:
         return await self.send(
             self.build(
                 EventType.CAMPAIGN_INTERACTION, account, contact=contact, channel=channel, **options
+            )
+        )
+
+    async def resource_added(
+        self, account: str, *, resource: str, resource_id: str, **options: Any
+    ) -> Receipt:
+        """A license resource exists or became active (Actito: a user, a scenario, a form...)."""
+        return await self.send(
+            self.build(
+                EventType.RESOURCE_ADDED,
+                account,
+                resource=resource,
+                resource_id=resource_id,
+                **options,
+            )
+        )
+
+    async def resource_removed(
+        self, account: str, *, resource: str, resource_id: str, **options: Any
+    ) -> Receipt:
+        """A license resource no longer exists or is no longer active."""
+        return await self.send(
+            self.build(
+                EventType.RESOURCE_REMOVED,
+                account,
+                resource=resource,
+                resource_id=resource_id,
+                **options,
             )
         )

@@ -2,7 +2,8 @@
 
     {"id": "acme", "plan": "acton-active-contacts", "timezone": "Europe/Brussels",
      "contract_date": "2026-01-31", "limits": {"active_contacts": 12000},
-     "extensions": [{"meter": "emails", "period": "2026-11", "extra": 5000}]}
+     "extensions": [{"meter": "emails", "period": "2026-11", "extra": 5000}],
+     "paid_tiers": {"search": 25000}}
 
 Validation names the field and the problem (AccountError); that the account fits its plan
 (meters exist, a contract date where billing periods need one) is `accounts.check_account`.
@@ -20,7 +21,7 @@ from metering.core.errors import AccountError, PeriodError
 from metering.core.periods import check_timezone
 
 _CALENDAR_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
-_KEYS = frozenset({"id", "plan", "timezone", "contract_date", "limits", "extensions"})
+_KEYS = frozenset({"id", "plan", "timezone", "contract_date", "limits", "extensions", "paid_tiers"})
 
 
 def account_from_json(doc: object) -> Account:
@@ -50,6 +51,7 @@ def account_from_json(doc: object) -> Account:
         contract_date = _calendar_date(account_id, contract)
     limits = _limits(account_id, doc.get("limits", {}))
     extensions = _extensions(account_id, doc.get("extensions", []))
+    paid_tiers = _paid_tiers(account_id, doc.get("paid_tiers", {}))
     return Account(
         id=account_id,
         plan_id=plan_id,
@@ -57,6 +59,7 @@ def account_from_json(doc: object) -> Account:
         contract_date=contract_date,
         limit_overrides=MappingProxyType(limits),
         extensions=MappingProxyType(extensions),
+        paid_tiers=MappingProxyType(paid_tiers),
     )
 
 
@@ -74,6 +77,8 @@ def account_to_json(account: Account) -> dict[str, Any]:
             {"meter": meter, "period": period, "extra": extra}
             for (meter, period), extra in sorted(account.extensions.items())
         ]
+    if account.paid_tiers:
+        doc["paid_tiers"] = dict(account.paid_tiers)
     return doc
 
 
@@ -123,4 +128,17 @@ def _extensions(account_id: str, raw: object) -> dict[tuple[str, str], int]:
             raise AccountError(account_id, path, "meter and period are strings")
         key = (meter, period)
         found[key] = found.get(key, 0) + _amount(account_id, f"{path}.extra", item["extra"])
+    return found
+
+
+def _paid_tiers(account_id: str, raw: object) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        raise AccountError(account_id, "paid_tiers", "must be an object ladder -> tier (up_to)")
+    found: dict[str, int] = {}
+    for ladder, up_to in raw.items():
+        if isinstance(up_to, bool) or not isinstance(up_to, int) or up_to < 1:
+            raise AccountError(
+                account_id, f"paid_tiers.{ladder}", "must be a tier bound (an integer >= 1)"
+            )
+        found[str(ladder)] = up_to
     return found

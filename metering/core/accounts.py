@@ -5,7 +5,9 @@ A plan says what a license allows; an account says what this customer bought on 
 - `limit_overrides`: permanent changes (an upgraded audience size, a bigger contact limit);
 - `extensions`: extra allowance for one period only (APSIS: "top up your account with a
   specific number of sendings just for that month"), keyed by (meter, period key) so it
-  expires by itself when the period ends.
+  expires by itself when the period ends;
+- `paid_tiers`: the tier the customer pays for on each tier ladder (Clerk.io), which the
+  wrong-tier report compares with where the 3-month average places the account.
 
 The effective limit of a meter in a period is the override (or the plan's limit), plus the
 period's extension.
@@ -43,6 +45,8 @@ class Account:
     """Meter -> limit, replacing the plan's (permanent change)."""
     extensions: Mapping[tuple[str, str], int] = field(default_factory=_no_extensions)
     """(meter, period key) -> extra allowance for that period only (temporary extension)."""
+    paid_tiers: Mapping[str, int] = field(default_factory=_empty)
+    """Ladder -> bound of the tier paid for ("up to 25,000" is 25000); one of its `up_to`."""
 
 
 def timezone_of(account: Account, plan: Plan) -> str:
@@ -90,6 +94,18 @@ def check_account(account: Account, plan: Plan) -> None:
         _check_amount(account, plan, f"limit_overrides.{name}", name, amount)
     for (name, period_key), amount in account.extensions.items():
         _check_amount(account, plan, f"extensions.{name}.{period_key}", name, amount)
+    ladders = {ladder.name: ladder for ladder in plan.ladders}
+    for name, up_to in account.paid_tiers.items():
+        path = f"paid_tiers.{name}"
+        ladder = ladders.get(name)
+        if ladder is None:
+            known = ", ".join(ladders) or "none"
+            raise AccountError(
+                account.id, path, f"plan {plan.id!r} has no ladder {name!r} ({known})"
+            )
+        if up_to not in ladder.up_to:
+            bounds = ", ".join(str(b) for b in ladder.up_to)
+            raise AccountError(account.id, path, f"{up_to} is not a tier of it (up to: {bounds})")
 
 
 def _check_amount(account: Account, plan: Plan, path: str, meter: str, amount: int) -> None:

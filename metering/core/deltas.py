@@ -3,7 +3,7 @@
 The processor turns each event into `Contribution`s (one per meter the event feeds), then folds
 a batch's contributions into one `AccountDelta` per account. The state store applies an
 `AccountDelta` in one atomic step. Keeping the fold here, pure, lets property tests prove that
-the result does not depend on how events are batched (see tests/unit/test_deltas.py).
+the result does not depend on how events are batched (tests/unit/core/test_properties.py).
 """
 
 from __future__ import annotations
@@ -67,6 +67,9 @@ class MeterDelta:
     """Distinct: member -> True. Gauge: member -> present after the batch (the last operation
     on a member decides the set's final state, so keeping only the last one is exact)."""
     period_start_ms: int = 0
+    time_ms: int = 0
+    """Event time of the newest event of the batch that counted here (0 when not given): a
+    threshold crossing decided by the batch reports it as the crossing's event time."""
 
 
 @dataclass(slots=True)
@@ -81,8 +84,9 @@ class AccountDelta:
     first_offset: int = -1
     last_offset: int = -1
 
-    def add(self, contribution: Contribution) -> None:
-        """Fold one contribution in; order matters only for gauge members (last wins)."""
+    def add(self, contribution: Contribution, time_ms: int = 0) -> None:
+        """Fold one contribution (of an event at `time_ms`) in; order matters only for gauge
+        members (last wins)."""
         key = (contribution.meter, contribution.period)
         delta = self.meters.get(key)
         if delta is None:
@@ -94,6 +98,8 @@ class AccountDelta:
             )
             self.meters[key] = delta
         delta.amount += contribution.amount
+        if time_ms > delta.time_ms:  # noqa: PLR1730 - cheaper than a max() call per event
+            delta.time_ms = time_ms
         if contribution.member is not None:
             if contribution.aggregation is Aggregation.GAUGE:
                 delta.members[contribution.member] = contribution.present

@@ -13,7 +13,8 @@ Modes (`EnforcementMode`), one per seed model:
   reached; members already counted this period stay allowed, and members suppressed before
   the period started do not count (Act-On active contacts).
 - `limit`: usage that would go over the limit is refused; adding members is decided per origin
-  (`origins`), and other actions stop at a ratio of the limit (`gates`), a higher one when the
+  (`origins`): always, one by one while within the limit, or all or nothing for a whole batch
+  (a CSV import); other actions stop at a ratio of the limit (`gates`), a higher one when the
   contacts come in through the API (ActiveCampaign).
 - `prepaid`: a balance meter; an item of N units is allowed when the balance covers it (SMS).
 """
@@ -42,7 +43,12 @@ class AddRule(StrEnum):
     ALLOW = "allow"
     """Always accepted, even past the limit (ActiveCampaign: API and forms)."""
     WITHIN_LIMIT = "within_limit"
-    """Accepted only while the level stays within the limit (ActiveCampaign: import, manual)."""
+    """Each member accepted only while the level stays within the limit (ActiveCampaign: the
+    admin's "add contact")."""
+    ALL_OR_NOTHING = "all_or_nothing"
+    """The request's new members are accepted together when all of them fit within the limit,
+    else none is (ActiveCampaign: "you cannot add new contacts via CSV import if that would
+    exceed the limit"): an import is one batch, never cut in two."""
 
 
 class GatedAction(StrEnum):
@@ -101,6 +107,8 @@ class Reason(StrEnum):
     NEW_MEMBER_OVER_LIMIT = "new_member_over_limit"
     CEILING_REACHED = "ceiling_reached"
     INSUFFICIENT_CREDITS = "insufficient_credits"
+    BATCH_OVER_LIMIT = "batch_over_limit"
+    """An all-or-nothing batch (an import) whose new members do not all fit: none admitted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +211,21 @@ def decide_add(
             used += 1
         decisions.append(Decision(allowed, reason, member))
     return decisions
+
+
+def decide_batch(policy: EnforcementPolicy, *, used: int, limit: int | None, new: int) -> Decision:
+    """An all-or-nothing batch of `new` new members on a gauge at `used` of `limit`.
+
+    Allowed when `used + new` stays within the limit (101 new contacts into an empty account
+    limited to 100: refused, `fits` says 100); advisory meters allow and say when it goes over.
+    """
+    allowed, reason = _within(used + new, limit, policy.mode is EnforcementMode.ADVISORY)
+    return Decision(allowed, reason if allowed else Reason.BATCH_OVER_LIMIT)
+
+
+def fits(used: int, limit: int | None) -> int | None:
+    """How many more units (members, e-mails) fit under `limit` at `used` (None: no limit)."""
+    return None if limit is None else max(0, limit - used)
 
 
 def decide_action(

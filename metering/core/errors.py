@@ -78,6 +78,9 @@ class RejectReason(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     UNKNOWN_ACCOUNT = "unknown_account"
     """Decided by the processor (the decoder does not know the accounts)."""
+    KEY_MISMATCH = "key_mismatch"
+    """The Kafka record key names another account than the event's `subject`: the record sits
+    on another account's partition, so counting it would break per-account order."""
 
 
 class EventRejected(MeteringError):

@@ -55,6 +55,8 @@ class EventType(StrEnum):
     CONTACT_SUPPRESSED = "contact.suppressed"
     CAMPAIGN_INTERACTION = "campaign.interaction"
     GOAL_TRIGGERED = "goal.triggered"
+    RESOURCE_ADDED = "resource.added"
+    RESOURCE_REMOVED = "resource.removed"
 
 
 class EmailKind(StrEnum):
@@ -86,6 +88,28 @@ class SearchSurface(StrEnum):
 
     INSTANT = "instant"
     PAGE = "page"
+
+
+class LicenseResource(StrEnum):
+    """Resources of a license counted while they exist (Actito's "My consumption" sheet).
+
+    A `resource.added` event says one resource (`resource_id`) of this kind exists or became
+    active, `resource.removed` that it no longer does; a gauge per kind holds the number."""
+
+    USER = "user"
+    API_USER = "api_user"
+    SENDING_DOMAIN = "sending_domain"
+    ENTITY = "entity"
+    SCENARIO = "scenario"
+    SEGMENTATION_RULE = "segmentation_rule"
+    DAILY_EXPORT = "daily_export"
+    NEWSLETTER = "newsletter"
+    WEBSITE_GOAL = "website_goal"
+    TRANSACTIONAL_GOAL = "transactional_goal"
+    FORM = "form"
+    PROFILE_TABLE = "profile_table"
+    CUSTOM_TABLE = "custom_table"
+    SUBSCRIPTION = "subscription"
 
 
 class SuppressionReason(StrEnum):
@@ -123,6 +147,10 @@ class UsageEvent(msgspec.Struct, frozen=True):
     """email.opened: the opened e-mail carried recommendation snippets (Clerk.io)."""
     campaign: str | None = None
     goal: str | None = None
+    resource: LicenseResource | None = None
+    """resource.added/removed: which kind of license resource (Actito's license sheet)."""
+    resource_id: str | None = None
+    """resource.added/removed: the resource itself (member of the kind's gauge)."""
 
 
 # --- the schema table --------------------------------------------------------------------
@@ -195,6 +223,8 @@ def _choice(name: str, enum: type[StrEnum]) -> DataField:
 _CONTACT = DataField("contact", True, _text)
 _QUANTITY = DataField("quantity", False, _quantity, integer=True)
 _CAMPAIGN = DataField("campaign", False, _text)
+_RESOURCE = _choice("resource", LicenseResource)
+_RESOURCE_ID = DataField("resource_id", True, _text)
 
 DATA_FIELDS: Final[dict[EventType, tuple[DataField, ...]]] = {
     EventType.EMAIL_SENT: (_CONTACT, _choice("kind", EmailKind), _CAMPAIGN),
@@ -213,6 +243,8 @@ DATA_FIELDS: Final[dict[EventType, tuple[DataField, ...]]] = {
     EventType.CONTACT_SUPPRESSED: (_CONTACT, _choice("reason", SuppressionReason)),
     EventType.CAMPAIGN_INTERACTION: (_CONTACT, _choice("channel", Channel), _CAMPAIGN),
     EventType.GOAL_TRIGGERED: (_CONTACT, DataField("goal", False, _text)),
+    EventType.RESOURCE_ADDED: (_RESOURCE, _RESOURCE_ID),
+    EventType.RESOURCE_REMOVED: (_RESOURCE, _RESOURCE_ID),
 }
 """Per event type, the `data` fields it carries. Fields not listed keep `UsageEvent` defaults."""
 
@@ -256,6 +288,7 @@ def decode_event(
     raw: bytes | bytearray | memoryview | str,
     *,
     now_ms: int,
+    key: bytes | None = None,
     max_bytes: int = MAX_BYTES,
     max_future_ms: int = MAX_FUTURE_MS,
     max_quantity: int = MAX_QUANTITY,
@@ -266,19 +299,28 @@ def decode_event(
     producer clock error and would open a period that has not started yet. The common,
     well-formed event takes `metering.core.event_fastpath` (accept-only); everything else, and every
     refusal, is decided by `check_event`.
+
+    `key` is the Kafka record key: when given, it must be the event's `subject` (UTF-8),
+    checked last, after the event itself is valid (`key_mismatch`). A record without a key is
+    accepted on its `subject` (docs/asyncapi.yaml says why).
     """
     if len(raw) > max_bytes:
         raise EventRejected(RejectReason.OVERSIZED, None, f"{len(raw)} bytes > {max_bytes}")
     event: UsageEvent | None = _FAST.decode(raw, now_ms, max_future_ms, max_quantity)
-    if event is not None:
-        return event
-    return check_event(raw, now_ms=now_ms, max_future_ms=max_future_ms, max_quantity=max_quantity)
+    if event is None:
+        return check_event(
+            raw, now_ms=now_ms, key=key, max_future_ms=max_future_ms, max_quantity=max_quantity
+        )
+    if key is not None and key != event.account.encode():
+        _key_mismatch(key, event.account)
+    return event
 
 
 def check_event(
     raw: bytes | bytearray | memoryview | str,
     *,
     now_ms: int,
+    key: bytes | None = None,
     max_future_ms: int = MAX_FUTURE_MS,
     max_quantity: int = MAX_QUANTITY,
 ) -> UsageEvent:
@@ -324,7 +366,19 @@ def check_event(
     values: list[Any] = list(_DEFAULTS)
     values[0:5] = event_id, source, event_type, account, time_ms
     _read_data(event_type, doc.get("data", _NO_DATA), values, max_quantity)
+    if key is not None and key != account.encode():
+        _key_mismatch(key, account)
     return UsageEvent(*values)
+
+
+def _key_mismatch(key: bytes, account: str) -> NoReturn:
+    """Refuse a record keyed by another account than its `subject` (both named, bounded)."""
+    shown = key[:MAX_ID_CHARS].decode("utf-8", "backslashreplace")
+    raise EventRejected(
+        RejectReason.KEY_MISMATCH,
+        "subject",
+        f"record key {shown!r} is not the subject {account!r}: key each event by its account",
+    )
 
 
 _QUANTITY_INDEX: Final = _SLOTS.index("quantity")

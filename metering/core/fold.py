@@ -168,8 +168,9 @@ class AccountWork:
 
 def _fold(delta: AccountDelta, rules: dict[tuple[str, str], MeterRule], event: MappedEvent) -> None:
     add = delta.add
+    time_ms = event.time_ms
     for contribution, rule in zip(event.contributions, event.contribution_rules, strict=True):
-        add(contribution)
+        add(contribution, time_ms)
         rules[(contribution.meter, contribution.period)] = rule  # the batch's newest wins
     for member, at_ms in event.suppressions:
         delta.suppress(member, at_ms)

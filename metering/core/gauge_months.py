@@ -44,9 +44,11 @@ class GaugeMonths:
         self._retention_ms = retention_ms
         self._ladder_gauges: dict[int, tuple[Plan, frozenset[str]]] = {}
 
-    def map(self, value: bytes | None, *, now_ms: int, watermark_ms: int) -> MappedEvent:
+    def map(
+        self, value: bytes | None, *, now_ms: int, watermark_ms: int, key: bytes | None = None
+    ) -> MappedEvent:
         """Map with the inner mapper, then shadow the changes of gauges placed in tiers."""
-        mapped = self._inner.map(value, now_ms=now_ms, watermark_ms=watermark_ms)
+        mapped = self._inner.map(value, now_ms=now_ms, watermark_ms=watermark_ms, key=key)
         if not mapped.gauges:
             return mapped
         found = self._directory.lookup(mapped.account)

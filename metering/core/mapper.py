@@ -117,14 +117,18 @@ class PlanMapper:
         self._rules: dict[tuple[str, str, str], tuple[Account, Plan, MeterRule]] = {}
         """Rules per (account, meter, period), shared by the lanes of several event types."""
 
-    def map(self, value: bytes | None, *, now_ms: int, watermark_ms: int) -> MappedEvent:
-        """Decode and map one record; raise `EventRejected` naming the reason."""
+    def map(
+        self, value: bytes | None, *, now_ms: int, watermark_ms: int, key: bytes | None = None
+    ) -> MappedEvent:
+        """Decode and map one record; raise `EventRejected` naming the reason. `key` is the
+        record's Kafka key (None: no key, accepted on the event's subject)."""
         if value is None:
             raise EventRejected(RejectReason.NOT_JSON, None, "the record has no value")
         limits = self._limits
         event = decode_event(
             value,
             now_ms=now_ms,
+            key=key,
             max_bytes=limits.max_event_bytes,
             max_future_ms=limits.max_future_ms,
         )

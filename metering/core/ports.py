@@ -14,11 +14,11 @@ rule's part of that layout precomputed because rules are cached while steps are 
 batch (ADR 0005), which is why a value type here knows its encoded form.
 
 Values: `ThresholdRule`, `MeterRule`, `ApplyStep` -> `ApplyOutcome` (apply step);
-`CloseStep` -> `CloseOutcome` (close step); `MemberVerdict` (admission); `OutboxEntry`;
-`SourceRef`. The clock: `Clock`, `wall_clock_ms`.
+`CloseStep` -> `CloseOutcome` (close step); `ReminderOutcome` (reminder step);
+`MemberVerdict` (admission); `OutboxEntry`; `SourceRef`. The clock: `Clock`, `wall_clock_ms`.
 Protocols: `ConsumedRecord`, `EventMapper`, `UsageStore` (processor; its `PositionStore`
-part), `OutboxStore` (publisher), `CloseStore` (closer), `SideOutputs` (dead-letter and late
-records), `OutboxPublishing`.
+part), `OutboxStore` (publisher), `CloseStore` (closer), `ReminderStore` (reminder scheduler),
+`SideOutputs` (dead-letter and late records), `OutboxPublishing`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from metering.core.deltas import AccountDelta, Aggregation
 
 if TYPE_CHECKING:
     from metering.core.fold import MappedEvent
+    from metering.core.reminders import Reminder, ReminderCheck
 
 # --- the apply step (lua/apply.lua) ---------------------------------------------------------
 
@@ -200,6 +201,29 @@ class CloseOutcome:
     detail: str = ""
 
 
+# --- reminders (lua/remind.lua) --------------------------------------------------------------
+
+
+class ReminderStatus(IntEnum):
+    """What the reminder step decided (the values are the script's status codes)."""
+
+    SENT = 0
+    """Put into the account's outbox; the crossing's last reminder number moved to it."""
+    ALREADY_SENT = 1
+    """This number or a later one was sent already (another scheduler, or a replay)."""
+    BELOW = 2
+    """The threshold is not reached now: nothing written, the reminder is held."""
+    NO_CROSSING = 3
+    """The crossing mark is gone or differs from what the scheduler read."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReminderOutcome:
+    status: ReminderStatus
+    value: int
+    """Outbox length (SENT), last number sent (ALREADY_SENT), usage (BELOW), else 0."""
+
+
 # --- admission (lua/admit_members.lua) ---------------------------------------------------------
 
 
@@ -217,6 +241,25 @@ class MemberVerdict(StrEnum):
     """New and over the limit, evaluated without reserving (advisory, or a dry run)."""
     REFUSED = "r"
     """New and over the limit of an enforcing meter: refused, nothing reserved."""
+
+
+@dataclass(frozen=True, slots=True)
+class GaugeAdmission:
+    """What the gauge admission step (lua/admit_gauge.lua) saw and did for one request."""
+
+    size: int
+    """Members present in the gauge (its level, as the processor applied it)."""
+    held: int
+    """Places still held by other admitted all-or-nothing batches (imports not yet applied)."""
+    new: int
+    """Distinct members of the request not present in the gauge."""
+    present: tuple[bool, ...]
+    """Per member of the request, in order: present already (a repeat of a new one is not)."""
+    repeated: tuple[bool, ...]
+    """Per member: a repeat, within the request, of a new member before it (counts once)."""
+    admitted: bool | None
+    """Whole mode: the batch was admitted and its places held (True) or refused (False);
+    None when the step only read."""
 
 
 # --- the outbox and side outputs -------------------------------------------------------------
@@ -276,8 +319,11 @@ class ConsumedRecord(Protocol):
 class EventMapper(Protocol):
     """Turns a record's bytes into a `MappedEvent` or raises `EventRejected`."""
 
-    def map(self, value: bytes | None, *, now_ms: int, watermark_ms: int) -> MappedEvent:
-        """Decode, validate and map; `watermark_ms` decides which periods have closed."""
+    def map(
+        self, value: bytes | None, *, now_ms: int, watermark_ms: int, key: bytes | None = None
+    ) -> MappedEvent:
+        """Decode, validate and map; `watermark_ms` decides which periods have closed. `key`,
+        the record's Kafka key, must name the event's subject when given (`key_mismatch`)."""
         ...
 
 
@@ -325,8 +371,15 @@ class PositionStore(Protocol):
     ) -> dict[int, tuple[int, int]]: ...
 
     async def advance_positions(
-        self, group: str, topic: str, positions: Mapping[int, tuple[int, int]]
-    ) -> None: ...
+        self,
+        group: str,
+        topic: str,
+        positions: Mapping[int, tuple[int, int]],
+        *,
+        applied_ms: int,
+    ) -> None:
+        """Store (offset, watermark ms) per partition, reached at `applied_ms`; forward only."""
+        ...
 
     async def store_marker(self) -> str | None: ...
 
@@ -417,3 +470,24 @@ class CloseStore(Protocol):
     async def take_close_lease(self, owner: str, ttl_ms: int) -> bool: ...
 
     async def release_close_lease(self, owner: str) -> None: ...
+
+
+class ReminderStore(Protocol):
+    """What the reminder scheduler needs of the store."""
+
+    async def reminder_states(
+        self, checks: Sequence[ReminderCheck]
+    ) -> list[tuple[int | None, int]]:
+        """Per check: when its crossing was decided (None: not crossed) and the number of the
+        last reminder sent (0: none)."""
+        ...
+
+    async def send_reminder(self, reminder: Reminder, body: bytes, now_ms: int) -> ReminderOutcome:
+        """Re-check and put one reminder into the account's outbox, atomically."""
+        ...
+
+    async def index_outboxes(self, accounts: Iterable[str]) -> None: ...
+
+    async def take_reminder_lease(self, owner: str, ttl_ms: int) -> bool: ...
+
+    async def release_reminder_lease(self, owner: str) -> None: ...

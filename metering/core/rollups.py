@@ -48,6 +48,9 @@ _MS = timedelta(milliseconds=1)
 
 STATEMENT_TYPE = "usage.statement"
 TIER_TYPE = "tier.placed"
+STATEMENT_SCHEMA = "metering.statement/v1"
+TIER_SCHEMA = "metering.tier/v1"
+"""The `schema` of the statement and tier messages (docs/asyncapi.yaml, docs/schemas/)."""
 
 
 class Code:
@@ -237,6 +240,8 @@ def gauge_levels(
 def statement_body(account: Account, plan: Plan, slot: DueSlot, total: int) -> dict[str, object]:
     """The period statement billing receives: a pure function of the frozen total."""
     body: dict[str, object] = {
+        "schema": STATEMENT_SCHEMA,
+        "version": 1,
         "type": STATEMENT_TYPE,
         "id": statement_id(account.id, slot.meter, slot.period.key),
         "account": account.id,
@@ -357,6 +362,8 @@ def tier_body(account: str, decision: TierDecision) -> dict[str, object]:
     placement = decision.placement
     ladder = decision.ladder
     return {
+        "schema": TIER_SCHEMA,
+        "version": 1,
         "type": TIER_TYPE,
         "id": tier_event_id(account, ladder.name, decision.as_of),
         "account": account,

@@ -8,7 +8,7 @@ exactly, never through a float), and only closed months count: the running month
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -52,3 +52,80 @@ def place(ladder: Ladder, closed_monthly_totals: Sequence[int]) -> Placement:
         months_used=len(recent),
         complete=len(recent) >= ladder.window,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedMonth:
+    """One closed month behind a placement: its period key and total."""
+
+    period: str
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class TierMismatch:
+    """An account whose complete 3-month placement differs from the tier it pays for.
+
+    Clerk.io: "if you are on the wrong tier, your Customer Success Manager will reach out"."""
+
+    account: str
+    ladder: str
+    meter: str
+    paid_up_to: int
+    placed_up_to: int | None
+    """None: above every tier of the ladder."""
+    average: Fraction
+    as_of: str
+    """The last closed month of the placement."""
+    months: tuple[PlacedMonth, ...]
+    """The months averaged, oldest first."""
+
+    @property
+    def direction(self) -> str:
+        """`up` when usage belongs in a bigger tier than the one paid for, else `down`."""
+        if self.placed_up_to is None or self.placed_up_to > self.paid_up_to:
+            return "up"
+        return "down"
+
+
+def tier_mismatches(
+    account: str,
+    paid_tiers: Mapping[str, int],
+    ladders: Sequence[Ladder],
+    placements: Mapping[str, Mapping[str, object]],
+) -> list[TierMismatch]:
+    """The ladders on which `account`'s last complete placement is not the tier it pays for.
+
+    `placements` are the closer's last decisions per ladder (`rollups.placement_record`: `as_of`,
+    `up_to`, `average` as exact text, `complete`, `months`). A ladder the account pays nothing
+    for, or whose placement is still provisional (fewer than `window` closed months), is not a
+    mismatch: there is nothing, or not yet enough, to compare."""
+    found = []
+    for ladder in ladders:
+        paid = paid_tiers.get(ladder.name)
+        record = placements.get(ladder.name)
+        if paid is None or record is None or record.get("complete") is not True:
+            continue
+        up_to = record.get("up_to")
+        placed = up_to if isinstance(up_to, int) and not isinstance(up_to, bool) else None
+        if placed == paid:
+            continue
+        raw_months = record.get("months")
+        months = tuple(
+            PlacedMonth(str(m["period"]), int(m["total"]))
+            for m in (raw_months if isinstance(raw_months, list) else ())
+            if isinstance(m, dict)
+        )
+        found.append(
+            TierMismatch(
+                account=account,
+                ladder=ladder.name,
+                meter=ladder.meter,
+                paid_up_to=paid,
+                placed_up_to=placed,
+                average=Fraction(str(record.get("average", "0"))),
+                as_of=str(record.get("as_of", "")),
+                months=months,
+            )
+        )
+    return found

@@ -15,12 +15,16 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from metering.api.auth import KeyRing, Scope
-from metering.cli.console import call_api, decisions_table, usage_table
+from metering.cli.console import call_api, decisions_table, usage_table, wait_report
 from metering.client import UsageProducer
 from metering.core.account_codec import account_from_json
+from metering.core.periods import DAY_MS
 from metering.core.plan_loading import load_plan
+from metering.core.ports import wall_clock_ms
+from metering.core.rfc3339 import format_ms, parse_ms
 from metering.demo.scenario import CLERK_MONTHS, DemoAccounts, clerk_history, live_traffic
 from metering.demo.services import Services, stop_all
+from metering.runtime.closer import remind_once
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.config_writer import ConfigWriter
@@ -49,6 +53,7 @@ def run_settings(base: Settings, run: str) -> Settings:
         accounts_topic=f"demo.{run}.accounts",
         statements_topic=f"demo.{run}.period-statements",
         tiers_topic=f"demo.{run}.tier-placements",
+        reminders_topic=f"demo.{run}.reminders",
         publisher_progress_topic=f"demo.{run}.publisher-progress",
         publisher_transactional_id=f"demo-{run}-publisher",
         consumer_group=f"demo-{run}",
@@ -62,6 +67,11 @@ def describe(topic_kind: str, body: dict[str, object]) -> str | None:
         return (
             f"  threshold  {body['account']}: {body['meter']} {body['threshold']} "
             f"({body['used']:,} of {body['limit']:,}, period {body['period'] or 'now'})"
+        )
+    if topic_kind == "reminders":
+        return (
+            f"  reminder   {body['account']}: {body['meter']} {body['threshold']} "
+            f"#{body['number']} ({body['used']:,} of {body['limit']:,}, due {body['due_at']})"
         )
     if topic_kind == "tiers":
         months = ", ".join(f"{m['period']}: {m['total']:,}" for m in body["months"])  # type: ignore[attr-defined]
@@ -83,6 +93,7 @@ async def watch(settings: Settings, stop: asyncio.Event, seen: dict[str, int]) -
         settings.thresholds_topic: "thresholds",
         settings.tiers_topic: "tiers",
         settings.statements_topic: "statements",
+        settings.reminders_topic: "reminders",
     }
     consumer = AIOKafkaConsumer(
         *topics,
@@ -137,7 +148,7 @@ async def main(base: Settings) -> None:
     state = STATE / run
     state.mkdir(parents=True, exist_ok=True)
     accounts = DemoAccounts(run)
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = wall_clock_ms()
     say(f"== metering demo, run {run} (state and logs in {state})")
 
     await configure(settings, accounts, now_ms)
@@ -161,6 +172,8 @@ async def main(base: Settings) -> None:
         await usage.send_many(list(clerk_history(usage, accounts.clerk, now_ms)))
         say("== APSIS, Actito, ActiveCampaign, Clerk.io: this month's traffic")
         await usage.send_many(list(live_traffic(usage, accounts)))
+        # Admission answers from the counts: ask only once the traffic above is counted.
+        await asyncio.to_thread(counted, api, admin)
         admission_stories(api, admin, keys, accounts)
         say("== Act-On: the 10 admitted contacts are messaged (email.sent events)")
         await usage.send_many(
@@ -169,7 +182,12 @@ async def main(base: Settings) -> None:
                 for i in range(1, 11)
             ]
         )
+    await asyncio.to_thread(counted, api, admin)
     await wait_for_events(seen, thresholds=9, tiers=1)
+    as_of = format_ms(now_ms + 15 * DAY_MS + 300_000)
+    say(f"== ActiveCampaign, 15 days later: metering remind --as-of {as_of}")
+    await remind_once(settings, as_of_ms=parse_ms(as_of))
+    await wait_for_events(seen, thresholds=9, tiers=1, reminders=1)
     stop.set()
     await watcher
 
@@ -214,7 +232,7 @@ def admission_stories(api: str, admin: str, keys: dict[str, str], accounts: Demo
         accounts.ac,
         "contacts",
         {"contacts": ["n1", "n2"], "origin": "import"},
-        "ActiveCampaign at 110%: a CSV import",
+        "ActiveCampaign at 110%: a CSV import of 2 new contacts (refused whole: all or nothing)",
     )
     ask(
         accounts.ac,
@@ -227,6 +245,12 @@ def admission_stories(api: str, admin: str, keys: dict[str, str], accounts: Demo
         "campaigns",
         {"action": "campaign.send", "recipients": 22, "contacts_via_api": True},
         "ActiveCampaign at 110% (contacts came by API): send a campaign",
+    )
+    ask(
+        accounts.ac,
+        "automations",
+        {"contacts": ["n1", "n2"], "contacts_via_api": True},
+        "ActiveCampaign at 110% (contacts came by API): trigger an automation for 2 contacts",
     )
     ask(
         accounts.actito,
@@ -247,14 +271,29 @@ def admission_stories(api: str, admin: str, keys: dict[str, str], accounts: Demo
     )
     with urllib.request.urlopen(request, timeout=10):  # noqa: S310
         pass
-    time.sleep(2)
+    counted(api, keys[accounts.apsis], accounts.apsis)  # the top-up is an event too
     ask(accounts.apsis, "sms", {"messages": 10}, "APSIS: 10 SMS with 5 credits left")
 
 
-async def wait_for_events(seen: dict[str, int], *, thresholds: int, tiers: int) -> None:
+def counted(api: str, key: str, account: str | None = None) -> None:
+    """Wait (`GET /v1/wait`, or the account's) until every event produced so far is counted."""
+    path = "/v1/wait" if account is None else f"/v1/accounts/{account}/wait"
+    result = call_api(api, key, "GET", f"{path}?timeout_ms=60000", timeout_s=70, accept=(504,))
+    say("  " + wait_report(result))
+    if not result["caught_up"]:
+        raise RuntimeError(f"the processor did not catch up: {result['detail']}")
+
+
+async def wait_for_events(
+    seen: dict[str, int], *, thresholds: int, tiers: int, reminders: int = 0
+) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        if seen.get("thresholds", 0) >= thresholds and seen.get("tiers", 0) >= tiers:
+        if (
+            seen.get("thresholds", 0) >= thresholds
+            and seen.get("tiers", 0) >= tiers
+            and seen.get("reminders", 0) >= reminders
+        ):
             return
         await asyncio.sleep(0.5)
     say(f"(still waiting for events after 90 s: {seen})")

@@ -6,7 +6,8 @@
 - actito-<run> (actito-standard): 10 profiles x 12 = 120 interactions per contract year; 130
   over five channels turn it yellow, then red; it is never blocked.
 - ac-<run> (activecampaign-lite): 20 contacts; 22 added by API (110%); imports and manual adds
-  are refused, forms accepted, campaigns stopped at 110%.
+  are refused, forms accepted, campaigns stopped at 110%; 15 days later (`metering remind
+  --as-of`), the first "approaching" reminder.
 - clerk-<run> (clerk): three closed months of searches (19,000 / 20,000 / 21,000): average
   20,000 -> "up to 25,000".
 - acton-<run> (acton-active-contacts): 10 active contacts: the 11th new contact is refused,

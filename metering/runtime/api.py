@@ -4,7 +4,8 @@ The API follows the compacted accounts topic with the same `ConfigFollower` and 
 as the processors, so both read one configuration; it catches up before serving, so a fresh
 API process never answers with a configuration older than what was published before it
 started. Admin changes go out through `ConfigWriter`; SMS top-ups through the producer to the
-events topic.
+events topic. A third client, outside any group, reads the events topic's offsets for the
+freshness of usage answers and `GET /v1/wait` (metering/api/freshness.py).
 """
 
 from __future__ import annotations
@@ -26,15 +27,18 @@ from metering.api.app import create_app
 from metering.api.auth import KeyRing
 from metering.api.context import ApiConfig, ApiContext
 from metering.api.deadline import BoundedConfig, BoundedEvents
+from metering.api.freshness import Freshness
 from metering.api.http_protocol import ProblemHttpToolsProtocol
 from metering.core.directory import Directory
 from metering.core.errors import StreamError, StreamUnavailable
+from metering.core.partitioning import ACCOUNT_PARTITIONER
 from metering.runtime.process import freeze_startup_heap
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.config_writer import ConfigWriter
 from streams.config_follower import ConfigFollower, ConfigMetrics
 from streams.kafka import client_options, new_consumer, translated
+from streams.log_ranges import KafkaLogRanges
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,8 @@ def bounded_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
     fails at its next attempt. What idempotence would have prevented, a retried batch written
     twice, cannot hurt here: every record the API writes has the same effect however often it
     lands (metering/api/deadline.py). `acks=all` as everywhere; no linger (one record a call).
+    The partitioner is the SDK's (`metering.core.partitioning`): a top-up and the account's
+    usage events land on one partition, in one order.
     """
     return AIOKafkaProducer(
         client_id=client_id,
@@ -69,6 +75,7 @@ def bounded_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
         acks="all",
         linger_ms=0,
         request_timeout_ms=settings.api_kafka_write_timeout_ms,
+        partitioner=ACCOUNT_PARTITIONER,  # murmur2 of the account, as the SDK (docs/asyncapi.yaml)
         **client_options(settings),
     )
 
@@ -94,6 +101,8 @@ async def running(
     store = RedisStateStore.for_api(settings.redis_url)
     producer = bounded_producer(settings, client_id=client_id)
     consumer = new_consumer(settings, group_id=None, client_id=f"{client_id}-config")
+    # Outside any group and never fetching: reads the events topic's offsets (freshness).
+    offsets = new_consumer(settings, group_id=None, client_id=f"{client_id}-offsets")
     directory = Directory()
     metrics = ConfigMetrics.create(registry or CollectorRegistry())
     follower = ConfigFollower(consumer, settings.accounts_topic, directory, metrics)
@@ -104,8 +113,8 @@ async def running(
         await store.ping()
         async with translated("start Kafka clients"):
             # Both are stopped on the way out, even one whose start failed or never began.
-            started.extend((producer, consumer))
-            for client in (producer, consumer):
+            started.extend((producer, consumer, offsets))
+            for client in (producer, consumer, offsets):
                 try:
                     async with asyncio.timeout(timeout_s):
                         await client.start()
@@ -134,6 +143,12 @@ async def running(
             events=BoundedEvents(KafkaEvents(producer, settings.events_topic), timeout_s),
             keys=KeyRing(store, cache_s=config.key_cache_s),
             config=config,
+            freshness=Freshness(
+                store,
+                KafkaLogRanges(producer, offsets, settings.events_topic),
+                group=settings.consumer_group,
+                topic=settings.events_topic,
+            ),
             tasks=[task],
         )
     finally:

@@ -30,10 +30,11 @@ from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
 from sinks.side_outputs import SideOutputs
 from streams.config_follower import ConfigFollower, ConfigMetrics
-from streams.kafka import new_consumer, new_producer, started, translated
+from streams.kafka import end_offsets, new_consumer, new_producer, started, translated
 from streams.metrics import ProcessorMetrics
 from streams.period_close import CloserConfig, PeriodCloser
 from streams.processor import ProcessorConfig, UsageProcessor
+from streams.reminders import ReminderScheduler
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class ProcessorApp:
     publisher: OutboxPublisher
     metrics: ProcessorMetrics
     closer: PeriodCloser | None = None
+    reminders: ReminderScheduler | None = None
 
 
 @contextlib.asynccontextmanager
@@ -82,9 +84,14 @@ async def running(
         config_consumer, settings.accounts_topic, directory, ConfigMetrics.create(registry)
     )
 
+    kind_counters = {
+        "statement": metrics.statements_published,
+        "tier": metrics.tiers_published,
+        "reminder": metrics.reminders_published,
+    }
+
     def published_kind(kind: str, count: int) -> None:
-        counter = metrics.statements_published if kind == "statement" else metrics.tiers_published
-        counter.inc(count)
+        kind_counters[kind].inc(count)
 
     publisher = OutboxPublisher.from_settings(
         settings,
@@ -118,6 +125,13 @@ async def running(
         CloserConfig.from_settings(settings),
         partitions=partitions,
         publisher=publisher,
+        end_offsets=lambda parts: end_offsets(config_consumer, settings.events_topic, parts),
+    )
+    reminders = ReminderScheduler(
+        store,
+        directory,
+        publisher=publisher,
+        interval_s=settings.reminder_interval_s,
     )
     processor = UsageProcessor(
         config=ProcessorConfig(
@@ -146,7 +160,7 @@ async def running(
             consumer.subscribe([settings.events_topic], listener=processor.listener())
             try:
                 yield ProcessorApp(
-                    settings, registry, processor, follower, publisher, metrics, closer
+                    settings, registry, processor, follower, publisher, metrics, closer, reminders
                 )
             finally:
                 await publisher.close()
@@ -175,6 +189,8 @@ async def run_until_stopped(
         tasks = [follower, asyncio.create_task(app.publisher.run(), name="outbox-publisher")]
         if app.closer is not None:
             tasks.append(asyncio.create_task(app.closer.run(), name="period-closer"))
+        if app.reminders is not None:
+            tasks.append(asyncio.create_task(app.reminders.run(), name="reminders"))
         try:
             await app.processor.run(stop)
         finally:

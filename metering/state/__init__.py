@@ -1,5 +1,7 @@
-"""State: what the processor and the API keep in Redis.
+"""State: what the processor, the closer, the publisher and the API keep in Redis.
 
-`model` and `keys` are pure (value types, argument encoding, key names) and tested without a
-server; `redis_store` is the only module of the project that imports `redis`.
+The only room that imports `redis`. `keys` and `codec` are pure (key names and scan patterns;
+the Lua steps' arguments and replies as core values) and tested without a server;
+`connection` holds the client, scripts and error translation; `usage`, `outbox`, `close`,
+`reads` and `api_keys` serve one client each; `redis_store` composes them.
 """

@@ -7,6 +7,8 @@ core values (`metering.core.ports`), never a reply's letters or status codes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import orjson
 
 from metering.core.deltas import Aggregation
@@ -17,6 +19,7 @@ from metering.core.ports import (
     CloseOutcome,
     CloseStatus,
     CloseStep,
+    GaugeAdmission,
     MemberVerdict,
     MeterRule,
 )
@@ -68,6 +71,7 @@ def encode_step(
                 scope or meter.period,
                 thresholds,
                 members,
+                meter.time_ms,
             ]
         )
     payload = [
@@ -163,6 +167,23 @@ def decode_close(reply: object) -> CloseOutcome:
 
 
 _VERDICTS = {v.value: v for v in MemberVerdict}
+
+
+def decode_gauge_admission(reply: Sequence[object]) -> GaugeAdmission:
+    """The gauge admission script's reply (lua/admit_gauge.lua) as a core value."""
+    size, held, new, verdict, flags = reply
+    letters = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+    marks = flags.decode() if isinstance(flags, bytes) else str(flags)
+    if letters not in ("a", "r", "-") or set(marks) - {"p", "n", "d"}:
+        raise ValueError(f"unexpected gauge admission reply: {letters!r} {marks[:50]!r}")
+    return GaugeAdmission(
+        size=int(str(size)),
+        held=int(str(held)),
+        new=int(str(new)),
+        present=tuple(m == "p" for m in marks),
+        repeated=tuple(m == "d" for m in marks),
+        admitted=None if letters == "-" else letters == "a",
+    )
 
 
 def decode_admission(codes: str) -> tuple[MemberVerdict, ...]:

@@ -78,6 +78,8 @@ class RedisConnection:
 
     _admit_members: AsyncScript | None = None
     """Registered on first use (only the API admits members)."""
+    _admit_gauge: AsyncScript | None = None
+    """Registered on first use (only the API admits additions to gauges)."""
     _close: AsyncScript | None = None
     """Registered on first use (only the closer closes periods)."""
 

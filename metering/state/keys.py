@@ -2,9 +2,9 @@
 
 Every key of an account carries the hash tag `{account}` (Cluster-ready).
 docs/decisions/0001-architecture-and-contracts.md lists the whole layout. The Lua scripts
-build an account's keys from `account_prefix` passed in their arguments; two kinds exist only
-there: dedup buckets `mtr:{A}:d:<bucket>` and crossing marks `mtr:{A}:x:<meter>:<scope>:<thr>`
-(lua/apply.lua).
+build an account's keys from `account_prefix` passed in their arguments; dedup buckets
+`mtr:{A}:d:<bucket>` exist only there, and crossing marks `mtr:{A}:x:<meter>:<scope>:<thr>`
+are written there (lua/apply.lua) and read here by the reminder scheduler.
 """
 
 from __future__ import annotations
@@ -62,6 +62,12 @@ def gauge_key(account: str, meter: str) -> str:
     return f"{account_prefix(account)}g:{meter}"
 
 
+def holds_key(account: str, meter: str) -> str:
+    """Sorted set of members whose places an admitted import holds on a gauge (score: the
+    hold's end, epoch ms); see lua/admit_gauge.lua."""
+    return f"{account_prefix(account)}h:{meter}"
+
+
 def balance_key(account: str, meter: str) -> str:
     """Prepaid balance."""
     return f"{account_prefix(account)}b:{meter}"
@@ -113,6 +119,12 @@ def watermark_key(group: str, topic: str, partition: int) -> str:
     return f"mtr:wm:{group}:{topic}:{partition}"
 
 
+def applied_key(group: str, topic: str, partition: int) -> str:
+    """When (epoch ms, the processor's clock) the stored position of a partition was last
+    moved forward: with the watermark, how fresh that partition's counts are."""
+    return f"mtr:ap:{group}:{topic}:{partition}"
+
+
 # --- period close (ADR 0004) ---
 
 CLOSE_LEASE = "mtr:close:lease"
@@ -144,3 +156,20 @@ def closed_through_key(account: str) -> str:
 def close_claim_key(account: str) -> str:
     """Held by the one closer closing this account's periods."""
     return f"{account_prefix(account)}cc"
+
+
+# --- reminders (docs/plans.md, "Reminders") ---
+
+REMINDER_LEASE = "mtr:remind:lease"
+"""Held by the scheduler running a reminder pass (a hint: lua/remind.lua keeps overlapping
+passes correct)."""
+
+
+def crossing_mark_key(account: str, meter: str, scope: str, threshold: str) -> str:
+    """Written by lua/apply.lua when the crossing is decided; value: when (epoch ms)."""
+    return f"{account_prefix(account)}x:{meter}:{scope}:{threshold}"
+
+
+def reminder_key(account: str, meter: str, scope: str, threshold: str) -> str:
+    """Number of the last reminder sent for a crossing (same expiry as the crossing mark)."""
+    return f"{account_prefix(account)}rm:{meter}:{scope}:{threshold}"

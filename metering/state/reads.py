@@ -1,16 +1,21 @@
-"""The API's part of the store: usage reads, readiness, and admission's atomic reservation
-of new members (lua/admit_members.lua)."""
+"""The API's part of the store: usage reads, the processor's progress per partition (how
+fresh the counts are), readiness, and admission's atomic steps: the reservation of new members
+of a distinct meter (lua/admit_members.lua) and the all-or-nothing hold of an import's new
+members on a gauge (lua/admit_gauge.lua)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import orjson
 from redis import exceptions as redis_errors
 
 from metering.core.deltas import Aggregation
-from metering.core.ports import MemberVerdict
+from metering.core.freshness import PartitionProgress
+from metering.core.ports import GaugeAdmission, MemberVerdict
 from metering.state import keys
-from metering.state.codec import decode_admission
+from metering.state.codec import decode_admission, decode_gauge_admission
 from metering.state.connection import (
     RedisConnection,
     load_script,
@@ -44,11 +49,50 @@ class ReadState(RedisConnection):
             raw = await self._client.hgetall(keys.updates_key(account))
         return {text(k): int(v) for k, v in raw.items()}
 
+    async def progress(
+        self, group: str, topic: str, partitions: Sequence[int]
+    ) -> dict[int, PartitionProgress]:
+        """Position, watermark and applied time of the partitions that have a position, in
+        one MGET (what `GET /v1/wait` polls)."""
+        if not partitions:
+            return {}
+        names = [keys.position_key(group, topic, p) for p in partitions]
+        names += [keys.watermark_key(group, topic, p) for p in partitions]
+        names += [keys.applied_key(group, topic, p) for p in partitions]
+        async with translated("read positions"):
+            values = await self._client.mget(names)
+        n = len(partitions)
+        found: dict[int, PartitionProgress] = {}
+        for i, partition in enumerate(partitions):
+            position, watermark, applied = values[i], values[n + i], values[2 * n + i]
+            if position is not None:
+                found[partition] = PartitionProgress(
+                    int(position), int(watermark or 0), None if applied is None else int(applied)
+                )
+        return found
+
     async def members(self, account: str, meter: str, period: str) -> set[str]:
         """The distinct members counted for (meter, period): the "past usage" report."""
         async with translated("read members"):
             raw = await self._client.smembers(keys.distinct_key(account, meter, period))
         return {text(m) for m in raw}
+
+    async def placements_of(self, accounts: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Per account, the last placement the closer decided per ladder, in one round trip
+        (`metering.core.rollups.placement_record`; the wrong-tier report reads them)."""
+        async with translated("read placements"):
+            pipe = self._client.pipeline(transaction=False)
+            for account in accounts:
+                pipe.hgetall(keys.placements_key(account))
+            replies = await pipe.execute()
+        return {
+            account: {
+                text(k): orjson.loads(v)
+                for k, v in reply.items()
+                if not text(k).startswith("as_of:")
+            }
+            for account, reply in zip(accounts, replies, strict=True)
+        }
 
     async def readiness(self) -> tuple[str | None, int, str | None]:
         """(store marker, number of partitions still replaying after a loss, why writes are
@@ -113,17 +157,33 @@ class ReadState(RedisConnection):
             reply = await self._admit_members(keys=names, args=args)
         return int(reply[0]), text(reply[1])
 
-    async def gauge_flags(self, account: str, meter: str, members: Sequence[str]) -> list[bool]:
-        """Whether each member is present in a gauge's set now (one SMISMEMBER per 2,000)."""
-        if not members:
-            return []
-        key = keys.gauge_key(account, meter)
-        async with translated("read gauge members"):
-            pipe = self._client.pipeline(transaction=False)
-            for start in range(0, len(members), 2000):
-                pipe.smismember(key, list(members[start : start + 2000]))
-            replies = await pipe.execute()
-        return [bool(flag) for reply in replies for flag in reply]
+    async def admit_gauge(
+        self,
+        account: str,
+        meter: str,
+        members: Sequence[str],
+        *,
+        limit: int | None,
+        whole: bool,
+        now_ms: int,
+        hold_until_ms: int,
+    ) -> GaugeAdmission:
+        """Which of `members` a gauge holds, its level and the places other admitted imports
+        hold, in one atomic step; when `whole`, also admit the new members all or nothing and
+        hold their places until `hold_until_ms` (see lua/admit_gauge.lua)."""
+        if self._admit_gauge is None:
+            self._admit_gauge = self._client.register_script(load_script("admit_gauge.lua"))
+        names = [keys.gauge_key(account, meter), keys.holds_key(account, meter)]
+        args: list[str | int] = [
+            -1 if limit is None else limit,
+            "whole" if whole else "read",
+            now_ms,
+            hold_until_ms,
+            *members,
+        ]
+        async with translated("admit to a gauge"):
+            reply = await self._admit_gauge(keys=names, args=args)
+        return decode_gauge_admission(reply)
 
     async def admit(
         self,

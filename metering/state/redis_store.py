@@ -5,6 +5,7 @@
 | usage.py       | the processor (and backfill)   | `UsageStore`                                |
 | outbox.py      | the outbox publisher           | `OutboxStore`                               |
 | close.py       | the period closer              | `CloseStore`                                |
+| reminders.py   | the reminder scheduler         | `ReminderStore`                             |
 | reads.py       | the API: reads and admission   | (used directly by metering/api)             |
 | api_keys.py    | the API: keys                  | (used directly by metering/api)             |
 
@@ -20,8 +21,11 @@ from metering.state.api_keys import ApiKeyState
 from metering.state.close import CloseState
 from metering.state.outbox import OutboxState
 from metering.state.reads import ReadState
+from metering.state.reminders import ReminderState
 from metering.state.usage import UsageState
 
 
-class RedisStateStore(UsageState, OutboxState, CloseState, ReadState, ApiKeyState):
+class RedisStateStore(
+    UsageState, OutboxState, CloseState, ReminderState, ReadState, ApiKeyState
+):
     """Counters, sets, fences, positions and outboxes of every account, in Redis."""

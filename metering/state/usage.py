@@ -76,9 +76,16 @@ class UsageState(RedisConnection):
         return found
 
     async def advance_positions(
-        self, group: str, topic: str, positions: Mapping[int, tuple[int, int]]
+        self,
+        group: str,
+        topic: str,
+        positions: Mapping[int, tuple[int, int]],
+        *,
+        applied_ms: int,
     ) -> None:
-        """Store (position, watermark) reached per partition; a position never moves back."""
+        """Store (position, watermark) reached per partition, and `applied_ms` as the time it
+        was reached (the API's "as of"); a position never moves back, and a write that would
+        move it back changes none of the three."""
         if not positions:
             return
         async with translated("advance positions"):
@@ -87,8 +94,11 @@ class UsageState(RedisConnection):
                 names = [
                     keys.position_key(group, topic, partition),
                     keys.watermark_key(group, topic, partition),
+                    keys.applied_key(group, topic, partition),
                 ]
-                await self._advance(keys=names, args=[offset, watermark], client=pipe)
+                await self._advance(
+                    keys=names, args=[offset, watermark, applied_ms], client=pipe
+                )
             await pipe.execute()
 
     async def store_marker(self) -> str | None:

@@ -143,6 +143,21 @@ async def test_create_assign_contract_limit_and_publish(api: Api) -> None:
         ),
         ("POST", "/v1/accounts/ac/admission/contacts", {"contacts": ["a"]}, 422, "origin"),
         ("POST", "/v1/accounts/ac/admission/campaigns", {"action": "explode"}, 422, "action"),
+        (
+            "POST",
+            "/v1/accounts/ac/admission/campaigns",
+            {"action": "automation.trigger"},
+            422,
+            "action",
+        ),
+        ("POST", "/v1/accounts/ac/admission/automations", {"contacts": []}, 422, "contacts"),
+        (
+            "POST",
+            "/v1/accounts/ac/admission/automations",
+            {"contacts": ["a"], "contacts_via_api": "yes"},
+            422,
+            "contacts_via_api",
+        ),
         ("POST", "/v1/accounts/ac/admission/sms", {"messages": 0}, 422, "messages"),
         ("POST", "/v1/accounts/apsis/sms-credits", {"credits": 5}, 422, "Idempotency-Key"),
     ],
@@ -206,3 +221,38 @@ async def test_sms_top_up_is_an_event_with_an_id_from_the_idempotency_key(api: A
         "/v1/accounts/acton/sms-credits", json={"credits": 5}, headers=headers
     )
     assert none.status_code == 409
+
+
+async def test_the_tier_an_account_pays_for_is_one_of_its_ladders_tiers(api: Api) -> None:
+    admin = api.as_admin()
+    paid = await api.client.put(
+        "/v1/accounts/clerk/paid-tiers/search", json={"up_to": 25_000}, headers=admin
+    )
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["paid_tiers"] == {"search": 25_000}
+    assert dict(api.recorder.accounts[-1].paid_tiers) == {"search": 25_000}
+    not_a_tier = await api.client.put(
+        "/v1/accounts/clerk/paid-tiers/search", json={"up_to": 20_000}, headers=admin
+    )
+    assert not_a_tier.status_code == 409
+    assert not_a_tier.json()["field"] == "paid_tiers.search"
+    assert "20000 is not a tier of it (up to: 5000, 10000, 25000" in not_a_tier.json()["detail"]
+    no_ladder = await api.client.put(
+        "/v1/accounts/clerk/paid-tiers/searches", json={"up_to": 25_000}, headers=admin
+    )
+    assert (no_ladder.status_code, no_ladder.json()["field"]) == (404, "ladder")
+    whole = await api.client.put(
+        "/v1/accounts/clerk",
+        json={"plan": "clerk", "paid_tiers": {"search": 25_000, "email": "lots"}},
+        headers=admin,
+    )
+    assert (whole.status_code, whole.json()["field"]) == (422, "paid_tiers.email")
+    cleared = await api.client.delete("/v1/accounts/clerk/paid-tiers/search", headers=admin)
+    assert cleared.status_code == 200
+    assert "paid_tiers" not in cleared.json()
+    own_key = await api.client.put(
+        "/v1/accounts/clerk/paid-tiers/search",
+        json={"up_to": 25_000},
+        headers=api.as_account("clerk"),
+    )
+    assert own_key.status_code == 403

@@ -44,14 +44,21 @@ async def test_acton_new_contacts_until_the_limit_active_ones_always(
         ("f", False, "new_member_over_limit"),
         ("d", True, "already_counted"),  # repeated in the request: counts once
     ]
-    assert (second["allowed"], second["refused"]) == (4, 1)
+    assert (second["allowed"], second["admitted"], second["refused"]) == (False, 4, 1)
+    assert (second["reason"], second["meter"], second["fits"]) == (
+        "new_member_over_limit",
+        "active_contacts",
+        0,
+    )
     assert second["items"][3]["meter"] == "active_contacts"
     assert second["meters"] == [
         {
             "meter": "active_contacts",
             "period": "2026-11",
             "used": 5,
+            "held": 0,
             "limit": 5,
+            "fits": 0,
             "enforcement": "new_members",
         }
     ]
@@ -97,15 +104,21 @@ async def add(api: Api, origin: str, contacts: list[str]) -> dict:
 
 async def test_activecampaign_adding_contacts_per_source(api: Api, redis: aioredis.Redis) -> None:
     await redis.sadd("mtr:{ac}:g:contacts", *[f"k{i}" for i in range(9)])
-    # Import and manual: only while the level stays within the limit (9 + 1 = 10 fits).
+    # Import: all or nothing. Two new contacts do not both fit (9 + 2 > 10): neither is added.
     imported = await add(api, "import", ["n1", "n2", "k3"])
     assert verdicts(imported) == [
-        ("n1", True, "within_limit"),
-        ("n2", False, "limit_reached"),
-        ("k3", True, "already_counted"),
+        ("n1", False, "batch_over_limit"),
+        ("n2", False, "batch_over_limit"),
+        ("k3", False, "batch_over_limit"),
     ]
-    manual = await add(api, "manual", ["m1"])
-    assert verdicts(manual) == [("m1", True, "within_limit")]  # a check, not a reservation
+    assert (imported["allowed"], imported["reason"], imported["fits"]) == (
+        False,
+        "batch_over_limit",
+        1,
+    )
+    # Manual: one by one while the level stays within the limit (9 + 1 = 10 fits).
+    manual = await add(api, "manual", ["m1", "m2"])
+    assert verdicts(manual) == [("m1", True, "within_limit"), ("m2", False, "limit_reached")]
     # API and forms: always accepted, even past the limit.
     await redis.sadd("mtr:{ac}:g:contacts", "n1", "m1")  # the processor applied 11 contacts
     for origin in ("api", "form"):
@@ -132,9 +145,10 @@ async def test_activecampaign_campaigns_stop_at_the_limit_or_110_percent_via_api
     await redis.sadd("mtr:{ac}:g:contacts", *[f"k{i}" for i in range(9)])
     doc = await campaign(api, action="campaign.send", recipients=9)
     assert (doc["allowed"], doc["reason"], doc["meter"]) == (True, "within_limit", "contacts")
+    assert (doc["admitted"], doc["refused"], doc["items"][0]["item"]) == (1, 0, "campaign.send")
 
     await redis.sadd("mtr:{ac}:g:contacts", "k9")  # 10 of 10: reached
-    for action in ("campaign.create", "campaign.send", "automation.trigger"):
+    for action in ("campaign.create", "campaign.send"):
         doc = await campaign(api, action=action, recipients=10)
         assert (doc["allowed"], doc["reason"]) == (False, "ceiling_reached"), action
         doc = await campaign(api, action=action, recipients=10, contacts_via_api=True)
@@ -169,7 +183,9 @@ async def test_sms_may_send_while_the_prepaid_balance_covers_it(
         "meter": "sms_credits",
         "period": None,
         "used": 5,
+        "held": 0,
         "limit": None,
+        "fits": None,
         "enforcement": "prepaid",
     }
 

@@ -8,7 +8,13 @@ import random
 import pytest
 import redis.asyncio as aioredis
 
-from metering.core.enforcement import EnforcementMode, EnforcementPolicy, Reason, decide_members
+from metering.core.enforcement import (
+    EnforcementMode,
+    EnforcementPolicy,
+    Reason,
+    decide_batch,
+    decide_members,
+)
 from metering.state.redis_store import RedisStateStore
 
 pytestmark = pytest.mark.integration
@@ -68,3 +74,40 @@ async def test_the_script_agrees_with_the_domain_rule(
                 }
             assert size == len(counted)
         await redis.delete("mtr:{acct}:sup")
+
+
+async def test_the_gauge_script_admits_batches_as_the_domain_rule_and_holds_until_counted(
+    store: RedisStateStore, redis: aioredis.Redis
+) -> None:
+    """admit_gauge.lua against `decide_batch` over random imports: the level is the gauge plus
+    the places other imports hold; a hold ends when its member is counted or its time is up."""
+    rng = random.Random(20261130)
+    policy = EnforcementPolicy(EnforcementMode.LIMIT)
+    for case in range(40):
+        meter = f"g{case}"
+        limit = rng.choice([None, 0, 3, 8])
+        present: set[str] = set()
+        holds: dict[str, int] = {}  # member -> hold end
+        now = 4_000_000_000_000  # epoch ms (the holds key expires with its last hold)
+        for _ in range(rng.randint(1, 6)):
+            now += rng.choice([0, 50, 500])
+            if rng.random() < 0.3 and holds:  # the processor counts some held contacts
+                applied = rng.sample(sorted(holds), rng.randint(1, len(holds)))
+                present |= set(applied)
+                await redis.sadd(f"mtr:{{acct}}:g:{meter}", *applied)
+            members = [f"m{rng.randrange(14)}" for _ in range(rng.randint(1, 6))]
+            new = {m for m in members if m not in present}
+            others = {m for m, end in holds.items() if end > now and m not in present} - new
+            expected = decide_batch(
+                policy, used=len(present) + len(others), limit=limit, new=len(new)
+            )
+            seen = await store.admit_gauge(
+                "acct", meter, members, limit=limit, whole=True, now_ms=now, hold_until_ms=now + 300
+            )
+            assert (seen.size, seen.held, seen.new) == (len(present), len(others), len(new))
+            assert seen.admitted is expected.allowed, (limit, members, present, holds)
+            assert seen.present == tuple(m in present for m in members)
+            holds = {m: end for m, end in holds.items() if end > now and m not in present}
+            if seen.admitted:
+                holds |= dict.fromkeys(new, now + 300)
+            assert await redis.zcard(f"mtr:{{acct}}:h:{meter}") == len(holds)

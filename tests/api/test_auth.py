@@ -28,6 +28,7 @@ ACCOUNT_READS = [
     ("POST", "/v1/accounts/acton/admission/messages", {"contacts": ["c"]}),
     ("POST", "/v1/accounts/acton/admission/contacts", {"contacts": ["c"], "origin": "api"}),
     ("POST", "/v1/accounts/acton/admission/campaigns", {"recipients": 1}),
+    ("POST", "/v1/accounts/acton/admission/automations", {"contacts": ["c"]}),
     ("POST", "/v1/accounts/acton/admission/sms", {"messages": 1}),
 ]
 ADMIN_ONLY = [

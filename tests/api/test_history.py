@@ -49,6 +49,7 @@ async def test_members_of_a_period_are_the_past_usage_report(
         "meter": "active_contacts",
         "period": "2026-10",
         "count": 3,
+        "freshness": None,  # this app runs without Kafka (tests/api/conftest.py)
         "offset": 0,
         "members": ["a", "b"],
     }

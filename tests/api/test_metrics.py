@@ -114,6 +114,13 @@ async def test_requests_are_timed_by_route_template_and_decisions_counted_per_it
             200,
         ),
         ("POST", "/v1/accounts/ac/admission/campaigns", api.as_account("ac"), {"x": 1}, 422),
+        (
+            "POST",
+            "/v1/accounts/ac/admission/automations",
+            api.as_account("ac"),
+            {"contacts": ["k1", "new"]},
+            200,
+        ),
     ]
     for method, path, headers, body, expected in calls:
         response = await api.client.request(method, path, headers=headers, json=body)
@@ -133,6 +140,7 @@ async def test_requests_are_timed_by_route_template_and_decisions_counted_per_it
         (admission + "contacts", "POST", "200"): 1,
         (admission + "campaigns", "POST", "200"): 2,
         (admission + "campaigns", "POST", "422"): 1,
+        (admission + "automations", "POST", "200"): 1,
     }
     for account in ("acton", "apsis"):  # no account id in any label
         assert account not in text
@@ -142,8 +150,8 @@ async def test_requests_are_timed_by_route_template_and_decisions_counted_per_it
         ("messages", "true", "already_counted"): 2,
         ("sms", "true", "credits_available"): 2,
         ("sms", "false", "insufficient_credits"): 1,
-        ("contacts", "true", "already_counted"): 1,
-        ("contacts", "false", "limit_reached"): 1,
+        ("contacts", "false", "batch_over_limit"): 2,  # an import at the limit: refused whole
+        ("automations", "false", "ceiling_reached"): 2,
         ("campaigns", "false", "ceiling_reached"): 1,
         ("campaigns", "true", "within_limit"): 1,
     }

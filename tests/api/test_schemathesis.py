@@ -29,7 +29,10 @@ def server(stack, _redis_db_numbers) -> Iterator[ServerThread]:  # type: ignore[
     running.stop()
 
 
-OPERATIONS_EXPECTED = 26
+OPERATIONS_EXPECTED = 32  # + tier mismatches, paid tiers (2), automations, waits (2): issue 16
+NEEDS_KAFKA = {"/v1/wait", "/v1/accounts/{account}/wait"}
+"""Read the events topic's offsets: this server runs without Kafka (503 by design there);
+tests/api/test_wait.py runs them on real Kafka."""
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
@@ -45,6 +48,8 @@ def test_the_api_keeps_its_openapi_contract(server: ServerThread, mode: Generati
     assert len(operations) == OPERATIONS_EXPECTED
     failures: list[str] = []
     for operation in operations:
+        if operation.path in NEEDS_KAFKA:
+            continue
 
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(

@@ -34,6 +34,7 @@ GUARDED = [
     ("POST", "/v1/accounts/acton/admission/messages", {"contacts": ["new", "old"]}),
     ("POST", "/v1/accounts/ac/admission/contacts", {"contacts": ["c"], "origin": "api"}),
     ("POST", "/v1/accounts/ac/admission/campaigns", {"action": "campaign.send"}),
+    ("POST", "/v1/accounts/ac/admission/automations", {"contacts": ["c"]}),
     ("POST", "/v1/accounts/apsis/admission/sms", {"messages": 1}),
 ]
 

@@ -30,8 +30,11 @@ SUBCOMMANDS = [
     ["backfill"],
     ["produce"],
     ["usage"],
+    ["wait"],
     ["admit"],
     ["publisher"],
+    ["tiers"],
+    ["tiers", "mismatches"],
 ]
 
 
@@ -73,6 +76,7 @@ def test_the_usage_table_colours_the_status() -> None:
                 "remaining": 1500,
                 "ratio": 0.85,
                 "status": "yellow",
+                "state": "at_risk",
                 "period": {"key": "2026-11", "start": "2026-10-31T23:00:00Z"},
                 "last_update": "2026-11-23T10:00:00Z",
             },
@@ -83,16 +87,18 @@ def test_the_usage_table_colours_the_status() -> None:
                 "remaining": 0,
                 "ratio": None,
                 "status": "red",
+                "state": "no_credits",
                 "period": None,
                 "last_update": None,
             },
         ],
     }
     plain = usage_table(usage, colour=False)
-    assert "emails  8,500  10,000      1,500  85%  at risk  2026-11  2026-11-23T10:00:00" in plain
+    row = "emails  8,500  10,000      1,500  85%  at risk     2026-11  2026-11-23T10:00:00"
+    assert row in plain
     coloured = usage_table(usage, colour=True)
     assert "\033[33mat risk\033[0m" in coloured
-    assert "\033[31mover\033[0m" in coloured
+    assert "\033[31mno credits\033[0m" in coloured
 
 
 @pytest.mark.integration
@@ -110,8 +116,16 @@ def test_usage_and_admission_through_the_api(
         contacts = [f"c{i}" for i in range(7)]
         assert main(["admit", "acton", "messages", *contacts, *base]) == 0
         lines = capsys.readouterr().out.splitlines()
-        assert [line.split()[0] for line in lines] == ["allow"] * 5 + ["deny"] * 2
+        assert lines[0] == (
+            "refused: 5 of 7 admitted (new_member_over_limit on active_contacts); 0 more would fit"
+        )
+        assert [line.split()[0] for line in lines[1:]] == ["allow"] * 5 + ["deny"] * 2
         assert "new_member_over_limit" in lines[-1]
+        # Act-On counts "up to" the limit: 5 of 5 is red and "at limit", not "over".
+        assert main(["usage", "acton", *base]) == 0
+        row = next(x for x in capsys.readouterr().out.splitlines() if "active_contacts" in x)
+        assert "at limit" in row
+        assert "over" not in row
         assert main(["usage", "other", *base]) == 2  # another account's data: refused
         assert "403" in capsys.readouterr().err
     finally:

@@ -30,6 +30,11 @@ def test_a_bad_event_fails_locally_naming_the_field() -> None:
     with pytest.raises(EventRejected) as caught:
         usage.build(EventType.EMAIL_SENT, "ac me", contact="c1", kind="marketing")
     assert caught.value.field == "subject"
+    with pytest.raises(EventRejected) as caught:
+        usage.build(EventType.RESOURCE_ADDED, "acme", resource="robot", resource_id="r1")
+    assert caught.value.field == "data.resource"
+    built = usage.build(EventType.RESOURCE_ADDED, "acme", resource="user", resource_id="alice")
+    assert (built.resource, built.resource_id) == ("user", "alice")
 
 
 async def read_all(bootstrap: str, topic: str, expect: int) -> list[bytes]:

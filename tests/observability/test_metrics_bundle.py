@@ -41,6 +41,7 @@ EXPECTED = {
     "metering_threshold_events_published_total",
     "metering_statement_events_published_total",
     "metering_tier_events_published_total",
+    "metering_reminder_events_published_total",
     "metering_positions_out_of_range_total",
     "metering_records_lost_total",
     "metering_dead_letters_truncated_total",

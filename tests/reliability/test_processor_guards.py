@@ -132,7 +132,12 @@ class FakeStore:
         return [ApplyOutcome(ApplyStatus.APPLIED) for _ in steps]
 
     async def advance_positions(
-        self, group: str, topic: str, positions: Mapping[int, tuple[int, int]]
+        self,
+        group: str,
+        topic: str,
+        positions: Mapping[int, tuple[int, int]],
+        *,
+        applied_ms: int,
     ) -> None:
         self.stored_positions.update(positions)
 

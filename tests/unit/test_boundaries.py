@@ -155,6 +155,8 @@ def test_every_module_has_a_room() -> None:
 def test_the_rooms_of_the_target_house_exist() -> None:
     rooms = {room_of(module_name(p)) for p in modules()}
     assert {"core", "state", "api", "runtime", "cli", "streams", "sinks"} <= rooms
+    core = {p.stem for p in modules() if room_of(module_name(p)) == "core"}
+    assert {"events", "periods", "plans", "meters", "thresholds", "tiers", "ports"} <= core
 
 
 @pytest.mark.parametrize("room", sorted(CONTRACT))

@@ -4,7 +4,11 @@
 
 const $ = (id) => document.getElementById(id);
 const numbers = new Intl.NumberFormat("en-US");
-const LABELS = { green: "OK", yellow: "At risk", red: "Exceeded" };
+// The status word is the API's `state` (metering/core/status.py), the same word the CLI prints:
+// "Over" only strictly above the limit; the colour is the plan's thresholds'.
+const LABELS = {
+  ok: "OK", at_risk: "At risk", at_limit: "At limit", over: "Over", no_credits: "No credits",
+};
 let refresh = null;
 
 function el(tag, className, text) {
@@ -67,8 +71,8 @@ function meterCard(meter, tz) {
   card.dataset.status = meter.status;
   const heading = el("h2");
   heading.append(el("span", "dot"), el("span", "name", title(meter.meter)));
-  const label = balance && meter.status === "red" ? "No credits" : LABELS[meter.status];
-  heading.append(el("span", "status", label));
+  card.dataset.state = meter.state;
+  heading.append(el("span", "status", LABELS[meter.state] || meter.state));
   card.append(heading);
   if (meter.description) card.append(el("p", "desc muted", meter.description));
 
@@ -116,7 +120,20 @@ function render(usage) {
   $("subtitle").textContent =
     usage.account + " · " + usage.plan.name + " · times in " + tz;
   $("meters").replaceChildren(...usage.meters.map((m) => meterCard(m, tz)));
-  $("status").textContent = "Updated " + moment(usage.as_of, tz);
+  $("status").textContent = "Updated " + moment(usage.as_of, tz) + " · " + asOf(usage.freshness, tz);
+}
+
+// How fresh the counts are: the account's partition's event-time watermark and applied time,
+// and the records produced but not counted yet (docs/api.md, "Freshness and waiting").
+function asOf(freshness, tz) {
+  if (!freshness) return "counted as of: unknown";
+  const counted = freshness.applied_at
+    ? "counted as of " + moment(freshness.applied_at, tz) +
+      (freshness.watermark ? " (events up to " + moment(freshness.watermark, tz) + ")" : "")
+    : "nothing counted yet";
+  if (freshness.lag === null) return counted + "; lag unknown";
+  if (freshness.lag === 0) return counted + "; up to date";
+  return counted + "; " + numbers.format(freshness.lag) + " events not counted yet";
 }
 
 async function load() {

@@ -42,9 +42,14 @@ of small arguments was the processor's largest client-side cost; cjson decodes i
   [prefix, account, first, last, bucket_s, now_ms, [ids], [[member, ms]...],
    [[meter, period, agg (c|d|g|b), amount, period_start_ms, period_end_ms, expire_at_s,
      limit (-1 = none), scope, [[name, num, den, strict 0|1, crossing id]...],
-     members: [m...] (distinct) or [[m, 1|0]...] (gauge)]...]]
+     members: [m...] (distinct) or [[m, 1|0]...] (gauge), event_ms]...]]
 A threshold is reached when used > 0 and used*den >= limit*num (> when strict); its mark key is
 x:<meter>:<scope>:<name>, scope being the period key (or "L<limit>" for unwindowed meters).
+A crossing is decided only by a step that raised the usage (used > before): a step that leaves
+it where it was (a known member added again, a gauge that lost one member and gained another)
+decides nothing, even when a new limit or threshold is already reached, so a crossing's
+`before` is always below its `used`. event_ms (the newest event time of the step's events
+for this meter) goes into the outbox entry as the crossing's event time.
 ]==]
 
 local CHUNK = 2000
@@ -144,7 +149,7 @@ local function apply_step(fence_key, step)
   for _, m in ipairs(step[9]) do
     local meter, period, agg, amount = m[1], m[2], m[3], m[4]
     local period_start, period_end, expire_at, limit = m[5], m[6], m[7], m[8]
-    local scope, thresholds, members = m[9], m[10], m[11]
+    local scope, thresholds, members, event_ms = m[9], m[10], m[11], m[12] or 0
     local slot = meter .. ':' .. period
     local before, after, key
 
@@ -201,7 +206,7 @@ local function apply_step(fence_key, step)
       opens[#opens + 1] = string.format('%d', period_end)
     end
 
-    if limit >= 0 and after > 0 then
+    if limit >= 0 and after > 0 and after > before then
       for _, t in ipairs(thresholds) do
         local name, num, den, strict, id = t[1], t[2], t[3], t[4], t[5]
         local lhs, rhs = after * den, limit * num
@@ -214,7 +219,7 @@ local function apply_step(fence_key, step)
             redis.call('XADD', outbox, '*', 'id', id, 'account', account, 'meter', meter,
               'period', period, 'scope', scope, 'threshold', name, 'num', num, 'den', den,
               'strict', strict, 'limit', limit, 'used', after, 'before', before,
-              'at_ms', now_text)
+              'at_ms', now_text, 'event_ms', string.format('%d', event_ms))
             result[#result + 1] = id
           end
         end

@@ -127,8 +127,8 @@ async def test_gauge_counts_added_minus_deleted_members(store: RedisStateStore) 
 
 
 async def test_positions_never_move_backwards(store: RedisStateStore) -> None:
-    await store.advance_positions("g", TOPIC, {0: (10, 100), 1: (5, 50)})
-    await store.advance_positions("g", TOPIC, {0: (7, 70), 1: (6, 60)})
+    await store.advance_positions("g", TOPIC, {0: (10, 100), 1: (5, 50)}, applied_ms=1)
+    await store.advance_positions("g", TOPIC, {0: (7, 70), 1: (6, 60)}, applied_ms=1)
     assert await store.positions("g", TOPIC, [0, 1, 2]) == {0: (10, 100), 1: (6, 60)}
 
 

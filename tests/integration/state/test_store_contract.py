@@ -67,8 +67,8 @@ async def outboxes(
 
 
 async def test_positions_never_move_backwards(positions: PositionStore) -> None:
-    await positions.advance_positions("g", TOPIC, {0: (10, 100), 1: (5, 50)})
-    await positions.advance_positions("g", TOPIC, {0: (7, 70), 1: (6, 60)})
+    await positions.advance_positions("g", TOPIC, {0: (10, 100), 1: (5, 50)}, applied_ms=1)
+    await positions.advance_positions("g", TOPIC, {0: (7, 70), 1: (6, 60)}, applied_ms=1)
     assert await positions.positions("g", TOPIC, [0, 1, 2]) == {0: (10, 100), 1: (6, 60)}
     assert await positions.positions("other-group", TOPIC, [0]) == {}
 
@@ -78,7 +78,7 @@ async def test_marker_is_claimed_once_and_read_with_positions(positions: Positio
     assert await positions.marker_and_positions("g", TOPIC, [0]) == (None, {})
     assert await positions.claim_store_marker("first") == "first"
     assert await positions.claim_store_marker("second") == "first"
-    await positions.advance_positions("g", TOPIC, {0: (3, 30)})
+    await positions.advance_positions("g", TOPIC, {0: (3, 30)}, applied_ms=1)
     assert await positions.marker_and_positions("g", TOPIC, [0, 1]) == ("first", {0: 3})
 
 

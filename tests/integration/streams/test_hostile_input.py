@@ -62,6 +62,7 @@ TOPIC_FIELDS = [
     "thresholds",
     "statements",
     "tiers",
+    "reminders",
     "accounts",
     "publisher_progress",
 ]

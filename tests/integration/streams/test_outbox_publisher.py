@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 import orjson
 import pytest
@@ -42,13 +43,17 @@ def new_publisher(settings: Settings, store: RedisStateStore) -> OutboxPublisher
     return OutboxPublisher.from_settings(settings, store, client_id="test-publisher")
 
 
+def crossing_entry(account: str, crossing: str) -> dict[Any, Any]:
+    """A crossing's outbox fields, as lua/apply.lua writes them."""
+    entry = {"id": crossing, "account": account, "meter": "emails", "period": "2026-07"}
+    entry |= {"threshold": "at_risk", "num": 4, "den": 5, "strict": 0, "limit": 10}
+    return entry | {"used": 8, "before": 7, "at_ms": 1, "event_ms": 1}
+
+
 async def add_crossings(redis: aioredis.Redis, account: str, ids: Sequence[str]) -> None:
     """Entries as the apply step writes them (lua/apply.lua), or as a rebuild writes them again."""
     for crossing in ids:
-        await redis.xadd(
-            keys.outbox_key(account),
-            {"id": crossing, "account": account, "meter": "emails", "num": 4, "den": 5},
-        )
+        await redis.xadd(keys.outbox_key(account), crossing_entry(account, crossing))
 
 
 async def ids_on(settings: Settings, topic: str, *, expect: int) -> Counter[str]:
@@ -73,7 +78,7 @@ async def test_the_publisher_routes_statements_and_tiers_to_their_topics(
     settings: Settings, store: RedisStateStore, redis: aioredis.Redis
 ) -> None:
     key = keys.outbox_key("a1")
-    await redis.xadd(key, {"id": "x1", "meter": "emails", "num": 4, "den": 5, "used": 8})
+    await redis.xadd(key, crossing_entry("a1", "x1"))
     await redis.xadd(key, {"id": "s1", "kind": "statement", "body": '{"id":"s1"}'})
     await redis.xadd(key, {"id": "t1", "kind": "tier", "body": '{"id":"t1"}'})
     await redis.xadd(key, {"id": "n1", "kind": "from-the-future", "body": "{}"})

@@ -123,6 +123,7 @@ BAD_INPUTS: list[tuple[str, bytes]] = [
     ("wrong_type", orjson.dumps({**event("acme", "email.sent", contact="c"), "time": 12})),
     ("unknown_type", orjson.dumps(event("acme", "fax.sent"))),
     ("unknown_account", orjson.dumps(event("nobody", "email.sent", contact="c", kind="marketing"))),
+    ("key_mismatch", orjson.dumps(event("other", "email.sent", contact="c", kind="marketing"))),
     ("negative_quantity", orjson.dumps(event("acme", "recommendation.viewed", quantity=-3))),
     ("absurd_quantity", orjson.dumps(event("acme", "recommendation.viewed", quantity=10**12))),
     ("oversized", orjson.dumps(event("acme", "email.sent", contact="c" * 70_000))),
@@ -140,7 +141,9 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_the_stream_keeps_flow
     month = month_of(now_ms())
     good_before = encoded([event("acme", "email.sent", contact="a", kind="marketing")])
     good_after = encoded([event("acme", "email.sent", contact="b", kind="marketing")])
-    bad = [(b"acme", value) for _, value in BAD_INPUTS]
+    # Keyed by acme, except the unknown account's event, keyed by its own subject (keyed by
+    # acme it would be refused first for the key: key_mismatch, the next input).
+    bad = [(b"nobody" if r == "unknown_account" else b"acme", value) for r, value in BAD_INPUTS]
     async with processor(settings) as registry:
         await produce(settings, good_before + bad + good_after)
         await wait_until(lambda: caught_up(settings, store), what="processor to catch up")
@@ -158,6 +161,9 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_the_stream_keeps_flow
         assert record.value == value  # the original bytes, untouched
         assert dict(record.headers)["source"].startswith(settings.events_topic.encode())
     assert dict(by_reason["missing_field"].headers)["field"] == b"id"
+    mismatch = dict(by_reason["key_mismatch"].headers)
+    assert (mismatch["field"], by_reason["key_mismatch"].key) == (b"subject", b"acme")
+    assert b"'acme' is not the subject 'other'" in mismatch["detail"]
     amounts = await store.read_amounts("acme", [("emails", month, Aggregation.COUNT)])
     assert amounts[("emails", month)] == 2
 

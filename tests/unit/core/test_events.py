@@ -42,6 +42,8 @@ EXAMPLES: dict[EventType, dict[str, Any]] = {
     EventType.CONTACT_SUPPRESSED: {"contact": "c-9", "reason": "hard_bounce"},
     EventType.CAMPAIGN_INTERACTION: {"contact": "c-9", "channel": "print", "campaign": "c1"},
     EventType.GOAL_TRIGGERED: {"contact": "c-9", "goal": "visited-pricing"},
+    EventType.RESOURCE_ADDED: {"resource": "user", "resource_id": "u-7"},
+    EventType.RESOURCE_REMOVED: {"resource": "scenario", "resource_id": "welcome-flow"},
 }
 
 

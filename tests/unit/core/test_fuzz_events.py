@@ -57,19 +57,19 @@ def dump(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
-def outcome(raw: Any) -> UsageEvent | EventRejected:
+def outcome(raw: Any, key: bytes | None = None) -> UsageEvent | EventRejected:
     """The event, or the refusal; any other exception fails the test where it happens.
 
     The reference (the checked decoder alone) must agree exactly: same event, or a refusal
     with the same reason, field and detail."""
     result: UsageEvent | EventRejected
     try:
-        result = decode_event(raw, now_ms=NOW)
+        result = decode_event(raw, now_ms=NOW, key=key)
     except EventRejected as refusal:
         result = refusal
     reference: UsageEvent | EventRejected
     try:
-        reference = check_event(raw, now_ms=NOW) if len(raw) <= 64 * 1024 else result
+        reference = check_event(raw, now_ms=NOW, key=key) if len(raw) <= 64 * 1024 else result
     except EventRejected as refusal:
         reference = refusal
     if isinstance(result, EventRejected):
@@ -84,9 +84,9 @@ def outcome(raw: Any) -> UsageEvent | EventRejected:
     return result
 
 
-def check(raw: Any) -> UsageEvent | EventRejected:
-    """Decode `raw` and check the contract of whichever outcome it had."""
-    result = outcome(raw)
+def check(raw: Any, key: bytes | None = None) -> UsageEvent | EventRejected:
+    """Decode `raw` (a record keyed by `key`) and check the contract of its outcome."""
+    result = outcome(raw, key)
     if isinstance(result, EventRejected):
         assert isinstance(result.reason, RejectReason)
         assert result.field is None or isinstance(result.field, str)
@@ -102,6 +102,7 @@ def check(raw: Any) -> UsageEvent | EventRejected:
     assert not set(event.account) & {" ", "{", "}"}
     assert 0 <= event.time_ms <= NOW + FUTURE_MS
     assert 1 <= event.quantity <= MAX_QUANTITY
+    assert key is None or key == event.account.encode()
     if any(spec.name == "contact" and spec.required for spec in DATA_FIELDS[event.type]):
         assert event.contact
     # What was accepted encodes and decodes to the same event (producers and tests rely on it).
@@ -231,6 +232,40 @@ def test_a_data_field_replaced_by_anything(doc: dict[str, Any], name: str, value
 
 
 @FUZZ
+@given(
+    valid_documents(),
+    st.one_of(
+        st.none(),
+        st.just(b"<subject>"),
+        st.binary(max_size=200),
+        st.text(max_size=40).map(str.encode),
+        st.sampled_from([b"", b"acme", b"acme ", b"\xff\xfe", b"{acme}", "é".encode()]),
+    ),
+    st.booleans(),
+)
+def test_record_keys_against_the_subject(
+    doc: dict[str, Any], key: bytes | None, hostile: bool
+) -> None:
+    """A key that is not the subject is refused as `key_mismatch` by both decoders, with the
+    same detail; no key or the subject's own bytes decode as without a key."""
+    if key == b"<subject>":
+        key = str(doc["subject"]).encode()
+    if hostile:
+        doc = {**doc, "subject": "é-" + str(doc["subject"])[:100]}  # the checked path decides
+    result = check(dump(doc), key)
+    plain = check(dump(doc))
+    if key is None or (isinstance(plain, UsageEvent) and key == plain.account.encode()):
+        assert result == plain or (
+            isinstance(result, EventRejected) and isinstance(plain, EventRejected)
+        )
+    elif isinstance(plain, UsageEvent):
+        assert isinstance(result, EventRejected)
+        assert (result.reason, result.field) == (RejectReason.KEY_MISMATCH, "subject")
+    else:  # an invalid event is refused for what is wrong with it, not for its key
+        assert isinstance(result, EventRejected)
+        assert result.reason == plain.reason
+
+
 @given(valid_documents(), st.lists(st.sampled_from(TOP), max_size=4))
 def test_attributes_removed(doc: dict[str, Any], names: list[str]) -> None:
     for name in names:

@@ -77,7 +77,8 @@ def test_full_featured_plan_reads_every_field() -> None:
     policy = contacts.enforcement
     assert policy.mode is EnforcementMode.LIMIT
     assert policy.origins[ContactOrigin.API] is AddRule.ALLOW
-    assert policy.origins[ContactOrigin.IMPORT] is AddRule.WITHIN_LIMIT
+    assert policy.origins[ContactOrigin.IMPORT] is AddRule.ALL_OR_NOTHING
+    assert policy.origins[ContactOrigin.MANUAL] is AddRule.WITHIN_LIMIT
     gate = policy.gate(GatedAction.CAMPAIGN_SEND)
     assert gate is not None
     assert gate.ceiling(via_api=True) == Fraction(11, 10)

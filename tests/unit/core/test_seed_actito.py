@@ -8,12 +8,15 @@ from types import MappingProxyType
 import pytest
 
 from metering.core.accounts import effective_limit
+from metering.core.deltas import Aggregation
 from metering.core.enforcement import Reason, decide_use
-from metering.core.events import Channel, EventType, UsageEvent
+from metering.core.errors import EventRejected
+from metering.core.events import Channel, EventType, LicenseResource, UsageEvent
 from metering.core.meters import fold_events
 from metering.core.periods import PeriodKind, period_of
+from metering.core.plans import Effect
 from metering.core.status import status
-from metering.core.thresholds import DEFAULT_THRESHOLDS, Colour, crossing_id
+from metering.core.thresholds import DEFAULT_THRESHOLDS, Colour, crossing_id, crossing_scope
 from tests.unit.helpers import PLANS, MemoryState, account, event, ms, run
 
 PLAN = PLANS["actito-standard"]
@@ -87,6 +90,8 @@ def test_at_risk_flag_exists_only_for_interactions_and_profiles() -> None:
     assert [t.name for t in goals.thresholds] == ["exceeded"]
     assert status(1, 1, goals.thresholds).colour is Colour.GREEN
     assert status(2, 1, goals.thresholds).colour is Colour.RED
+    yellow = {m.name for m in PLAN.meters if any(t.colour is Colour.YELLOW for t in m.thresholds)}
+    assert yellow == {"interactions", "profiles"}
 
 
 def test_exceeding_never_prevents_new_interactions() -> None:
@@ -122,3 +127,109 @@ def test_sms_campaigns_depend_on_provisioned_credits() -> None:
         event(EventType.SMS_SENT, "2026-04-02T10:00:00Z", contact="p1", quantity=2),
     ]
     assert run(PLAN, ACCOUNT, events).used("sms_credits") == 498
+
+
+# --- the license sheet: resources counted while they exist, green or red -------------------
+
+SHEET = {
+    # Data Model: "The number of Profile tables / Custom tables / Subscriptions"
+    "profile_tables": LicenseResource.PROFILE_TABLE,
+    "custom_tables": LicenseResource.CUSTOM_TABLE,
+    "subscriptions": LicenseResource.SUBSCRIPTION,
+    # web: "active Website visits goals / active Transactional goals / active Forms"
+    "website_goals": LicenseResource.WEBSITE_GOAL,
+    "transactional_goals": LicenseResource.TRANSACTIONAL_GOAL,
+    "forms": LicenseResource.FORM,
+    # automation: "active Scenarios / Segmentation rules / Daily exports / Newsletters"
+    "scenarios": LicenseResource.SCENARIO,
+    "segmentation_rules": LicenseResource.SEGMENTATION_RULE,
+    "daily_exports": LicenseResource.DAILY_EXPORT,
+    "newsletters": LicenseResource.NEWSLETTER,
+    # License settings: "active users / active API users / E-mail sending domains / Entities"
+    "users": LicenseResource.USER,
+    "api_users": LicenseResource.API_USER,
+    "sending_domains": LicenseResource.SENDING_DOMAIN,
+    "entities": LicenseResource.ENTITY,
+}
+
+
+def resource(kind: LicenseResource, rid: str, *, removed: bool = False) -> UsageEvent:
+    event_type = EventType.RESOURCE_REMOVED if removed else EventType.RESOURCE_ADDED
+    return event(event_type, "2026-04-01T10:00:00Z", resource=kind.value, resource_id=rid)
+
+
+def test_every_resource_of_the_license_sheet_is_a_counted_resource_of_the_plan() -> None:
+    assert set(SHEET.values()) == set(LicenseResource)
+    for name, kind in SHEET.items():
+        meter = PLAN.meter(name)
+        assert meter.aggregation is Aggregation.GAUGE
+        assert meter.member_field == "resource_id"
+        assert {(m.type, m.where, m.effect) for m in meter.events} == {
+            (EventType.RESOURCE_ADDED, (("resource", kind.value),), Effect.ADD),
+            (EventType.RESOURCE_REMOVED, (("resource", kind.value),), Effect.REMOVE),
+        }
+        assert effective_limit(ACCOUNT, PLAN, name, "") is not None
+
+
+def test_a_resource_counts_while_it_exists_once_however_often_it_is_reported() -> None:
+    user = LicenseResource.USER
+    events = [
+        resource(user, "alice"),
+        resource(user, "bob"),
+        resource(user, "alice"),  # the daily calculation sees alice again: still one user
+        resource(LicenseResource.API_USER, "alice"),  # another kind, another meter
+        resource(user, "bob", removed=True),  # bob no longer has access
+        resource(user, "carol", removed=True),  # never added: nothing to remove
+    ]
+    state = run(PLAN, ACCOUNT, events)
+    assert state.used("users") == 1
+    assert state.used("api_users") == 1
+
+
+@pytest.mark.parametrize("name", sorted(SHEET))
+def test_license_sheet_entries_are_green_or_red_never_at_risk(name: str) -> None:
+    meter = PLAN.meter(name)
+    limit = effective_limit(ACCOUNT, PLAN, name, "")
+    assert limit is not None
+    assert [(t.name, t.colour, t.strict) for t in meter.thresholds] == [
+        ("exceeded", Colour.RED, True)
+    ]
+    # "Green means that you are below the prescribed usage threshold": at 80 % still green,
+    # and at the package size (not exceeding it) too; "Red means that your usage exceeds".
+    assert status(limit * 4 // 5, limit, meter.thresholds).colour is Colour.GREEN
+    assert status(limit, limit, meter.thresholds).colour is Colour.GREEN
+    assert status(limit + 1, limit, meter.thresholds).colour is Colour.RED
+
+
+def test_the_package_size_is_the_accounts_own_and_exceeding_it_is_red_once() -> None:
+    three_users = account(
+        PLAN, contract_date=CONTRACT, limit_overrides=MappingProxyType({"users": 3})
+    )
+    events = [resource(LicenseResource.USER, f"u{i}") for i in range(5)]
+    state = MemoryState()
+    for start in range(0, 5, 2):  # daily calculations
+        delta = fold_events(three_users, PLAN, events[start : start + 2])
+        state.apply_checked(delta, three_users, PLAN)
+    assert state.used("users") == 5
+    # one e-mail per threshold: the only threshold of a license-sheet entry is "exceeded"
+    scope = crossing_scope("", 3)
+    assert [c for c in state.crossings if c[0] == "users"] == [("users", scope, "exceeded")]
+    assert status(5, 3, PLAN.meter("users").thresholds).colour is Colour.RED
+
+
+def test_exceeding_the_package_never_prevents_creating_resources() -> None:
+    # "exceeding them will not prevent you from creating new resources in the related app"
+    for name in SHEET:
+        decisions = decide_use(PLAN.meter(name).enforcement, used=50, limit=3, amounts=[1])
+        assert [d.reason for d in decisions] == [Reason.ADVISORY_OVER_LIMIT]
+        assert decisions[0].allowed
+
+
+def test_resource_events_name_a_known_kind_and_the_resource() -> None:
+    with pytest.raises(EventRejected) as bad_kind:
+        event(EventType.RESOURCE_ADDED, "2026-04-01T10:00:00Z", resource="robot", resource_id="r")
+    assert bad_kind.value.field == "data.resource"
+    assert "user, api_user, sending_domain" in bad_kind.value.detail
+    with pytest.raises(EventRejected) as no_id:
+        event(EventType.RESOURCE_REMOVED, "2026-04-01T10:00:00Z", resource="user")
+    assert no_id.value.field == "data.resource_id"

@@ -7,10 +7,18 @@ from types import MappingProxyType
 import pytest
 
 from metering.core.accounts import effective_limit
-from metering.core.enforcement import GatedAction, Reason, decide_action, decide_add
+from metering.core.enforcement import (
+    AddRule,
+    GatedAction,
+    Reason,
+    decide_action,
+    decide_add,
+    decide_batch,
+    fits,
+)
 from metering.core.events import ContactOrigin, EventType
 from metering.core.periods import DAY_MS
-from metering.core.status import status
+from metering.core.status import State, status
 from metering.core.thresholds import (
     Colour,
     crossing_scope,
@@ -56,13 +64,17 @@ def test_forms_are_always_accepted() -> None:
     assert add(ContactOrigin.FORM, used=LIMIT + 500) == [True]
 
 
-def test_csv_import_cannot_exceed_the_limit() -> None:
-    assert add(ContactOrigin.IMPORT, used=LIMIT - 2, count=5) == [True, True, False, False, False]
-    assert add(ContactOrigin.IMPORT, used=LIMIT) == [False]
-    refused = decide_add(
-        POLICY, origin=ContactOrigin.IMPORT, used=LIMIT, limit=LIMIT, members=["x"]
-    )[0]
-    assert refused.reason is Reason.LIMIT_REACHED
+def test_a_csv_import_that_would_exceed_the_limit_is_refused_whole() -> None:
+    # "Je kunt geen nieuwe contacten toevoegen via CSV-import als je daarmee de limiet
+    # overschrijdt": the import is one batch, admitted all or nothing.
+    assert POLICY.origins[ContactOrigin.IMPORT] is AddRule.ALL_OR_NOTHING
+    refused = decide_batch(POLICY, used=LIMIT - 2, limit=LIMIT, new=5)
+    assert (refused.allowed, refused.reason) == (False, Reason.BATCH_OVER_LIMIT)
+    assert fits(LIMIT - 2, LIMIT) == 2
+    admitted = decide_batch(POLICY, used=LIMIT - 5, limit=LIMIT, new=5)
+    assert (admitted.allowed, admitted.reason) == (True, Reason.WITHIN_LIMIT)
+    assert not decide_batch(POLICY, used=LIMIT, limit=LIMIT, new=1).allowed
+    assert decide_batch(POLICY, used=LIMIT, limit=LIMIT, new=0).allowed  # nothing new
 
 
 def test_manual_add_contact_is_refused_at_the_limit() -> None:
@@ -89,6 +101,8 @@ def test_with_api_contacts_the_limit_may_be_exceeded_by_10_percent_first(
 
 def test_status_reached_is_red_and_api_overage_is_reported() -> None:
     assert status(LIMIT, LIMIT, CONTACTS.thresholds).colour is Colour.RED
+    assert status(LIMIT, LIMIT, CONTACTS.thresholds).state is State.AT_LIMIT
+    assert status(LIMIT + 1, LIMIT, CONTACTS.thresholds).state is State.OVER
     assert status(2_750, LIMIT, CONTACTS.thresholds).reached == (
         "approaching",
         "reached",

@@ -7,7 +7,7 @@ from metering.core.enforcement import Reason, decide_members
 from metering.core.events import EventType, UsageEvent
 from metering.core.meters import fold_events
 from metering.core.periods import PeriodKind, period_of
-from metering.core.status import status
+from metering.core.status import State, status
 from metering.core.thresholds import Colour
 from tests.unit.helpers import PLANS, MemoryState, account, event, ms, run
 
@@ -153,3 +153,11 @@ def test_status_at_the_limit_is_red_and_80_percent_is_yellow() -> None:
     assert status(8_000, 10_000, METER.thresholds).colour is Colour.YELLOW
     assert status(7_999, 10_000, METER.thresholds).colour is Colour.GREEN
     assert status(9_000, 10_000, METER.thresholds).remaining == 1_000
+
+
+def test_up_to_the_limit_is_not_over_it() -> None:
+    # Act-On counts "up to" its limit: 10,000 of 10,000 is red (reached) but not "over".
+    assert status(10_000, 10_000, METER.thresholds).state is State.AT_LIMIT
+    assert status(10_001, 10_000, METER.thresholds).state is State.OVER
+    assert status(8_000, 10_000, METER.thresholds).state is State.AT_RISK
+    assert status(7_999, 10_000, METER.thresholds).state is State.OK

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metering.core.periods import Period
-from metering.core.status import colour_of, status
+from metering.core.status import State, balance_state, colour_of, status
 from metering.core.thresholds import (
     AT_RISK,
     CROSSING_NAMESPACE,
@@ -144,3 +144,13 @@ def test_crossing_ids_are_the_uuid5_of_their_coordinates(
     except UnicodeEncodeError:  # lone surrogates: both refuse
         return
     assert crossing_id(account, meter, scope, threshold) == want
+
+
+def test_the_status_word_says_over_only_above_the_limit() -> None:
+    # Actito's defaults: 10,000 of 10,000 is still yellow, and the word says "at limit".
+    assert status(10_000, 10_000, DEFAULT_THRESHOLDS).state is State.AT_LIMIT
+    assert status(10_001, 10_000, DEFAULT_THRESHOLDS).state is State.OVER
+    assert status(8_000, 10_000, DEFAULT_THRESHOLDS).state is State.AT_RISK
+    assert status(5, None, DEFAULT_THRESHOLDS).state is State.OK
+    assert balance_state(0) == (Colour.RED, State.NO_CREDITS)
+    assert balance_state(3) == (Colour.GREEN, State.OK)

@@ -321,6 +321,8 @@ def test_tier_events_carry_the_totals_and_the_exact_average() -> None:
     decision = placements_since(lad, points, None, None)[-1]
     body = tier_body("shop", decision)
     assert body == {
+        "schema": "metering.tier/v1",
+        "version": 1,
         "type": "tier.placed",
         "id": tier_event_id("shop", "search", "2026-07"),
         "account": "shop",
@@ -373,6 +375,8 @@ def test_statements_are_a_function_of_the_frozen_total() -> None:
     )
     body = statement_body(SHOP, CLERK, slot, 20_000)
     assert body == {
+        "schema": "metering.statement/v1",
+        "version": 1,
         "type": "usage.statement",
         "id": statement_id("shop", "searches", "2026-07"),
         "account": "shop",
