@@ -6,7 +6,7 @@
         await usage.flush()                              # everything emitted is acknowledged
 
     with SyncUsageProducer.connect("127.0.0.1:19092", source="batch-job") as usage:
-        usage.sms_sent("acme", contact="c-1", segments=2)  # returns at once; close() flushes
+        usage.sms_sent("acme", contact="c-1", segments=2)
 
 A face of the service, like the API and the CLI: it may import aiokafka, the domain core never
 imports it. Every event is validated locally with the processor's own decoder before it is
@@ -14,6 +14,7 @@ queued, so a bad call fails at once with the field and the reason instead of lan
 dead-letter topic later. Buffering is bounded (`max_buffered`); events Kafka does not take
 reach `on_delivery_failure`. The HTTP API client is `metering.client.http` (extra `http`).
 Install the SDK alone with `pip install 'metering[sdk]'`: no web server comes with it.
+Helpers and `emit()` return at once (a future of the receipt); `close()` flushes. docs/sdk.md.
 """
 
 from metering.client.producer import Receipt, UsageProducer

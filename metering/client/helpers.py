@@ -11,7 +11,7 @@ producer's `on_delivery_failure` callback.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
 from metering.core.events import (
     Channel,
@@ -27,11 +27,20 @@ from metering.core.events import (
 R = TypeVar("R")
 
 
+class EventOptions(TypedDict, total=False):
+    """Keyword arguments every helper takes and hands to `build()` as they are (an option of
+    every event type is added here, once, and in `build()`)."""
+
+    time_ms: int
+    """Event time, epoch milliseconds UTC (default: now)."""
+    idempotency_key: str
+    """A business key: the same key gives the same event id, so a re-send counts once."""
+
+
 class EventHelpers(ABC, Generic[R]):
     """The per-type helpers over `build()` and `emit()` (each producer supplies those two).
 
-    Every helper takes `time_ms` (event time, default now) and `idempotency_key` (the same key
-    gives the same event id, so a re-send counts once)."""
+    Every helper takes the `EventOptions` as keyword arguments."""
 
     @abstractmethod
     def build(
@@ -49,19 +58,8 @@ class EventHelpers(ABC, Generic[R]):
     def emit(self, event: UsageEvent) -> R:
         """Queue `event` for delivery and return at once."""
 
-    def _helper(
-        self,
-        event_type: EventType,
-        account: str,
-        time_ms: int | None,
-        idempotency_key: str | None,
-        **data: Any,
-    ) -> R:
-        return self.emit(
-            self.build(
-                event_type, account, time_ms=time_ms, idempotency_key=idempotency_key, **data
-            )
-        )
+    def _helper(self, event_type: EventType, account: str, options: EventOptions, **data: Any) -> R:
+        return self.emit(self.build(event_type, account, **options, **data))
 
     def email_sent(
         self,
@@ -70,12 +68,11 @@ class EventHelpers(ABC, Generic[R]):
         contact: str,
         kind: EmailKind | str | None = None,
         campaign: str | None = None,
-        time_ms: int | None = None,
-        idempotency_key: str | None = None,
+        **options: Unpack[EventOptions],
     ) -> R:
         """One e-mail sent to one contact; `kind` marketing (default) or transactional."""
         return self._helper(
-            EventType.EMAIL_SENT, account, time_ms, idempotency_key,
+            EventType.EMAIL_SENT, account, options,
             contact=contact, kind=kind, campaign=campaign,
         )  # fmt: skip
 
@@ -86,12 +83,11 @@ class EventHelpers(ABC, Generic[R]):
         contact: str,
         with_recommendations: bool = False,
         campaign: str | None = None,
-        time_ms: int | None = None,
-        idempotency_key: str | None = None,
+        **options: Unpack[EventOptions],
     ) -> R:
         """An e-mail opened; `with_recommendations` when it carried recommendation snippets."""
         return self._helper(
-            EventType.EMAIL_OPENED, account, time_ms, idempotency_key,
+            EventType.EMAIL_OPENED, account, options,
             contact=contact, with_recommendations=with_recommendations, campaign=campaign,
         )  # fmt: skip
 
@@ -102,12 +98,11 @@ class EventHelpers(ABC, Generic[R]):
         contact: str,
         segments: int = 1,
         campaign: str | None = None,
-        time_ms: int | None = None,
-        idempotency_key: str | None = None,
+        **options: Unpack[EventOptions],
     ) -> R:
         """An SMS sent: uses `segments` prepaid credits (the event's `quantity`)."""
         return self._helper(
-            EventType.SMS_SENT, account, time_ms, idempotency_key,
+            EventType.SMS_SENT, account, options,
             contact=contact, quantity=segments, campaign=campaign,
         )  # fmt: skip
 
@@ -116,39 +111,30 @@ class EventHelpers(ABC, Generic[R]):
         account: str,
         *,
         amount: int,
-        time_ms: int | None = None,
-        idempotency_key: str | None = None,
+        **options: Unpack[EventOptions],
     ) -> R:
         """A top-up of `amount` prepaid SMS credits."""
-        return self._helper(
-            EventType.SMS_CREDITS_ADDED, account, time_ms, idempotency_key, quantity=amount
-        )
+        return self._helper(EventType.SMS_CREDITS_ADDED, account, options, quantity=amount)
 
     def search_viewed(
         self,
         account: str,
         *,
         surface: SearchSurface | str | None = None,
-        time_ms: int | None = None,
-        idempotency_key: str | None = None,
+        **options: Unpack[EventOptions],
     ) -> R:
         """Search results shown once: `surface` instant (default, the dropdown) or page."""
-        return self._helper(
-            EventType.SEARCH_VIEWED, account, time_ms, idempotency_key, surface=surface
-        )
+        return self._helper(EventType.SEARCH_VIEWED, account, options, surface=surface)
 
     def recommendation_viewed(
         self,
         account: str,
         *,
         elements: int = 1,
-        time_ms: int | None = None,
-        idempotency_key: str | None = None,
+        **options: Unpack[EventOptions],
     ) -> R:
         """Recommendation elements shown on a page (3 banners = 3, the event's `quantity`)."""
-        return self._helper(
-            EventType.RECOMMENDATION_VIEWED, account, time_ms, idempotency_key, quantity=elements
-        )
+        return self._helper(EventType.RECOMMENDATION_VIEWED, account, options, quantity=elements)
 
     def contact_added(
         self,
@@ -156,12 +142,11 @@ class EventHelpers(ABC, Generic[R]):
         *,
         contact: str,
         origin: ContactOrigin | str | None = None,
-        time_ms: int | None = None,
-        idempotency_key: str | None = None,
+        **options: Unpack[EventOptions],
     ) -> R:
         """A contact/profile added; `origin` api (default), form, import or manual."""
         return self._helper(
-            EventType.CONTACT_ADDED, account, time_ms, idempotency_key,
+            EventType.CONTACT_ADDED, account, options,
             contact=contact, origin=origin,
         )  # fmt: skip
 
@@ -170,26 +155,20 @@ class EventHelpers(ABC, Generic[R]):
         account: str,
         *,
         contact: str,
-        time_ms: int | None = None,
-        idempotency_key: str | None = None,
+        **options: Unpack[EventOptions],
     ) -> R:
         """A contact unsubscribed (still a known profile)."""
-        return self._helper(
-            EventType.CONTACT_UNSUBSCRIBED, account, time_ms, idempotency_key, contact=contact
-        )
+        return self._helper(EventType.CONTACT_UNSUBSCRIBED, account, options, contact=contact)
 
     def contact_deleted(
         self,
         account: str,
         *,
         contact: str,
-        time_ms: int | None = None,
-        idempotency_key: str | None = None,
+        **options: Unpack[EventOptions],
     ) -> R:
         """A contact deleted (no longer counted)."""
-        return self._helper(
-            EventType.CONTACT_DELETED, account, time_ms, idempotency_key, contact=contact
-        )
+        return self._helper(EventType.CONTACT_DELETED, account, options, contact=contact)
 
     def contact_suppressed(
         self,
@@ -197,12 +176,11 @@ class EventHelpers(ABC, Generic[R]):
         *,
         contact: str,
         reason: SuppressionReason | str | None = None,
-        time_ms: int | None = None,
-        idempotency_key: str | None = None,
+        **options: Unpack[EventOptions],
     ) -> R:
         """A contact suppressed: opted_out (default), hard_bounce or suppression_list."""
         return self._helper(
-            EventType.CONTACT_SUPPRESSED, account, time_ms, idempotency_key,
+            EventType.CONTACT_SUPPRESSED, account, options,
             contact=contact, reason=reason,
         )  # fmt: skip
 
@@ -213,12 +191,11 @@ class EventHelpers(ABC, Generic[R]):
         contact: str,
         channel: Channel | str,
         campaign: str | None = None,
-        time_ms: int | None = None,
-        idempotency_key: str | None = None,
+        **options: Unpack[EventOptions],
     ) -> R:
         """One campaign sent to one profile on a channel (Actito's interaction)."""
         return self._helper(
-            EventType.CAMPAIGN_INTERACTION, account, time_ms, idempotency_key,
+            EventType.CAMPAIGN_INTERACTION, account, options,
             contact=contact, channel=channel, campaign=campaign,
         )  # fmt: skip
 
@@ -228,13 +205,10 @@ class EventHelpers(ABC, Generic[R]):
         *,
         contact: str,
         goal: str | None = None,
-        time_ms: int | None = None,
-        idempotency_key: str | None = None,
+        **options: Unpack[EventOptions],
     ) -> R:
         """A goal reached by a contact (an automation's goal step)."""
-        return self._helper(
-            EventType.GOAL_TRIGGERED, account, time_ms, idempotency_key, contact=contact, goal=goal
-        )
+        return self._helper(EventType.GOAL_TRIGGERED, account, options, contact=contact, goal=goal)
 
     def resource_added(
         self,
@@ -242,12 +216,11 @@ class EventHelpers(ABC, Generic[R]):
         *,
         resource: LicenseResource | str,
         resource_id: str,
-        time_ms: int | None = None,
-        idempotency_key: str | None = None,
+        **options: Unpack[EventOptions],
     ) -> R:
         """A license resource exists or became active (Actito: a user, a scenario, a form...)."""
         return self._helper(
-            EventType.RESOURCE_ADDED, account, time_ms, idempotency_key,
+            EventType.RESOURCE_ADDED, account, options,
             resource=resource, resource_id=resource_id,
         )  # fmt: skip
 
@@ -257,11 +230,10 @@ class EventHelpers(ABC, Generic[R]):
         *,
         resource: LicenseResource | str,
         resource_id: str,
-        time_ms: int | None = None,
-        idempotency_key: str | None = None,
+        **options: Unpack[EventOptions],
     ) -> R:
         """A license resource no longer exists or is no longer active."""
         return self._helper(
-            EventType.RESOURCE_REMOVED, account, time_ms, idempotency_key,
+            EventType.RESOURCE_REMOVED, account, options,
             resource=resource, resource_id=resource_id,
         )  # fmt: skip

@@ -179,17 +179,16 @@ class UsageProducer(EventHelpers["asyncio.Future[Receipt]"]):
         idempotency_key: str | None = None,
         **data: Any,
     ) -> UsageEvent:
-        """A validated event (raises `EventRejected` naming the field and the reason); fields
-        left out (or None) take their one default (`metering.client.defaults`)."""
+        """A validated event (raises `EventRejected` naming the field and the reason)."""
         now = wall_clock_ms()
-        kind = EventType(event_type)
+        data = with_defaults(EventType(event_type), data)  # one default per field
         event = UsageEvent(
             id=event_id(idempotency_key),
             source=self._source,
-            type=kind,
+            type=EventType(event_type),
             account=account,
             time_ms=now if time_ms is None else time_ms,
-            **with_defaults(kind, data),
+            **data,
         )
         # The processor's own decoder: what passes here passes there.
         return decode_event(encode_event(event), now_ms=now, max_future_ms=self._max_future_ms)
