@@ -38,8 +38,8 @@ Tree (`*` = retriable)::
     │   └── NotPositioned      a partition without a fetch position yet (a seek follows)
     ├── DeliveryError *        the producer SDK: Kafka did not acknowledge an event
     ├── BufferFull *           the producer SDK: its bounded buffer is full (nothing queued)
+    ├── ApiError               the SDK's HTTP client: the API refused (status, code) or is silent
     ├── ApiCallFailed          the CLI: the API refused or could not be reached
-    │   └── ApiError           the SDK's HTTP client: the same, with status, code and detail
     └── BackfillRefused        the backfill's target is not empty
 
 The HTTP face has two exceptions of its own that are not errors of the service but control
@@ -282,11 +282,7 @@ class BufferFull(MeteringError):
         self.max_buffered = max_buffered
 
 
-class ApiCallFailed(MeteringError):
-    """The API refused or could not be reached; the message carries its problem document."""
-
-
-class ApiError(ApiCallFailed):
+class ApiError(MeteringError):
     """The SDK's HTTP client: the API answered with a problem document (`status`, `code`,
     `detail`), or did not answer at all (`status` 0, `code` "unreachable")."""
 
@@ -296,6 +292,10 @@ class ApiError(ApiCallFailed):
         self.status = status
         self.code = code
         self.detail = detail
+
+
+class ApiCallFailed(MeteringError):
+    """The API refused or could not be reached; the message carries its problem document."""
 
 
 class BackfillRefused(MeteringError):
