@@ -7,15 +7,33 @@ Screenshots are kept in .state/screenshots/ for people to look at."""
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
+from starlette.applications import Starlette
 
+from metering.api.app import create_app
+from metering.api.auth import Scope
+from metering.runtime.api import running
+from metering.settings import Settings
 from tests.api.cdp import REPO, Browser, chromium_path
 from tests.api.conftest import NOW
 from tests.api.server import ServerThread
+from tests.api.test_end_to_end import processor
+from tests.integration.harness import (
+    TopicFactory,
+    encoded,
+    event,
+    make_settings,
+    produce,
+    publish_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -336,3 +354,86 @@ async def test_without_a_key_the_page_asks_for_one_and_refuses_a_wrong_one(
     assert meters[0]["used"] == "0 / 5"
     await check_page_fits_and_reads(browser)
     await browser.screenshot(shot_name(browser, "dashboard-acton"))
+
+
+@dataclass
+class KafkaServerThread(ServerThread):
+    """The API as `metering api` builds it (Redis, Kafka, the configuration topic), served by
+    uvicorn in its own thread: usage answers carry a real `freshness`."""
+
+    settings: Settings | None = None
+
+    def _app(self) -> Starlette:
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            assert self.settings is not None
+            async with running(self.settings, self.config) as ctx:
+                app.state.ctx = ctx
+                self.ctx = ctx
+                self.tokens = {"acme": (await ctx.keys.create(Scope.ACCOUNT, "acme"))[0]}
+                yield
+
+        return create_app(config=self.config, lifespan=lifespan)
+
+
+@pytest.fixture
+async def settings(kafka_bootstrap: str, redis_url: str, topic_factory: TopicFactory) -> Settings:
+    s = await make_settings(kafka_bootstrap, redis_url, topic_factory, partitions=1)
+    await publish_config(s, [{"id": "acme", "plan": "it-plan"}])
+    return s
+
+
+COUNTED = re.compile(
+    r"^Counted as of \d+ \w+ \d{4}, \d\d:\d\d \(events up to \d+ \w+ \d{4}, \d\d:\d\d\); "
+)
+
+
+# The freshness line once Kafka answered: a usage answer whose Kafka reads took longer than 2 s
+# says "lag unknown" (docs/api.md), so the page is refreshed until it has a lag to show.
+FRESHNESS = """
+(() => {
+  const text = document.getElementById('freshness').innerText;
+  if (!text.endsWith('lag unknown')) return text;
+  document.getElementById('refresh').click();
+  return null;
+})()
+"""
+
+
+async def test_freshness_says_what_is_counted_and_what_is_not_yet(
+    settings: Settings, browser: Browser
+) -> None:
+    emails = encoded(
+        event("acme", "email.sent", contact=f"c{i}", kind="marketing") for i in range(3)
+    )
+    async with processor(settings):
+        server = KafkaServerThread(settings.redis_url, settings=settings).start()
+        try:
+            await produce(settings, emails)
+            key = {"Authorization": f"Bearer {server.tokens['acme']}"}
+            async with httpx.AsyncClient(base_url=server.url, headers=key) as client:
+                waited = await client.get("/v1/accounts/acme/wait?timeout_ms=60000")
+                assert waited.status_code == 200, waited.text
+            await browser.send(
+                "Page.navigate", url=f"{server.url}/dashboard#key={server.tokens['acme']}"
+            )
+            await browser.wait_for("document.body && document.body.dataset.loads === '1'")
+            text = await browser.wait_for(FRESHNESS)
+            assert COUNTED.match(text), text
+            assert text.endswith("; up to date")
+            used = "document.querySelector('article[data-meter=emails] .used').innerText"
+            assert await browser.evaluate(used) == "3 / 100"
+        except BaseException:
+            server.stop()
+            raise
+    # The processor has stopped: two more events are produced and not counted.
+    try:
+        await produce(settings, emails[:2])
+        await browser.evaluate("document.getElementById('refresh').click()")
+        await browser.wait_for("document.body.dataset.loads === '2'")
+        text = await browser.wait_for(FRESHNESS)
+        assert COUNTED.match(text), text
+        assert text.endswith("; 2 events not counted yet")
+        await check_page_fits_and_reads(browser)
+    finally:
+        server.stop()
