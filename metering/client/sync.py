@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -40,6 +41,8 @@ class SyncUsageProducer(EventHelpers["concurrent.futures.Future[Receipt]"]):
         )
         self._thread.start()
         self._closed = False
+        self._inbox: deque[tuple[UsageEvent, concurrent.futures.Future[Receipt]]] = deque()
+        self._wake_scheduled = False
         try:
             self._call(producer.start)
         except BaseException:
@@ -85,8 +88,17 @@ class SyncUsageProducer(EventHelpers["concurrent.futures.Future[Receipt]"]):
         if not self._producer._slots.acquire(timeout=self._max_block_ms / 1000):
             raise BufferFull(self._producer.max_buffered, self._max_block_ms)
         outcome: concurrent.futures.Future[Receipt] = concurrent.futures.Future()
-        self._loop.call_soon_threadsafe(self._producer._enqueue, event, outcome)
+        self._inbox.append((event, outcome))
+        if not self._wake_scheduled:  # one wake-up of the loop per burst, not per event
+            self._wake_scheduled = True
+            self._loop.call_soon_threadsafe(self._take_inbox)
         return outcome
+
+    def _take_inbox(self) -> None:
+        """On the loop: queue what the callers' threads handed over (in their order)."""
+        self._wake_scheduled = False  # before draining: a later append schedules a new wake
+        while self._inbox:
+            self._producer._enqueue(*self._inbox.popleft())
 
     def flush(self) -> None:
         """Block until everything emitted so far is acknowledged or has failed."""

@@ -135,3 +135,28 @@ async def test_the_sync_producer_returns_at_once_and_close_delivers_everything(
     assert acknowledged.offset == 502
     values = await read_all(kafka_bootstrap, new_topic, 503)
     assert len(values) == 503
+
+
+@pytest.mark.integration
+async def test_the_sync_producer_takes_events_from_many_threads(
+    kafka_bootstrap: str, new_topic: str
+) -> None:
+    with (
+        SyncUsageProducer.connect(
+            kafka_bootstrap, source="threads", topic=new_topic, max_buffered=64
+        ) as usage,
+        concurrent.futures.ThreadPoolExecutor(4) as pool,
+    ):
+        batches = list(
+            pool.map(
+                lambda t: [usage.search_viewed("acme", idempotency_key=f"{t}/{i}")
+                           for i in range(250)],
+                range(4),
+            )
+        )  # fmt: skip
+    receipts = [f.result() for batch in batches for f in batch]
+    assert sorted(r.offset for r in receipts) == list(range(1000))
+    values = await read_all(kafka_bootstrap, new_topic, 1000)
+    ids = {decode_event(v, now_ms=2**62).id for v in values}
+    assert len(values) == len(ids) == 1000
+    assert ids == {r.event_id for r in receipts}
