@@ -149,3 +149,21 @@ async def test_send_many_waits_for_room_in_a_small_buffer(
     ) as usage:
         receipts = await usage.send_many(usage.build("search.viewed", "acme") for _ in range(100))
     assert [r.offset for r in receipts] == list(range(100))
+
+
+async def test_without_a_callback_each_failure_is_one_logged_error_line(
+    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with UsageProducer.connect(
+        kafka_bootstrap,
+        source="sdk-log",
+        topic="metering.no-such-topic-sdk-test",
+        request_timeout_ms=1000,
+    ) as usage:
+        event = usage.build("search.viewed", "acme")
+        usage.emit(event)
+        await usage.flush()
+    lines = [r for r in caplog.records if r.name == "metering.client"]
+    assert [r.levelname for r in lines] == ["ERROR"]
+    assert f"event {event.id} not delivered" in lines[0].getMessage()
+    assert "account acme" in lines[0].getMessage()
