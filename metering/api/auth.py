@@ -35,8 +35,9 @@ from typing import Protocol
 from starlette.requests import Request
 
 from metering.api.problems import Problem
-from metering.core.api_keys import ApiKeyError, KeyRecord, Scope, topic_record
+from metering.core.api_keys import KeyRecord, Scope, topic_record
 from metering.core.directory import Directory
+from metering.core.errors import ApiKeyError
 from metering.core.ports import wall_clock_ms
 
 __all__ = ["COOKIE", "KeyRecord", "KeyRing", "Scope", "digest", "presented_token"]

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from metering.core.errors import MeteringError
+from metering.core.errors import ApiKeyError
 
 API_KEY_PREFIX = "apikey:"
 KEY_ID = re.compile(r"k_[0-9a-f]{1,32}")
@@ -33,16 +33,6 @@ DIGEST = re.compile(r"[0-9a-f]{64}")
 _MAX_ACCOUNT_CHARS = 200
 _FIELDS = frozenset({"id", "digest", "scope", "account", "created_ms", "revoked_ms"})
 _MAX_MS = 2**53
-
-
-class ApiKeyError(MeteringError):
-    """An API key record that cannot be applied (names the field and the problem)."""
-
-    def __init__(self, key_id: str, field: str, problem: str) -> None:
-        self.key_id = key_id
-        self.field = field
-        self.problem = problem
-        super().__init__(f"API key {key_id}: {field or '<document>'}: {problem}")
 
 
 class Scope(StrEnum):

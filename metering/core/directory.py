@@ -26,8 +26,8 @@ import orjson
 
 from metering.core.account_codec import account_from_json
 from metering.core.accounts import Account, check_account
-from metering.core.api_keys import API_KEY_PREFIX, ApiKeyError, KeyRecord, parse_topic_record
-from metering.core.errors import AccountError, MeteringError, PlanError
+from metering.core.api_keys import API_KEY_PREFIX, KeyRecord, parse_topic_record
+from metering.core.errors import AccountError, ApiKeyError, MeteringError, PlanError
 from metering.core.plan_loading import parse_plan
 from metering.core.plans import Plan
 
