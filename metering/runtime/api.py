@@ -149,7 +149,7 @@ async def running(
         if stranded:
             log.warning(
                 "%d API keys are only in Redis (%s): they work, but a Redis loss would lose "
-                "them; run `metering api-keys migrate` once (docs/api.md, Keys)",
+                "them; run `metering api-keys migrate` once (docs/api.md, Where keys live)",
                 len(stranded),
                 ", ".join(sorted(r.id for r in stranded.values())[:10]),
             )
