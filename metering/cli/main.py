@@ -15,11 +15,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from metering.core.errors import MeteringError
 from metering.settings import Settings
+
+if TYPE_CHECKING:
+    from metering.api.auth import KeyRing
 
 
 def _processor(args: argparse.Namespace, settings: Settings) -> int:
@@ -198,33 +202,61 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _api_keys(args: argparse.Namespace, settings: Settings) -> int:
-    """create / list / revoke API keys in Redis; a new key's token is printed once."""
-    from metering.api.auth import KeyRing, Scope  # noqa: PLC0415
+    """create / list / revoke / migrate API keys; a new key's token is printed once.
+
+    Records go to the accounts topic (durable; the configuration read to its end first) and
+    their copies to Redis (docs/api.md, "Keys")."""
+    from metering.api.auth import KeyRing  # noqa: PLC0415
+    from metering.core.directory import Directory  # noqa: PLC0415
     from metering.state.redis_store import RedisStateStore  # noqa: PLC0415
+    from sinks.config_writer import ConfigWriter  # noqa: PLC0415
+    from streams.config_follower import ConfigFollower  # noqa: PLC0415
+    from streams.kafka import new_consumer, new_producer, started  # noqa: PLC0415
 
     async def run() -> int:
+        directory = Directory()
+        consumer = new_consumer(settings, group_id=None, client_id="metering-cli-config")
+        async with started(consumer):
+            await ConfigFollower(consumer, settings.accounts_topic, directory).catch_up()
         store = RedisStateStore.from_url(settings.redis_url)
-        ring = KeyRing(store)
+        producer = new_producer(settings, client_id="metering-cli")
         try:
-            if args.keys_command == "create":
-                scope = Scope.ADMIN if args.admin else Scope.ACCOUNT
-                token, record = await ring.create(scope, None if args.admin else args.account)
-                owner = f" of {record.account}" if record.account else ""
-                print(f"created {record.id} ({scope.value}{owner}); token:", file=sys.stderr)
-                print(token)  # stdout holds the token alone: TOKEN=$(metering api-keys ...)
-            elif args.keys_command == "list":
-                for record in await ring.records():
-                    print(f"{record.id}  {record.scope.value:7}  {record.account or '-'}")
-            else:
-                if not await ring.revoke(key_id=args.key_id):
-                    print(f"no key {args.key_id}", file=sys.stderr)
-                    return 1
-                print(f"revoked {args.key_id}")
+            async with started(producer):
+                writer = ConfigWriter(producer, settings.accounts_topic)
+                ring = KeyRing(store, directory=directory, publisher=writer)
+                return await _keys_action(args, ring)
         finally:
             await store.close()
-        return 0
 
     return asyncio.run(run())
+
+
+async def _keys_action(args: argparse.Namespace, ring: KeyRing) -> int:
+    """One `api-keys` action on a ring that writes to the topic and Redis."""
+    from metering.api.auth import Scope  # noqa: PLC0415
+
+    if args.keys_command == "create":
+        scope = Scope.ADMIN if args.admin else Scope.ACCOUNT
+        token, record = await ring.create(scope, None if args.admin else args.account)
+        owner = f" of {record.account}" if record.account else ""
+        print(f"created {record.id} ({scope.value}{owner}); token:", file=sys.stderr)
+        print(token)  # stdout holds the token alone: TOKEN=$(metering api-keys ...)
+    elif args.keys_command == "list":
+        stranded = {r.id for r in (await ring.unmigrated()).values()}
+        for record in await ring.records():
+            note = "  (only in Redis: run `metering api-keys migrate`)" * (record.id in stranded)
+            print(f"{record.id}  {record.scope.value:7}  {record.account or '-'}{note}")
+    elif args.keys_command == "migrate":
+        moved = await ring.migrate()
+        for record in moved:
+            print(f"migrated {record.id} ({record.scope.value} {record.account or '-'})")
+        print(f"{len(moved)} keys moved from Redis to the accounts topic")
+    else:
+        if not await ring.revoke(key_id=args.key_id):
+            print(f"no key {args.key_id}", file=sys.stderr)
+            return 1
+        print(f"revoked {args.key_id}")
+    return 0
 
 
 def _closer(args: argparse.Namespace, settings: Settings) -> int:
@@ -559,6 +591,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_api_keys)
     p = keys_sub.add_parser("revoke", help="revoke a key by its id (k_...)")
     p.add_argument("key_id")
+    p.set_defaults(run=_api_keys)
+    p = keys_sub.add_parser(
+        "migrate",
+        help="once, after upgrading: copy keys kept only in Redis to the accounts topic",
+    )
     p.set_defaults(run=_api_keys)
 
     p = sub.add_parser(

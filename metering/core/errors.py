@@ -21,6 +21,7 @@ Tree (`*` = retriable)::
     ├── EventRejected          an event that cannot be metered (reason code + field)
     ├── PlanError              a plan file that does not describe a valid plan
     ├── AccountError           account settings that do not fit their plan
+    ├── ApiKeyError            an API key record that cannot be applied
     ├── PeriodError            a timezone or anchor that cannot define periods
     ├── UnknownAccount         no account with this id
     ├── UnknownPlan            no plan with this id
@@ -121,6 +122,16 @@ class AccountError(MeteringError):
         self.field = field
         self.problem = problem
         super().__init__(f"account {account}: {field}: {problem}")
+
+
+class ApiKeyError(MeteringError):
+    """An API key record that cannot be applied (names the field and the problem)."""
+
+    def __init__(self, key_id: str, field: str, problem: str) -> None:
+        self.key_id = key_id
+        self.field = field
+        self.problem = problem
+        super().__init__(f"API key {key_id}: {field or '<document>'}: {problem}")
 
 
 class PeriodError(MeteringError):

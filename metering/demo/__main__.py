@@ -18,6 +18,7 @@ from metering.api.auth import KeyRing, Scope
 from metering.cli.console import call_api, decisions_table, usage_table, wait_report
 from metering.client import UsageProducer
 from metering.core.account_codec import account_from_json
+from metering.core.directory import Directory
 from metering.core.periods import DAY_MS
 from metering.core.plan_loading import load_plan
 from metering.core.ports import wall_clock_ms
@@ -131,13 +132,18 @@ async def configure(settings: Settings, accounts: DemoAccounts, now_ms: int) -> 
 
 
 async def api_keys(settings: Settings, accounts: DemoAccounts) -> tuple[str, dict[str, str]]:
-    """An admin key and one key per account (tokens shown once, hashes kept in Redis)."""
+    """An admin key and one key per account (tokens shown once; their digests on the accounts
+    topic, copies in Redis: docs/api.md, "Where keys live")."""
     store = RedisStateStore.from_url(settings.redis_url)
-    ring = KeyRing(store)
+    producer = new_producer(settings, client_id="metering-demo-keys")
+    await producer.start()
     try:
+        writer = ConfigWriter(producer, settings.accounts_topic)
+        ring = KeyRing(store, directory=Directory(), publisher=writer)
         admin, _ = await ring.create(Scope.ADMIN)
         keys = {a: (await ring.create(Scope.ACCOUNT, a))[0] for a in accounts.all()}
     finally:
+        await producer.stop()
         await store.close()
     return admin, keys
 
