@@ -13,7 +13,12 @@ from functools import cache
 from typing import Any
 from zoneinfo import available_timezones
 
+import msgspec
+
 from metering.api import validation as v
+from metering.api.context import ApiConfig
+from metering.api.idempotency import EXEMPT
+from metering.api.routes_events import IngestAnswer
 from metering.core.enforcement import EnforcementMode, GatedAction, Reason
 from metering.core.events import MAX_QUANTITY, ContactOrigin, EmailKind
 from metering.core.status import State
@@ -526,6 +531,18 @@ def _ok(schema: str | None, status: int = 200, description: str = "OK") -> dict[
     return {str(status): {"description": description, "content": {JSON: {"schema": _ref(schema)}}}}
 
 
+IDEMPOTENCY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Makes a retry safe: the same key with the same request gets the first "
+    "answer again (`Idempotent-Replayed: true`), with another request 422 "
+    "`idempotency_key_reused`, while the first still runs 409 `idempotency_in_progress`. "
+    "Remembered per API key for METERING_API_IDEMPOTENCY_TTL_S (docs/api.md).",
+    "schema": {"type": "string", "pattern": _anchored(v.IDEMPOTENCY_KEY)},
+}
+
+
 def _op(
     summary: str,
     tag: str,
@@ -962,6 +979,7 @@ def _paths() -> dict[str, Any]:
                 ),
             )
         },
+        "/v1/events": {"post": _ingest_op()},
         "/v1/session": {
             "post": _op(
                 "Open a dashboard session",
@@ -983,6 +1001,109 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def typed(*types: Any) -> list[dict[str, Any]]:
+    """The schemas of msgspec Structs (JSON Schema from the types the route answers with)
+    added to `SCHEMAS`; returns a `$ref` per type."""
+    refs, components = msgspec.json.schema_components(types, ref_template=_REF)
+    SCHEMAS.update(components)
+    return list(refs)
+
+
+_REF = "#/components/schemas/{name}"
+_EVENT_EXAMPLE = {
+    "specversion": "1.0",
+    "id": "e-123",
+    "source": "crm/eu-1",
+    "type": "email.sent",
+    "subject": "acct-42",
+    "time": "2026-11-23T10:00:00Z",
+    "data": {"contact": "c-9", "kind": "marketing"},
+}
+
+
+def _ingest_op() -> dict[str, Any]:
+    """`POST /v1/events` (routes_events.py): the answer's schema comes from its Structs."""
+    (answer,) = typed(IngestAnswer)
+    event_doc = (
+        "A CloudEvents 1.0 usage event (docs/schemas/usage-event.json; docs/asyncapi.yaml). "
+        "It is checked per event by the processor's own decoder: an invalid one is refused in "
+        "the 202 answer with its reason, not with a 4xx for the request."
+    )
+    op = _op(
+        "Send usage events",
+        "ingestion",
+        {
+            "202": {
+                "description": "Every event, accepted (on the events topic) or refused.",
+                "content": {
+                    JSON: {
+                        "schema": answer,
+                        "example": {
+                            "accepted": 1,
+                            "refused": 1,
+                            "events": [
+                                {"index": 0, "id": "e-123", "status": "accepted"},
+                                {
+                                    "index": 1,
+                                    "id": "e-124",
+                                    "status": "refused",
+                                    "reason": "missing_field",
+                                    "field": "subject",
+                                    "detail": "is required",
+                                },
+                            ],
+                        },
+                    }
+                },
+            },
+            **_problems(*_WRITE_ERRORS),
+        },
+    )
+    op["description"] = (
+        "One event as `application/cloudevents+json`, or a JSON array of events as "
+        "`application/cloudevents-batch+json` (at most METERING_API_EVENTS_BURST events and "
+        "64 KiB). Account keys may send their own account's events only. Each event costs a "
+        "token of the key's event bucket (METERING_API_EVENTS_PER_S): a batch that does not "
+        "fit is refused whole with 429."
+    )
+    op["requestBody"] = {
+        "required": True,
+        "content": {
+            "application/cloudevents+json": {
+                "schema": {"description": event_doc},
+                "example": _EVENT_EXAMPLE,
+            },
+            "application/cloudevents-batch+json": {
+                "schema": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": ApiConfig().events_burst,
+                    "items": {"description": event_doc},
+                },
+                "example": [_EVENT_EXAMPLE],
+            },
+        },
+    }
+    return op
+
+
+_IDEMPOTENT_ALREADY = {"/v1/accounts/{account}/sms-credits"}
+"""Writes that declare the header themselves (the top-up requires it)."""
+
+
+def _with_idempotency(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every write idempotency.py covers takes the optional Idempotency-Key header, and may
+    answer 409 (in progress) and 422 (reused, invalid key)."""
+    for path, item in paths.items():
+        for method, op in item.items():
+            if method not in ("post", "put", "patch", "delete") or path in EXEMPT:
+                continue
+            if path not in _IDEMPOTENT_ALREADY:
+                op["parameters"] = [*op.get("parameters", []), IDEMPOTENCY]
+            op["responses"] = {**op["responses"], **_problems(409, 422)}
+    return paths
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     """The document (built once; it does not depend on configuration)."""
@@ -995,7 +1116,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"cookie": []}],
-        "paths": _paths(),
+        "paths": _with_idempotency(_paths()),
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {
