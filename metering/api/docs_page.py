@@ -5,8 +5,11 @@ deploy/lib.sh, pinned version) into `static/vendor/`, and served by the API at
 `/docs/redoc.standalone.js`: the page loads nothing from another origin. Its
 Content-Security-Policy allows this origin's scripts only; Redoc needs inline styles (it
 styles with generated `<style>` elements) and a `blob:` worker (its search index).
-`/redoc` redirects to `/docs`. Without the bundle (an installation that skipped the set-up)
-`/docs` answers 503 `docs_not_installed` saying how to fetch it; `/openapi.json` still works.
+`/redoc` redirects to `/docs`. One URL of the bundle points at Redocly's CDN (the logo of its
+"API docs by Redocly" footer): it is replaced by an empty `data:` URL as the bundle is served,
+so the browser never asks another origin for anything (tests/api/test_docs_browser.py).
+Without the bundle (an installation that skipped the set-up) `/docs` answers 503
+`docs_not_installed` saying how to fetch it; `/openapi.json` still works.
 No authentication: the document describes the API, it holds no data.
 """
 
@@ -27,6 +30,7 @@ CSP = (
     "form-action 'none'; frame-ancestors 'none'"
 )
 BUNDLE = "redoc.standalone.js"
+_CDN_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
 
 
 @cache
@@ -37,7 +41,9 @@ def _page() -> bytes:
 @cache
 def _bundle() -> bytes | None:
     found = resources.files("metering.api").joinpath("static", "vendor", BUNDLE)
-    return found.read_bytes() if found.is_file() else None
+    if not found.is_file():
+        return None
+    return found.read_bytes().replace(_CDN_LOGO, b"data:,")
 
 
 def _missing() -> Problem:

@@ -190,6 +190,7 @@ async def test_the_docs_page_and_its_script_are_served_from_here(api: Api) -> No
     assert script.status_code == 200
     assert script.headers["content-type"].startswith("text/javascript")
     assert len(script.content) > 500_000
+    assert b"cdn.redoc.ly" not in script.content  # the one CDN URL is not served
     assert b"redoc" in script.content[:5000].lower() or b"Redoc" in script.content
     moved = await api.client.get("/redoc")
     assert (moved.status_code, moved.headers["location"]) == (308, "/docs")
