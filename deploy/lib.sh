@@ -76,7 +76,7 @@ ensure_api_docs() {
         return 0
     fi
     if [[ ! -f $tarball ]]; then
-        command -v npm >/dev/null || die "npm is needed once to fetch Redoc $REDOC_VERSION for /docs (install Node.js)"
+        ensure_apt_command npm npm "install Node.js (npm fetches Redoc $REDOC_VERSION for /docs once)"
         say "fetching Redoc $REDOC_VERSION from npm for /docs (once)"
         mkdir -p "$cache"
         (cd "$cache" && npm pack "redoc@$REDOC_VERSION" --silent >/dev/null) || die "npm pack redoc@$REDOC_VERSION failed"
