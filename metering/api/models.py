@@ -244,6 +244,7 @@ class TierLadder(_Model):
 
     ladder: str
     meter: str
+    bounds: Annotated[list[int], Meta(description="The ladder's tier boundaries (`up_to`).")]
     source: Annotated[str, one_of(["counters", "unavailable"])]
     note: str | None
     placement: Placement | None
