@@ -98,6 +98,12 @@ class Settings:
     api_kafka_write_timeout_ms: int = 5000
     """How long an API call that writes to Kafka (account changes, top-ups) waits for the
     broker before answering 503 `kafka_unavailable`; also bounds the API's Kafka start-up."""
+    api_idempotency_ttl_s: int = 24 * 3600
+    """How long the API remembers the answer of a write sent with an `Idempotency-Key`."""
+    api_events_per_s: int = 1000
+    """Events per second per API key at `POST /v1/events` (a bucket of its own)."""
+    api_events_burst: int = 2000
+    """Burst of that bucket, and the most events one batch may hold."""
 
     def to_env(self) -> dict[str, str]:
         """The `METERING_*` variables that give a child process these settings (the inverse

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import uvicorn
@@ -29,9 +30,10 @@ from metering.api.context import ApiConfig, ApiContext
 from metering.api.deadline import BoundedConfig, BoundedEvents, within
 from metering.api.freshness import Freshness
 from metering.api.http_protocol import ProblemHttpToolsProtocol
+from metering.api.request_id import RequestIdFilter
 from metering.core.api_keys import KeyRecord
 from metering.core.directory import Directory
-from metering.core.errors import StreamError, StreamUnavailable
+from metering.core.errors import ConfigError, StreamError, StreamUnavailable
 from metering.core.partitioning import ACCOUNT_PARTITIONER
 from metering.runtime.process import freeze_startup_heap
 from metering.settings import Settings
@@ -109,6 +111,15 @@ async def running(
     (metadata, buffer room, acknowledgement) last up to 40 s each.
     """
     timeout_s = settings.api_kafka_write_timeout_ms / 1000
+    for name in ("api_idempotency_ttl_s", "api_events_per_s", "api_events_burst"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"METERING_{name.upper()}", "must be at least 1")
+    config = replace(
+        config,
+        idempotency_ttl_s=settings.api_idempotency_ttl_s,
+        events_per_s=settings.api_events_per_s,
+        events_burst=settings.api_events_burst,
+    )
     client_id = f"metering-api-{socket.gethostname()}-{os.getpid()}"
     store = RedisStateStore.for_api(settings.redis_url)
     producer = bounded_producer(settings, client_id=client_id)
@@ -263,6 +274,9 @@ def main_api(settings: Settings, config: ApiConfig, *, access_log: bool = False)
     never appear in logs.
     """
     failures: list[BaseException] = []
+    # Every line logged while serving a request names it (`request_id`; metering/api/request_id.py).
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
 
     def follower_failed(exc: BaseException) -> None:
         failures.append(exc)

@@ -173,3 +173,9 @@ def crossing_mark_key(account: str, meter: str, scope: str, threshold: str) -> s
 def reminder_key(account: str, meter: str, scope: str, threshold: str) -> str:
     """Number of the last reminder sent for a crossing (same expiry as the crossing mark)."""
     return f"{account_prefix(account)}rm:{meter}:{scope}:{threshold}"
+
+
+def idempotency_key(digest: str) -> str:
+    """`mtr:idem:<sha256>`: the stored answer of one write, by the SHA-256 of the caller's
+    credentials and `Idempotency-Key` (metering/api/idempotency.py); expires after its TTL."""
+    return f"mtr:idem:{digest}"
