@@ -54,6 +54,8 @@ class ApiConfig:
     """Mark the dashboard cookie Secure (set when served over HTTPS)."""
     retention_days: int = 400
     """Reserved members expire with their set, like the processor's (period end + this)."""
+    hold_ttl_s: int = 900
+    """How long an admission hold lasts uncaptured (`METERING_HOLD_TTL_S`)."""
     store_check_s: float = 1.0
     """How long the store-marker check is cached: a Redis that lost its state is refused at
     most this much later, and the hot path reads the marker at most once per interval."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -142,7 +143,7 @@ async def running(
             ),
             events=BoundedEvents(KafkaEvents(producer, settings.events_topic), timeout_s),
             keys=KeyRing(store, cache_s=config.key_cache_s),
-            config=config,
+            config=dataclasses.replace(config, hold_ttl_s=settings.hold_ttl_s),
             freshness=Freshness(
                 store,
                 KafkaLogRanges(producer, offsets, settings.events_topic),
