@@ -113,11 +113,12 @@ if op == 'admit' then
   if any then
     redis.call('HSET', hd, id, cjson.encode(rec))
     redis.call('ZADD', hx, expires_ms, id)
-    -- The three keys end with their last hold (no TTL shortens an existing one: GT).
+    -- The three keys end with their last hold (no TTL shortens an existing one: GT). A
+    -- relative TTL: the caller's clock decides expiry, the server's clock only cleans up.
+    local ttl = expires_ms - now_ms + 1000
     for k = 1, 3 do
-      if redis.call('PEXPIREAT', KEYS[k], expires_ms + 1000, 'GT') == 0
-          and redis.call('PTTL', KEYS[k]) == -1 then
-        redis.call('PEXPIREAT', KEYS[k], expires_ms + 1000)
+      if redis.call('PEXPIRE', KEYS[k], ttl, 'GT') == 0 and redis.call('PTTL', KEYS[k]) == -1 then
+        redis.call('PEXPIRE', KEYS[k], ttl)
       end
     end
   end
