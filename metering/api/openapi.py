@@ -62,6 +62,7 @@ _ADMISSION_FIELDS = [
     "reason",
     "meter",
     "fits",
+    "hold",
     "items",
     "meters",
 ]
@@ -118,6 +119,7 @@ SCHEMAS: dict[str, Any] = {
             "aggregation",
             "enforcement",
             "used",
+            "held",
             "limit",
             "base_limit",
             "extension",
@@ -139,6 +141,11 @@ SCHEMAS: dict[str, Any] = {
             },
             "enforcement": {"type": "string", "enum": [m.value for m in EnforcementMode]},
             "used": {**_INT, "description": "Amount this period (level for gauges, balance)."},
+            "held": {
+                **_NAT,
+                "description": "Units admission holds keep for usage not counted yet (counters "
+                "and balances); never part of status, thresholds or projection.",
+            },
             "limit": _nullable({**_NAT, "description": "Including this period's extension."}),
             "base_limit": _nullable(_NAT),
             "extension": _NAT,
@@ -307,13 +314,34 @@ SCHEMAS: dict[str, Any] = {
             "used": _INT,
             "held": {
                 **_NAT,
-                "description": "Places admitted imports hold on a gauge until counted.",
+                "description": "Units holds keep on a counter or balance (this request's "
+                "included); places admitted imports hold on a gauge until counted.",
             },
             "limit": _nullable(_NAT),
             "fits": _nullable(
                 {**_NAT, "description": "How many more units fit: limit - used - held."}
             ),
             "enforcement": _STR,
+        },
+    ),
+    "Hold": _obj(
+        ["id", "expires_at", "units"],
+        {
+            "id": {
+                **_STR,
+                "description": "Put it on the usage events of the admitted items (`holdid`).",
+            },
+            "expires_at": {"type": "string", "format": "date-time"},
+            "units": {"type": "object", "additionalProperties": _NAT},
+        },
+    ),
+    "HoldRelease": _obj(
+        ["account", "hold", "released", "units"],
+        {
+            "account": _STR,
+            "hold": _STR,
+            "released": {"type": "boolean"},
+            "units": {"type": "object", "additionalProperties": _NAT},
         },
     ),
     "Admission": _obj(
@@ -327,6 +355,7 @@ SCHEMAS: dict[str, Any] = {
             "reason": _nullable(_REASON),
             "meter": _nullable(_STR),
             "fits": _nullable(_NAT),
+            "hold": _nullable(_ref("Hold")),
             "items": {"type": "array", "items": _ref("AdmissionItem")},
             "meters": {"type": "array", "items": _ref("MeterLevel")},
         },
@@ -342,6 +371,7 @@ SCHEMAS: dict[str, Any] = {
             "reason": _nullable(_REASON),
             "meter": _nullable(_STR),
             "fits": _nullable(_NAT),
+            "hold": _nullable(_ref("Hold")),
             "items": {"type": "array", "items": _ref("AdmissionItem")},
             "meters": {"type": "array", "items": _ref("MeterLevel")},
             "recipients": _NAT,
@@ -752,6 +782,14 @@ def _paths() -> dict[str, Any]:
                     ["contacts"],
                     {"contacts": _CONTACTS, "contacts_via_api": {"type": "boolean"}},
                 ),
+            )
+        },
+        "/v1/accounts/{account}/holds/{hold}": {
+            "delete": _op(
+                "Release a hold",
+                "admission",
+                {**_ok("HoldRelease"), **admission_errors},
+                params=[ACCOUNT, _path_param("hold", v.HOLD_ID, "Hold id (admission's hold.id).")],
             )
         },
         "/v1/accounts/{account}/admission/sms": {

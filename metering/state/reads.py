@@ -244,7 +244,7 @@ class ReadState(RedisConnection):
         reply = await self._holds(
             keys.hold_keys(account), ["read", now_ms, *slots], "read holds"
         )
-        return {slot: int(v) for slot, v in zip(slots, reply, strict=True)}
+        return {slot: max(0, int(v)) for slot, v in zip(slots, reply, strict=True)}
 
     async def admit(
         self,

@@ -29,7 +29,7 @@ def server(stack, _redis_db_numbers) -> Iterator[ServerThread]:  # type: ignore[
     running.stop()
 
 
-OPERATIONS_EXPECTED = 32  # + tier mismatches, paid tiers (2), automations, waits (2): issue 16
+OPERATIONS_EXPECTED = 33  # 16: tier mismatches, paid tiers (2), automations, waits (2); 21: holds
 NEEDS_KAFKA = {"/v1/wait", "/v1/accounts/{account}/wait"}
 """Read the events topic's offsets: this server runs without Kafka (503 by design there);
 tests/api/test_wait.py runs them on real Kafka."""
