@@ -111,7 +111,9 @@ async def _scenario(settings: Settings, store: RedisStateStore, log: Path) -> li
         mail = HoldRequest("emails", _month(), HoldKind.LIMIT, 1000, 1)
         sms_hold = await _hold(store, sms, 60, 600_000)
         mail_hold = await _hold(store, mail, 40, 600_000)
+        assert await _levels(store) == (0, 40, TOP_UP, 60)
         late_hold = await _hold(store, mail, 5, 1)  # expires at once: its events count as usage
+        await asyncio.sleep(0.01)
         assert await _levels(store) == (0, 40, TOP_UP, 60)
         batches = [
             _events(sms_hold, "sms", 30) + _events(mail_hold, "mail", 20),
