@@ -113,13 +113,13 @@ if op == 'admit' then
   if any then
     redis.call('HSET', hd, id, cjson.encode(rec))
     redis.call('ZADD', hx, expires_ms, id)
-    -- The three keys end with their last hold (no TTL shortens an existing one: GT). A
-    -- relative TTL: the caller's clock decides expiry, the server's clock only cleans up.
-    local ttl = expires_ms - now_ms + 1000
-    for k = 1, 3 do
-      if redis.call('PEXPIRE', KEYS[k], ttl, 'GT') == 0 and redis.call('PTTL', KEYS[k]) == -1 then
-        redis.call('PEXPIRE', KEYS[k], ttl)
-      end
+    -- The three keys outlive their last hold: refreshed to the hold's TTL + 61 s whenever
+    -- less than TTL + 1 s is left (about once a minute under steady admissions: one PTTL per
+    -- call instead of three PEXPIREs). A relative TTL: the caller's clock decides expiry, the
+    -- server's clock only cleans up.
+    local ttl = expires_ms - now_ms
+    if redis.call('PTTL', hx) < ttl + 1000 then
+      for k = 1, 3 do redis.call('PEXPIRE', KEYS[k], ttl + 61000) end
     end
   end
   return reply
