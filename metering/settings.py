@@ -89,6 +89,9 @@ class Settings:
     """Records fetched per `getmany` call and partition batch."""
     retention_days: int = 400
     """Counters and rollups of closed periods are kept this long (13 months and more)."""
+    hold_ttl_s: int = 900
+    """How long an admission hold on a counter or balance lasts when no event captures it or
+    releases it (docs/api.md, "Holds"): its units are then free again."""
     api_host: str = "127.0.0.1"
     """Address the API listens on."""
     api_port: int = 8080

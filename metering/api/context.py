@@ -62,6 +62,8 @@ class ApiConfig:
     requests; `METERING_API_EVENTS_PER_S`); bursts up to `events_burst`."""
     events_burst: int = 2000
     """Also the most events one batch may hold (`METERING_API_EVENTS_BURST`)."""
+    hold_ttl_s: int = 900
+    """How long an admission hold lasts uncaptured (`METERING_HOLD_TTL_S`)."""
     store_check_s: float = 1.0
     """How long the store-marker check is cached: a Redis that lost its state is refused at
     most this much later, and the hot path reads the marker at most once per interval."""

@@ -128,6 +128,13 @@ class MeterUsage(_Model):
     aggregation: Annotated[str, one_of(["count", "sum", "distinct", "gauge", "balance"])]
     enforcement: Annotated[str, one_of(m.value for m in EnforcementMode)]
     used: Annotated[int, Meta(description="Amount this period (level for gauges, balance).")]
+    held: Annotated[
+        Nat,
+        Meta(
+            description="Units admission holds keep for usage not counted yet (counters and "
+            "balances); never part of status, thresholds or projection."
+        ),
+    ]
     limit: Annotated[Nat | None, Meta(description="Including this period's extension.")]
     base_limit: Nat | None
     extension: Nat
@@ -309,11 +316,35 @@ class MeterLevel(_Model):
     period: str | None
     used: int
     held: Annotated[
-        Nat, Meta(description="Places admitted imports hold on a gauge until counted.")
+        Nat,
+        Meta(
+            description="Units holds keep on a counter or balance (this request's included); "
+            "places admitted imports hold on a gauge until counted."
+        ),
     ]
     limit: Nat | None
     fits: Annotated[Nat | None, Meta(description="How many more units fit: limit - used - held.")]
     enforcement: str
+
+
+class Hold(_Model):
+    """Units admission keeps for the admitted items until their usage events capture them
+    (docs/api.md, "Holds")."""
+
+    id: Annotated[
+        str, Meta(description="Put it on the usage events of the admitted items (`holdid`).")
+    ]
+    expires_at: Time
+    units: dict[str, Nat]
+
+
+class HoldRelease(_Model):
+    """What releasing a hold freed."""
+
+    account: str
+    hold: str
+    released: bool
+    units: dict[str, Nat]
 
 
 class Admission(_Model):
@@ -327,6 +358,7 @@ class Admission(_Model):
     reason: ReasonCode | None
     meter: str | None
     fits: Nat | None
+    hold: Hold | None
     items: list[AdmissionItem]
     meters: list[MeterLevel]
 
@@ -548,6 +580,6 @@ MODELS: tuple[type[msgspec.Struct], ...] = (
     CampaignAdmission, MessagesInput, ContactsInput, CampaignInput, AutomationsInput, SmsInput,
     Account, AccountList, AccountInput, Plan, PlanList, PlanChange, ContractChange, LimitChange,
     PaidTierChange, ExtensionChange, ExtensionAnswer, TierMismatches, TopUp, TopUpAnswer,
-    SessionInput,
+    SessionInput, HoldRelease,
 )  # fmt: skip
 """Every model the document names (the ones they contain are found through them)."""

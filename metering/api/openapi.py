@@ -303,6 +303,14 @@ def _paths() -> dict[str, Any]:
                 body=_body(models.AutomationsInput),
             )
         },
+        "/v1/accounts/{account}/holds/{hold}": {
+            "delete": _op(
+                "Release a hold",
+                "admission",
+                {**_ok("HoldRelease"), **admission_errors},
+                params=[ACCOUNT, _path_param("hold", v.HOLD_ID, "Hold id (admission's hold.id).")],
+            )
+        },
         "/v1/accounts/{account}/admission/sms": {
             "post": _op(
                 "Admit SMS",

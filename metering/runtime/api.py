@@ -119,6 +119,7 @@ async def running(
         idempotency_ttl_s=settings.api_idempotency_ttl_s,
         events_per_s=settings.api_events_per_s,
         events_burst=settings.api_events_burst,
+        hold_ttl_s=settings.hold_ttl_s,
     )
     client_id = f"metering-api-{socket.gethostname()}-{os.getpid()}"
     store = RedisStateStore.for_api(settings.redis_url)

@@ -68,6 +68,26 @@ def holds_key(account: str, meter: str) -> str:
     return f"{account_prefix(account)}h:{meter}"
 
 
+def hold_expiry_key(account: str) -> str:
+    """Sorted set of the account's admission holds (score: expiry, epoch ms); lua/holds.lua."""
+    return f"{account_prefix(account)}hx"
+
+
+def hold_records_key(account: str) -> str:
+    """Hash hold id -> JSON `{"<meter>:<period>": units}` the hold still holds."""
+    return f"{account_prefix(account)}hd"
+
+
+def held_totals_key(account: str) -> str:
+    """Hash `<meter>:<period>` -> units the account's live holds hold there (their sum)."""
+    return f"{account_prefix(account)}ht"
+
+
+def hold_keys(account: str) -> list[str]:
+    """The three keys of lua/holds.lua, in its order."""
+    return [hold_expiry_key(account), hold_records_key(account), held_totals_key(account)]
+
+
 def balance_key(account: str, meter: str) -> str:
     """Prepaid balance."""
     return f"{account_prefix(account)}b:{meter}"

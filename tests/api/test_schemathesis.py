@@ -45,9 +45,9 @@ def server(stack, _redis_db_numbers) -> Iterator[ServerThread]:  # type: ignore[
         claims.close()
 
 
-OPERATIONS_EXPECTED = 33
+OPERATIONS_EXPECTED = 34
 """Issue 16 added tier mismatches, paid tiers (2), automations and waits (2); issue 19 POST
-/v1/events."""
+/v1/events; issue 21 the release of a hold."""
 NEEDS_KAFKA = {"/v1/wait", "/v1/accounts/{account}/wait"}
 """Read the events topic's offsets: this server runs without Kafka (503 by design there);
 tests/api/test_wait.py runs them on real Kafka."""
