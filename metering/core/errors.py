@@ -38,6 +38,8 @@ Tree (`*` = retriable)::
     │   └── NotPositioned      a partition without a fetch position yet (a seek follows)
     ├── DeliveryError *        the producer SDK: Kafka did not acknowledge an event
     ├── ApiCallFailed          the CLI: the API refused or could not be reached
+    │   └── ApiUnreachable     no answer at all from the API's URL
+    ├── InputError             the CLI: a file it was given cannot be used (names the lines)
     └── BackfillRefused        the backfill's target is not empty
 
 The HTTP face has two exceptions of its own that are not errors of the service but control
@@ -269,5 +271,14 @@ class ApiCallFailed(MeteringError):
     """The API refused or could not be reached; the message carries its problem document."""
 
 
+class ApiUnreachable(ApiCallFailed):
+    """The API did not answer at all (no server at the URL, a timeout)."""
+
+
 class BackfillRefused(MeteringError):
     """The backfill's target cannot be rebuilt into (not empty)."""
+
+
+class InputError(MeteringError):
+    """A file or stream given to the CLI that cannot be used (missing, unreadable, bad lines);
+    the message names the file, the lines and the problem."""

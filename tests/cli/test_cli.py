@@ -51,7 +51,7 @@ def test_plans_validate_names_the_file_field_and_problem(
 ) -> None:
     bad = tmp_path / "bad.toml"  # type: ignore[operator]
     bad.write_text('id = "x"\nname = "x"\n[meters.m]\naggregation = "count"\nperiod = "weekly"\n')
-    assert main(["plans", "validate", str(bad)]) == 2
+    assert main(["plans", "validate", str(bad)]) == 5  # a bad input file
     err = capsys.readouterr().err
     assert "bad.toml" in err
     assert "meters.m.period" in err
