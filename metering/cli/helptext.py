@@ -38,6 +38,12 @@ HELP: dict[str, tuple[list[str], str]] = {
         [KAFKA, "METERING_ACCOUNTS_TOPIC"],
         """echo '{"id": "acct-1", "plan": "clerk"}' | metering accounts put -""",
     ),
+    "accounts list": ([KAFKA, "METERING_ACCOUNTS_TOPIC"], "metering accounts list --json"),
+    "plans list": ([KAFKA, "METERING_ACCOUNTS_TOPIC"], "metering plans list"),
+    "tail": (
+        [KAFKA, "METERING_THRESHOLDS_TOPIC, METERING_STATEMENTS_TOPIC, METERING_TIERS_TOPIC, ..."],
+        "metering tail thresholds --follow | jq .value",
+    ),
     "api": (
         [KAFKA, REDIS, "METERING_API_HOST, METERING_API_PORT", LOGS],
         "METERING_API_PORT=8080 metering api --rate 100",

@@ -22,6 +22,7 @@ import orjson
 from metering.cli.failures import explain
 from metering.cli.helptext import add_epilogs
 from metering.cli.inputs import checked_events, read_input, require_topics
+from metering.cli.listing import add_commands as add_listing_commands
 from metering.core.errors import InputError, MeteringError
 from metering.settings import Settings
 
@@ -493,8 +494,10 @@ counts new events again; events in between are not counted. See docs/plans.md.
 """
 
 
-def _add_plans_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`plans validate` and `plans apply`."""
+def _add_plans_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """`plans validate` and `plans apply` (`plans list`: metering/cli/listing.py)."""
     plans = sub.add_parser("plans", help="validate and apply plan files (TOML)")
     plans_sub = plans.add_subparsers(dest="plans_command", required=True, metavar="ACTION")
     for name, run, text in (
@@ -517,6 +520,7 @@ def _add_plans_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                 "(their events are then counted nowhere; see below)",
             )
         p.set_defaults(run=run)
+    return plans_sub
 
 
 def _version() -> str:
@@ -528,11 +532,8 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="metering",
-        description="Exact usage metering: Kafka usage events -> Redis counters -> thresholds.",
-    )
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    """`--debug` (alias `-v`, `--verbose`) and `--version`."""
     parser.add_argument(
         "-v",
         "--verbose",
@@ -542,6 +543,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="log at DEBUG level and print the traceback of a failure",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metering",
+        description="Exact usage metering: Kafka usage events -> Redis counters -> thresholds.",
+        epilog="exit status: 0 done; 1 not found; 2 refused or a usage error; 3 wait timed "
+        "out; 4 bad setting; 5 bad input file; 6 Kafka unreachable; 7 topic missing; 8 Redis "
+        "unreachable; 9 API unreachable (docs/cli.md). `metering --debug COMMAND` adds the "
+        "traceback of a failure.",
+    )
+    _add_global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("processor", help="run a usage processor (until SIGTERM)")
@@ -560,13 +573,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replication", type=int, default=1, help="replication factor (default 1)")
     p.set_defaults(run=_topics_create)
 
-    _add_plans_commands(sub)
+    plans_sub = _add_plans_commands(sub)
 
     accounts = sub.add_parser("accounts", help="manage accounts")
     accounts_sub = accounts.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
     p = accounts_sub.add_parser("put", help="create or update accounts from JSON (file or -)")
     p.add_argument("file", help="JSON file with one account or a list, or - for stdin")
     p.set_defaults(run=_accounts_put)
+    add_listing_commands(sub, accounts_sub, plans_sub)
 
     p = sub.add_parser("api", help="run the HTTP API and dashboard (METERING_API_HOST/PORT)")
     p.add_argument("--rate", type=float, default=50.0, help="requests/s per API key (50)")

@@ -24,6 +24,10 @@ SUBCOMMANDS = [
     ["plans", "apply"],
     ["accounts"],
     ["accounts", "put"],
+    ["accounts", "list"],
+    ["plans", "list"],
+    ["tail"],
+    ["remind"],
     ["api"],
     ["api-keys"],
     ["closer"],
@@ -43,7 +47,15 @@ def test_every_command_has_help(words: list[str], capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit) as done:
         build_parser().parse_args([*words, "--help"])
     assert done.value.code == 0
-    assert "usage: metering" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "usage: metering" in out
+    if words:  # every subcommand: the variables it reads, an example, where the statuses are
+        assert "\nenvironment:\n" in out
+        example = out.split("\nexample:\n", 1)[1].splitlines()[0]
+        assert "metering " in example
+        assert "exit status: docs/cli.md" in out
+    else:
+        assert "exit status:" in out
 
 
 def test_plans_validate_names_the_file_field_and_problem(
