@@ -55,6 +55,16 @@ class Settings:
     reminder_interval_s: int = 60
     """How often the reminder scheduler (in every processor and `metering closer`) wakes to
     send due reminders; a reminder is sent at most this long after it falls due."""
+    publisher_progress_topic: str = "metering.publisher-progress"
+    """Compacted: the ids the outbox publishers have published, written in the same Kafka
+    transaction as the messages themselves (ADR 0008); one partition per publisher shard."""
+    publisher_transactional_id: str = "metering-publisher"
+    """Prefix of the publishers' Kafka transactional ids (`<prefix>-<shard>`): a publisher
+    taking a shard over fences the one that held it. Unique per deployment on one Kafka."""
+    publisher_shards: int = 1
+    """Shards of the accounts' outboxes (CRC-32 of the account): each is published by one
+    publisher at a time, so up to this many publish in parallel. Change it only with every
+    processor and publisher stopped."""
     consumer_group: str = "metering-processor"
     """Consumer group of the processors; positions in Redis are kept per group."""
     kafka_session_timeout_ms: int = 10_000

@@ -1,26 +1,34 @@
-"""Publishes threshold crossings from the accounts' outboxes in Redis to the threshold topic.
+"""Publishes the accounts' outboxes in Redis (threshold crossings, period statements, tier
+placements) to their topics, each message once for `read_committed` readers.
 
-Order (per account): read outbox entries -> send each to Kafka (idempotent producer, keyed by
-account) -> wait for every acknowledgement -> delete the entries. A crash after sending and
-before deleting sends them again with the same deterministic `id`
-(`account:meter:period:threshold`), so billing sees each crossing at least once and can drop
-repeats by id; a crash before sending only delays them. The outbox index is a hint kept by the
-processor; `sweep()` scans Redis for outboxes whose note was lost.
+Order (per shard of accounts, ADR 0008): hold the shard's claim in Redis -> start the shard's
+transactional producer (`<publisher_transactional_id>-<shard>`; starting it fences whoever held
+the shard before) -> read the progress topic to its end (sinks/publish_progress.py) -> for each
+round of outbox entries: skip (and delete) the entries the progress topic already lists, then in
+ONE Kafka transaction send the others to their topics AND their keys to the progress topic ->
+commit -> delete the entries from Redis. A crash before the commit aborts the transaction
+(readers with `read_committed` never see its messages) and the entries are sent again; a crash
+after it leaves entries that the next holder finds in the progress topic and only deletes. A
+rebuild after Redis was lost re-decides crossings with the same deterministic `id`s: found in
+the progress topic, they are not sent again either. Any Kafka error gives the shard up (the
+producer is closed): the next attempt starts over from the fencing step.
 
 Routing by the entry's `kind` field: absent -> a threshold crossing (body built here) to the
 thresholds topic; `statement` / `tier` (written by the period closer, lua/close_period.lua) ->
 the statements / tiers topic, `reminder` (lua/remind.lua) -> the reminders topic, with the
-entry's `body` sent as is. One outbox per account keeps
-every event of an account in the order it was decided.
+entry's `body` sent as is. One outbox per account keeps every event of an account in the order
+it was decided.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
+import zlib
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -29,7 +37,8 @@ from metering.core.errors import MeteringError
 from metering.core.ports import Clock, OutboxEntry, OutboxStore, wall_clock_ms
 from metering.core.rfc3339 import format_ms
 from metering.settings import Settings
-from streams.kafka import translated
+from sinks.publish_progress import PublishedIds, progress_key, progress_value
+from streams.kafka import new_consumer, new_transactional_producer, translated
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +48,15 @@ cost when the index is long (publishing stuck); the age is then a lower bound, w
 crosses an alert threshold as it keeps growing."""
 _DEFAULT = {f.name: f.default for f in fields(Settings)}
 """The documented defaults (read from the class: nothing is built or read at import)."""
+SHARD_CLAIM_MS = 10_000
+"""A shard's claim lasts this long unless renewed; a publisher renews it on every pass, so a
+dead publisher's shards move to another one after at most this long."""
+_ACCOUNTS_PER_TRANSACTION = 100
+"""Outboxes read into one transaction (up to `_ENTRIES_PER_OUTBOX` entries each)."""
+_ENTRIES_PER_OUTBOX = 500
+
+ProducerFactory = Callable[[int], AIOKafkaProducer]
+"""Shard -> a new, unstarted transactional producer whose transactional id is the shard's."""
 
 
 THRESHOLD_SCHEMA = "metering.threshold/v2"
@@ -85,18 +103,37 @@ def _percent(num: int, den: int) -> int | float:
     return whole if rest == 0 else round(num * 100 / den, 2)
 
 
+def shard_of(account: str, shards: int) -> int:
+    """The shard an account's outbox belongs to (stable across processes and restarts)."""
+    return zlib.crc32(account.encode()) % shards
+
+
+@dataclass
+class _Round:
+    """One transaction's worth of entries, per account."""
+
+    send: dict[str, list[OutboxEntry]] = field(default_factory=dict)
+    """Entries to publish now."""
+    done: dict[str, list[OutboxEntry]] = field(default_factory=dict)
+    """Entries the progress topic lists already: only deleted."""
+    more: list[str] = field(default_factory=list)
+    """Accounts that may hold further entries after this round."""
+
+
 class OutboxPublisher:
-    """Moves crossings from Redis outboxes to the threshold topic."""
+    """Moves outbox entries from Redis to their topics in Kafka transactions, per shard."""
 
     def __init__(
         self,
         store: OutboxStore,
-        producer: AIOKafkaProducer,
+        producers: ProducerFactory,
+        progress: PublishedIds,
         *,
         topic: str,
         statements_topic: str = str(_DEFAULT["statements_topic"]),
         tiers_topic: str = str(_DEFAULT["tiers_topic"]),
         reminders_topic: str = str(_DEFAULT["reminders_topic"]),
+        shards: int = 1,
         on_published: Callable[[int], None] = lambda n: None,
         on_kind_published: Callable[[str, int], None] = lambda kind, n: None,
         on_pending: Callable[[int], None] = lambda n: None,
@@ -109,14 +146,18 @@ class OutboxPublisher:
         outbox shows as a growing age; `on_error` gets each failure the `run` loop survives.
         `on_published` gets the number of crossings delivered, `on_kind_published` the number
         of entries of another kind (`statement`, `tier`, `reminder`)."""
+        if shards < 1:
+            raise ValueError(f"publisher shards must be at least 1, got {shards}")
         self._store = store
-        self._producer = producer
+        self._new_producer = producers
+        self._progress = progress
         self._topic = topic
         self._routes = {
             "statement": statements_topic,
             "tier": tiers_topic,
             "reminder": reminders_topic,
         }
+        self._shards = shards
         self._on_published = on_published
         self._on_kind_published = on_kind_published
         self._on_pending = on_pending
@@ -124,42 +165,154 @@ class OutboxPublisher:
         self._on_error = on_error
         self._clock_ms = clock_ms
         self._owner = uuid.uuid4().hex
+        self._held: dict[int, AIOKafkaProducer] = {}
         self._lock = asyncio.Lock()
         self.published_total = 0
+        self.skipped_total = 0
+        """Entries found already published (in the progress topic) and only deleted."""
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, store: OutboxStore, *, client_id: str, **hooks: object
+    ) -> OutboxPublisher:
+        """A publisher with the topics, shards and transactional ids of `settings`; `hooks`
+        are the `on_*` callbacks. Kafka clients are created when a shard is first taken."""
+
+        def producer(shard: int) -> AIOKafkaProducer:
+            return new_transactional_producer(
+                settings,
+                client_id=f"{client_id}-shard-{shard}",
+                transactional_id=f"{settings.publisher_transactional_id}-{shard}",
+            )
+
+        consumer = new_consumer(
+            settings,
+            group_id=None,
+            client_id=f"{client_id}-progress",
+            isolation_level="read_committed",
+        )
+        return cls(
+            store,
+            producer,
+            PublishedIds(consumer, settings.publisher_progress_topic),
+            topic=settings.thresholds_topic,
+            statements_topic=settings.statements_topic,
+            tiers_topic=settings.tiers_topic,
+            reminders_topic=settings.reminders_topic,
+            shards=settings.publisher_shards,
+            **hooks,  # type: ignore[arg-type]
+        )
 
     async def publish_accounts(self, accounts: list[str]) -> int:
         """Publish every entry of these accounts' outboxes; returns how many were sent.
 
-        Each account's outbox is claimed first (in this process by a lock, across processes
-        by a claim key with a TTL), so two publishers never send the same entries; an account
-        claimed elsewhere is left to its claimant.
+        Accounts of a shard another publisher holds are left to it. A Kafka or Redis error
+        gives the shard being published up and is raised (`MeteringError`); what was
+        committed before stays committed.
         """
+        by_shard: dict[int, list[str]] = {shard: [] for shard in self._held}  # renewed too
+        for account in accounts:
+            by_shard.setdefault(shard_of(account, self._shards), []).append(account)
         async with self._lock:
             sent = 0
             kinds: dict[str, int] = {}
-            for account in accounts:
-                if not await self._store.claim_outbox(account, self._owner):
-                    continue
-                try:
-                    sent += await self._drain(account, kinds)
-                finally:
-                    await self._store.release_outbox(account, self._owner)
-        self.published_total += sent
-        crossings = kinds.pop("", 0)
-        if crossings:
-            self._on_published(crossings)
-        for kind, count in kinds.items():
-            self._on_kind_published(kind, count)
+            try:
+                for shard, names in sorted(by_shard.items()):
+                    producer = await self._hold(shard)
+                    if producer is None or not names:
+                        continue
+                    try:
+                        sent += await self._publish_shard(shard, producer, names, kinds)
+                    except BaseException:
+                        await self._give_up(shard)
+                        raise
+            finally:
+                self.published_total += sent
+                crossings = kinds.pop("", 0)
+                if crossings:
+                    self._on_published(crossings)
+                for kind, count in kinds.items():
+                    self._on_kind_published(kind, count)
         return sent
 
-    async def _drain(self, account: str, kinds: dict[str, int]) -> int:
-        """Publish one account's outbox; counts what was sent per kind ("" for crossings)."""
+    async def _hold(self, shard: int) -> AIOKafkaProducer | None:
+        """The shard's started producer when we hold (or just took) the shard, else None.
+
+        Taking a shard: claim it, start a producer with the shard's transactional id (which
+        fences the previous holder and ends its open transaction), then read the progress
+        topic to its end, which now includes everything the previous holder committed."""
+        if not await self._store.claim_publisher_shard(shard, self._owner, SHARD_CLAIM_MS):
+            if shard in self._held:
+                log.warning("publisher shard %d was taken over by another publisher", shard)
+                await self._give_up(shard, release=False)
+            return None
+        producer = self._held.get(shard)
+        if producer is not None:
+            return producer
+        producer = self._new_producer(shard)
+        try:
+            async with translated(f"start the transactional producer of shard {shard}"):
+                await producer.start()
+            read = await self._progress.catch_up(producer)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 5)
+            await self._store.release_publisher_shard(shard, self._owner)
+            raise
+        log.info(
+            "publishing shard %d of %d (%d published ids known, %d new)",
+            shard,
+            self._shards,
+            len(self._progress),
+            read,
+        )
+        self._held[shard] = producer
+        return producer
+
+    async def _give_up(self, shard: int, *, release: bool = True) -> None:
+        """Close the shard's producer (an open transaction is aborted by the broker or by the
+        next holder) and give the claim back."""
+        producer = self._held.pop(shard, None)
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 5)
+        if release:
+            with contextlib.suppress(MeteringError):
+                await self._store.release_publisher_shard(shard, self._owner)
+
+    async def _publish_shard(
+        self, shard: int, producer: AIOKafkaProducer, accounts: list[str], kinds: dict[str, int]
+    ) -> int:
+        """Publish these accounts (all of `shard`) in rounds of one transaction each."""
         sent = 0
-        while True:
-            entries = await self._store.read_outbox(account)
+        pending = list(accounts)
+        while pending:
+            batch, pending = (
+                pending[:_ACCOUNTS_PER_TRANSACTION],
+                pending[_ACCOUNTS_PER_TRANSACTION:],
+            )
+            work = await self._read_round(batch)
+            self.skipped_total += sum(len(done) for done in work.done.values())
+            if work.send:
+                sent += await self._transaction(shard, producer, work.send, kinds)
+            for account in set(work.send) | set(work.done):
+                gone = [e.entry_id for e in work.send.get(account, []) + work.done.get(account, [])]
+                await self._store.ack_outbox(account, gone)
+            pending = work.more + pending
+            if work.more and not await self._store.claim_publisher_shard(
+                shard, self._owner, SHARD_CLAIM_MS
+            ):
+                raise MeteringError(f"publisher shard {shard} was taken over while publishing")
+        return sent
+
+    async def _read_round(self, accounts: list[str]) -> _Round:
+        """Read the accounts' outboxes; sort entries into to-send and already-published."""
+        work = _Round()
+        for account in accounts:
+            entries = await self._store.read_outbox(account, count=_ENTRIES_PER_OUTBOX)
             if not entries:
-                await self._store.ack_outbox(account, [])
-                return sent
+                await self._store.ack_outbox(account, [])  # drops the index note
+                continue
             unknown = next((e for e in entries if not self._routable(e)), None)
             if unknown is not None:  # written by a newer version: leave it (and what follows)
                 entries = entries[: entries.index(unknown)]
@@ -169,31 +322,69 @@ class OutboxPublisher:
                     unknown.entry_id,
                     unknown.fields.get("kind"),
                 )
-            async with translated(f"publish crossings of {account}"):
-                futures = [await self._send(account, entry) for entry in entries]
-                await asyncio.gather(*futures)
-            await self._store.ack_outbox(account, [e.entry_id for e in entries])
-            sent += len(entries)
+            elif len(entries) == _ENTRIES_PER_OUTBOX:
+                work.more.append(account)
+            seen: set[str] = set()
             for entry in entries:
+                key = progress_key(account, entry)
+                if key in self._progress or key in seen:
+                    work.done.setdefault(account, []).append(entry)
+                else:
+                    seen.add(key)
+                    work.send.setdefault(account, []).append(entry)
+        return work
+
+    async def _transaction(
+        self,
+        shard: int,
+        producer: AIOKafkaProducer,
+        entries: dict[str, list[OutboxEntry]],
+        kinds: dict[str, int],
+    ) -> int:
+        """Send the entries and their progress records in one transaction and commit it."""
+        keys: set[str] = set()
+        partition = shard % max(1, self._progress.partitions)
+        async with translated(f"publish outbox entries of shard {shard}"):
+            await producer.begin_transaction()
+            futures = []
+            for account, batch in entries.items():
+                for entry in batch:
+                    topic, value = self._message(entry)
+                    key = progress_key(account, entry)
+                    keys.add(key)
+                    futures.append(
+                        await producer.send(
+                            topic,
+                            key=account.encode(),
+                            value=value,
+                            headers=[("id", entry.fields.get("id", "").encode())],
+                        )
+                    )
+                    futures.append(
+                        await producer.send(
+                            self._progress.topic,
+                            key=key.encode(),
+                            value=progress_value(account, topic, entry),
+                            partition=partition,
+                        )
+                    )
+            await asyncio.gather(*futures)
+            await producer.commit_transaction()
+        self._progress.add(keys)
+        count = 0
+        for batch in entries.values():
+            for entry in batch:
                 kind = entry.fields.get("kind", "")
                 kinds[kind] = kinds.get(kind, 0) + 1
-            if unknown is not None:
-                return sent
+                count += 1
+        return count
 
-    async def _send(self, account: str, entry: OutboxEntry) -> asyncio.Future[object]:
-        """Queue one entry; the returned future resolves when the broker has it."""
+    def _message(self, entry: OutboxEntry) -> tuple[str, bytes]:
+        """The topic and bytes an entry is published as."""
         kind = entry.fields.get("kind")
         if kind is None:
-            topic, value = self._topic, orjson.dumps(crossing_event(entry))
-        else:
-            topic, value = self._routes[kind], entry.fields.get("body", "").encode()
-        future: asyncio.Future[object] = await self._producer.send(
-            topic,
-            key=account.encode(),
-            value=value,
-            headers=[("id", entry.fields.get("id", "").encode())],
-        )
-        return future
+            return self._topic, orjson.dumps(crossing_event(entry))
+        return self._routes[kind], entry.fields.get("body", "").encode()
 
     def _routable(self, entry: OutboxEntry) -> bool:
         kind = entry.fields.get("kind")
@@ -244,3 +435,11 @@ class OutboxPublisher:
                 delay = min(delay * 2, 5.0)
                 log.warning("publishing crossings failed, retrying in %.1fs: %s", delay, exc)
             await asyncio.sleep(delay)
+
+    async def close(self) -> None:
+        """Close every shard's producer, give the shards back, stop reading progress."""
+        async with self._lock:
+            for shard in list(self._held):
+                await self._give_up(shard)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._progress.stop(), 5)

@@ -115,6 +115,24 @@ def new_producer(settings: Settings, *, client_id: str, linger_ms: int = 5) -> A
     )
 
 
+def new_transactional_producer(
+    settings: Settings, *, client_id: str, transactional_id: str
+) -> AIOKafkaProducer:
+    """A transactional producer: its sends become visible to `read_committed` readers only
+    when its transaction commits, all or none; starting it fences any older producer with
+    the same `transactional_id` (its open transaction is aborted)."""
+    return AIOKafkaProducer(
+        client_id=client_id,
+        transactional_id=transactional_id,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        max_batch_size=512 * 1024,
+        max_request_size=SIDE_OUTPUT_MAX_BYTES,
+        **client_options(settings),
+    )
+
+
 def new_consumer(
     settings: Settings,
     *,

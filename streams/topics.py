@@ -10,6 +10,7 @@
 | tiers_topic          | account  | 3                 | delete, 400 days                    |
 | reminders_topic      | account  | 3                 | delete, 400 days                    |
 | accounts_topic       | plan:/account: id | 1        | compact (the full configuration)    |
+| publisher_progress_topic | kind:id | publisher_shards | compact (ids published, ADR 0008) |
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.tiers_topic, 3, keep),
         TopicSpec(settings.reminders_topic, 3, keep),
         TopicSpec(settings.accounts_topic, 1, {"cleanup.policy": "compact"}),
+        TopicSpec(
+            settings.publisher_progress_topic,
+            max(1, settings.publisher_shards),
+            {"cleanup.policy": "compact"},
+        ),
     ]
 
 

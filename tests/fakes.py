@@ -73,7 +73,7 @@ class MemoryOutboxes:
     def __init__(self) -> None:
         self._outboxes: dict[str, list[OutboxEntry]] = {}
         self._index: set[str] = set()
-        self._claims: dict[str, str] = {}
+        self._claims: dict[int, str] = {}
         self._ids = itertools.count(1)
 
     def add(self, account: str, fields: dict[str, str]) -> None:
@@ -90,15 +90,13 @@ class MemoryOutboxes:
     async def sweep_outboxes(self) -> list[str]:
         return sorted(account for account, entries in self._outboxes.items() if entries)
 
-    async def claim_outbox(self, account: str, owner: str, ttl_ms: int = 10_000) -> bool:
-        if account in self._claims:
-            return False
-        self._claims[account] = owner
-        return True
+    async def claim_publisher_shard(self, shard: int, owner: str, ttl_ms: int) -> bool:
+        holder = self._claims.setdefault(shard, owner)
+        return holder == owner
 
-    async def release_outbox(self, account: str, owner: str) -> None:
-        if self._claims.get(account) == owner:
-            del self._claims[account]
+    async def release_publisher_shard(self, shard: int, owner: str) -> None:
+        if self._claims.get(shard) == owner:
+            del self._claims[shard]
 
     async def read_outbox(self, account: str, count: int = 500) -> list[OutboxEntry]:
         return list(self._outboxes.get(account, [])[:count])

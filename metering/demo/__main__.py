@@ -55,6 +55,8 @@ def run_settings(base: Settings, run: str) -> Settings:
         statements_topic=f"demo.{run}.period-statements",
         tiers_topic=f"demo.{run}.tier-placements",
         reminders_topic=f"demo.{run}.reminders",
+        publisher_progress_topic=f"demo.{run}.publisher-progress",
+        publisher_transactional_id=f"demo-{run}-publisher",
         consumer_group=f"demo-{run}",
         events_partitions=3,
     )
@@ -123,7 +125,10 @@ async def watch(settings: Settings, stop: asyncio.Event, seen: dict[str, int]) -
         settings.reminders_topic: "reminders",
     }
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",  # as billing reads: published messages only, once
     )
     await consumer.start()
     try:

@@ -242,13 +242,8 @@ async def _run(
     whole = all(starts[tp] == 0 for tp in tps)
     publisher = None
     if publish:
-        publisher = OutboxPublisher(
-            target,
-            producer,
-            topic=settings.thresholds_topic,
-            statements_topic=settings.statements_topic,
-            tiers_topic=settings.tiers_topic,
-            reminders_topic=settings.reminders_topic,
+        publisher = OutboxPublisher.from_settings(
+            settings, target, client_id="metering-backfill-publisher"
         )
     closer = PeriodCloser(
         target,
@@ -257,7 +252,12 @@ async def _run(
         partitions=_fixed(p.partition for p in tps),
     )
     closed = await closer.close_pass()
-    published = await publisher.sweep() if publisher is not None else 0
+    published = 0
+    if publisher is not None:
+        try:
+            published = await publisher.sweep()
+        finally:
+            await publisher.close()
     return BackfillReport(
         events=bar.done,
         seconds=bar.elapsed_s,

@@ -48,14 +48,7 @@ async def closer_app(
     config_consumer = new_consumer(settings, group_id=None, client_id="metering-closer-config")
     directory = Directory()
     follower = ConfigFollower(config_consumer, settings.accounts_topic, directory)
-    publisher = OutboxPublisher(
-        store,
-        producer,
-        topic=settings.thresholds_topic,
-        statements_topic=settings.statements_topic,
-        tiers_topic=settings.tiers_topic,
-        reminders_topic=settings.reminders_topic,
-    )
+    publisher = OutboxPublisher.from_settings(settings, store, client_id="metering-closer")
 
     async def partitions() -> Iterable[int]:
         async with translated("read partitions"):
@@ -83,6 +76,7 @@ async def closer_app(
             await follower.catch_up()
             yield CloserApp(follower, publisher, closer, reminders)
     finally:
+        await publisher.close()
         await store.close()
 
 

@@ -93,13 +93,10 @@ async def running(
     def published_kind(kind: str, count: int) -> None:
         kind_counters[kind].inc(count)
 
-    publisher = OutboxPublisher(
+    publisher = OutboxPublisher.from_settings(
+        settings,
         store,
-        producer,
-        topic=settings.thresholds_topic,
-        statements_topic=settings.statements_topic,
-        tiers_topic=settings.tiers_topic,
-        reminders_topic=settings.reminders_topic,
+        client_id=f"{client_id}-publisher",
         on_published=metrics.published.inc,
         on_kind_published=published_kind,
         on_pending=metrics.outbox_accounts.set,
@@ -161,9 +158,12 @@ async def running(
         async with started(producer, config_consumer, consumer):
             await follower.catch_up()
             consumer.subscribe([settings.events_topic], listener=processor.listener())
-            yield ProcessorApp(
-                settings, registry, processor, follower, publisher, metrics, closer, reminders
-            )
+            try:
+                yield ProcessorApp(
+                    settings, registry, processor, follower, publisher, metrics, closer, reminders
+                )
+            finally:
+                await publisher.close()
     finally:
         await store.close()
 

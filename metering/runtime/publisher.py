@@ -2,8 +2,8 @@
 
 Every processor runs a publisher task already; a standalone one is for deployments that want
 crossings, statements and tier events published by a process of their own (or as a backstop
-that sweeps every outbox while processors are down). Claims keep it from sending the same
-entries as a processor's publisher.
+that sweeps every outbox while processors are down). Shard claims and Kafka transactions keep
+it from sending what a processor's publisher sends (ADR 0008).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from metering.runtime.process import metrics_registry, stop_on_signals
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
-from streams.kafka import new_producer, translated
 from streams.metrics import ProcessorMetrics
 
 log = logging.getLogger(__name__)
@@ -29,18 +28,13 @@ async def run_publisher(
     """Publish until `stop` is set."""
     metrics = ProcessorMetrics.create(registry)
     store = RedisStateStore.from_url(settings.redis_url)
-    producer = new_producer(settings, client_id="metering-publisher")
-    async with translated("start the publisher's producer"):
-        await producer.start()
-    publisher = OutboxPublisher(
+    publisher = OutboxPublisher.from_settings(
+        settings,
         store,
-        producer,
-        topic=settings.thresholds_topic,
-        statements_topic=settings.statements_topic,
-        tiers_topic=settings.tiers_topic,
-        reminders_topic=settings.reminders_topic,
+        client_id="metering-publisher",
         on_published=metrics.published.inc,
         on_pending=metrics.outbox_accounts.set,
+        on_error=metrics.count_error,
     )
     task = asyncio.create_task(publisher.run())
     try:
@@ -48,7 +42,7 @@ async def run_publisher(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await producer.stop()
+        await publisher.close()
         await store.close()
 
 

@@ -98,9 +98,10 @@ OUTBOX_PATTERN = "mtr:{*}:o"
 """Scan pattern of every account's outbox (the publisher's sweep)."""
 
 
-def outbox_claim_key(account: str) -> str:
-    """Held by the one publisher sending this account's outbox (no two send the same entry)."""
-    return f"{account_prefix(account)}oc"
+def publisher_shard_key(shard: int) -> str:
+    """Held (with an expiry) by the one publisher sending the outboxes of this shard of the
+    accounts; it then owns the shard's Kafka transactional id (sinks/outbox_publisher.py)."""
+    return f"mtr:publisher:shard:{shard}"
 
 
 def suppressions_key(account: str) -> str:

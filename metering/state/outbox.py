@@ -1,13 +1,19 @@
-"""The outbox publisher's part of the store: the index of non-empty outboxes, claims, reads
-and acknowledgements. Typed by `metering.core.ports.OutboxStore`."""
+"""The outbox publisher's part of the store: the index of non-empty outboxes, shard claims,
+reads and acknowledgements. Typed by `metering.core.ports.OutboxStore`.
+
+What was published is decided by Kafka (the publisher's progress topic, ADR 0008); the
+entries here are deleted after the fact, so an acknowledgement lost in a crash only leaves
+entries that the next publisher recognises as published and deletes."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from redis.commands.core import AsyncScript
+
 from metering.core.ports import OutboxEntry
 from metering.state import keys
-from metering.state.connection import RedisConnection, text, translated
+from metering.state.connection import RedisConnection, load_script, text, translated
 
 
 class OutboxState(RedisConnection):
@@ -37,16 +43,24 @@ class OutboxState(RedisConnection):
             ]
         return sorted(found)
 
-    async def claim_outbox(self, account: str, owner: str, ttl_ms: int = 10_000) -> bool:
-        """Take the right to publish `account`'s outbox for `ttl_ms` (False: someone has it)."""
-        async with translated("claim outbox"):
-            got = await self._client.set(keys.outbox_claim_key(account), owner, nx=True, px=ttl_ms)
-        return bool(got)
+    _claim_shard: AsyncScript | None = None
+    """Registered on first use (only publishers claim shards)."""
 
-    async def release_outbox(self, account: str, owner: str) -> None:
-        """Give the claim back if we still hold it."""
-        async with translated("release outbox"):
-            await self._release(keys=[keys.outbox_claim_key(account)], args=[owner])
+    async def claim_publisher_shard(self, shard: int, owner: str, ttl_ms: int) -> bool:
+        """Take, or keep, the right to publish this shard's outboxes for `ttl_ms` (False:
+        another publisher holds it). Holding it again extends the expiry."""
+        if self._claim_shard is None:
+            self._claim_shard = self._client.register_script(load_script("claim_shard.lua"))
+        async with translated("claim publisher shard"):
+            got = await self._claim_shard(
+                keys=[keys.publisher_shard_key(shard)], args=[owner, ttl_ms]
+            )
+        return bool(int(got))
+
+    async def release_publisher_shard(self, shard: int, owner: str) -> None:
+        """Give the shard back if we still hold it."""
+        async with translated("release publisher shard"):
+            await self._release(keys=[keys.publisher_shard_key(shard)], args=[owner])
 
     async def read_outbox(self, account: str, count: int = 500) -> list[OutboxEntry]:
         """Oldest entries first."""

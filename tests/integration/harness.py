@@ -48,6 +48,8 @@ async def make_settings(
         late_topic=await topic_factory(1),
         thresholds_topic=await topic_factory(1),
         accounts_topic=await topic_factory(1),
+        publisher_progress_topic=await topic_factory(1),
+        publisher_transactional_id=f"it-publisher-{uuid.uuid4().hex[:8]}",
         consumer_group=f"it-{uuid.uuid4().hex[:8]}",
         metrics_port=0,
         grace_s=3600,
@@ -120,11 +122,13 @@ def encoded(docs: Iterable[dict[str, Any]]) -> list[tuple[bytes | None, bytes | 
 
 
 async def read_topic(settings: Settings, topic: str, *, expect: int, timeout_s: float = 60):  # type: ignore[no-untyped-def]
-    """Read a topic from the beginning until `expect` records arrived (or the timeout)."""
+    """Read a topic from the beginning until `expect` records arrived (or the timeout), with
+    `read_committed` as billing reads: messages of aborted transactions are not seen."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level="read_committed",
     )
     parts = await partitions_of(settings, topic)
     await consumer.start()

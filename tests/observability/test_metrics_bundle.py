@@ -130,8 +130,8 @@ def test_count_error_by_system() -> None:
 
 
 class _FakeStore:
-    """The few store calls `publish_indexed` makes; every outbox is claimed elsewhere, so the
-    publisher only measures and sends nothing."""
+    """The few store calls `publish_indexed` makes; every shard is claimed elsewhere, so the
+    publisher only measures and sends nothing (no Kafka client is ever made)."""
 
     def __init__(self, outboxes: dict[str, list[int]]) -> None:
         self.outboxes = outboxes
@@ -145,7 +145,7 @@ class _FakeStore:
             for at in self.outboxes[account][:count]
         ]
 
-    async def claim_outbox(self, account: str, owner: str, ttl_ms: int = 10_000) -> bool:
+    async def claim_publisher_shard(self, shard: int, owner: str, ttl_ms: int) -> bool:
         return False
 
 
@@ -155,6 +155,7 @@ async def test_publisher_reports_pending_outboxes_and_the_oldest_entry_age() -> 
     store = _FakeStore({"a": [40_000, 90_000], "b": [70_000], "c": []})
     publisher = OutboxPublisher(
         cast(RedisStateStore, store),
+        cast(Any, None),
         cast(Any, None),
         topic="t",
         on_pending=metrics.outbox_accounts.set,

@@ -24,6 +24,7 @@ Faults per case (counted in `CaseResult.faults`):
 | `redis_flushed_while_running` | FLUSHALL under a running processor: StateLost, no count from 0 |
 | `redis_restored_from_backup` | Redis restored from an older backup under a running processor |
 | `log_start_deleted` | Redis emptied and the log's start deleted: StateLost, exit non-zero |
+| `publisher_kills` | processor SIGKILLed the moment its publisher writes to the thresholds topic |
 """
 
 from __future__ import annotations
@@ -1121,6 +1122,50 @@ async def _delete_up_to(bootstrap: str, tp: TopicPartition, offset: int) -> int:
     return result[tp]
 
 
+async def publisher_kills(bootstrap: str, scale: Scale, seed: int) -> CaseResult:
+    """SIGKILL the processor (and the publisher it runs) right when the thresholds topic grows,
+    i.e. between the publisher's sends and the acknowledgement of its outbox entries: inside
+    the open transaction, between its commit and the deletion of the entries in Redis, or
+    just after. `compare` reads with `read_committed`, as billing does, and fails the case on
+    any id seen twice (ADR 0008)."""
+    async with opened("publisher_kills", bootstrap, seed) as case:
+        stream = asyncio.create_task(
+            case.producer.stream(case.workload, scale.events, duration_s=scale.stream_s)
+        )
+        watch = AIOKafkaConsumer(bootstrap_servers=bootstrap)  # read_uncommitted: sees sends
+        await watch.start()
+        try:
+            tp = TopicPartition(case.settings.thresholds_topic, 0)
+            proc = case.spawn()
+            missed = 0
+            for _ in range(scale.kills + 3):
+                if not await _grows(watch, tp, within_s=30):
+                    missed += 1  # nothing published for 30 s: kill anyway
+                proc.kill()
+                case.fault("SIGKILL while publishing")
+                await case.producer.send(case.workload.records(100))  # more crossings to come
+                proc = case.spawn()
+            if missed:
+                case.result.notes.append(f"{missed} kills found nothing being published")
+        finally:
+            await watch.stop()
+        await stream
+        await case.finish(scale)
+        return case.result
+
+
+async def _grows(watch: AIOKafkaConsumer, tp: TopicPartition, *, within_s: float) -> bool:
+    """Whether the partition's end offset (uncommitted records included) moves within
+    `within_s`, polled every 5 ms so that the kill lands inside the publisher's round."""
+    before = (await watch.end_offsets([tp]))[tp]
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if (await watch.end_offsets([tp]))[tp] != before:
+            return True
+        await asyncio.sleep(0.005)
+    return False
+
+
 CASES: dict[str, Callable[[str, Scale, int], Awaitable[CaseResult]]] = {
     "baseline": baseline,
     "sigkill": sigkill,
@@ -1137,4 +1182,5 @@ CASES: dict[str, Callable[[str, Scale, int], Awaitable[CaseResult]]] = {
     "hostile_config": hostile_config,
     "oversized": oversized,
     "retention_behind": retention_behind,
+    "publisher_kills": publisher_kills,
 }

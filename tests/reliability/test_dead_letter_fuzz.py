@@ -134,8 +134,11 @@ async def processor(settings: Settings) -> AsyncIterator[CollectorRegistry]:
         await asyncio.wait_for(task, 60)
 
 
-def oracle(settings: Settings, values: list[bytes | None], now: int) -> list[str]:
-    """Per offset: a reject reason, "late", or "counted" — the pure mapper's verdict."""
+def oracle(
+    settings: Settings, records: list[tuple[bytes | None, bytes | None]], now: int
+) -> list[str]:
+    """Per offset: a reject reason, "late", or "counted" — the pure mapper's verdict on the
+    record's key and value (a key naming another account than the subject is `key_mismatch`)."""
     directory = Directory()
     directory.put_plan(load_plan(PLAN_FILE))
     for account in ACCOUNTS:
@@ -146,9 +149,9 @@ def oracle(settings: Settings, values: list[bytes | None], now: int) -> list[str
     )
     watermark = 0
     verdicts = []
-    for value in values:
+    for key, value in records:
         try:
-            mapped = mapper.map(value, now_ms=now, watermark_ms=watermark)
+            mapped = mapper.map(value, now_ms=now, watermark_ms=watermark, key=key)
         except EventRejected as refusal:
             verdicts.append(str(refusal.reason))
             continue
@@ -180,11 +183,10 @@ async def test_fuzzed_records_are_dead_lettered_with_their_reason_and_counting_g
     finally:
         await store.close()
 
-    values = [value for _, value in records]
-    expected = oracle(settings, values, before)
+    expected = oracle(settings, records, before)
     # A record stamped just beyond now + 5 min when produced may be on time for the processor
     # a moment later: such a record may be either.
-    loose = oracle(settings, values, after)
+    loose = oracle(settings, records, after)
     ambiguous = {i for i, (a, b) in enumerate(zip(expected, loose, strict=True)) if a != b}
     rejected = {i: v for i, v in enumerate(expected) if v not in ("late", "counted")}
     assert len(rejected) > RECORDS // 3, Counter(expected)
@@ -202,9 +204,9 @@ async def test_fuzzed_records_are_dead_lettered_with_their_reason_and_counting_g
     for offset, record in by_offset.items():
         headers = dict(record.headers)
         if offset not in ambiguous:
-            assert headers["reason"].decode() == rejected[offset], (offset, values[offset])
+            assert headers["reason"].decode() == rejected[offset], (offset, records[offset][1])
         assert headers["reason"].decode() in {r.value for r in RejectReason}
-        assert record.value == values[offset]  # the original bytes, untouched
+        assert record.value == records[offset][1]  # the original bytes, untouched
         assert record.key == records[offset][0]
         assert len(headers["detail"]) <= 1024
     counts = Counter(expected[i] for i in by_offset if i not in ambiguous)

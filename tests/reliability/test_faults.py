@@ -1,10 +1,10 @@
 """The fault suite, reduced: every case of tests/reliability/cases.py once, at `REDUCED` scale.
 
 Each case streams a known event set, injects its fault mid-stream, and then checks that every
-counter equals the truth exactly, that every expected crossing id was published (duplicate
-deliveries allowed: the publisher is at-least-once) and that every rejected record reached the
-dead-letter topic. The full-length run (`deploy/faults`, docs/reliability.md) uses the same
-cases at `FULL` scale.
+counter equals the truth exactly, that every expected crossing id was published exactly once
+for a `read_committed` reader (the publisher's Kafka transactions, ADR 0008) and that every
+rejected record reached the dead-letter topic. The full-length run (`deploy/faults`,
+docs/reliability.md) uses the same cases at `FULL` scale.
 """
 
 from __future__ import annotations

@@ -304,6 +304,8 @@ def sasl_settings(broker: SaslKafka, redis_url: str, mechanism: str, password: s
         accounts_topic=f"{prefix}.accounts",
         statements_topic=f"{prefix}.statements",
         tiers_topic=f"{prefix}.tiers",
+        publisher_progress_topic=f"{prefix}.publisher-progress",
+        publisher_transactional_id=f"{prefix}.publisher",
         events_partitions=1,
         consumer_group=f"sasl-{uuid.uuid4().hex[:6]}",
         metrics_port=0,

@@ -219,6 +219,7 @@ async def create_topics(
         "late_topic": f"{prefix}.late",
         "thresholds_topic": f"{prefix}.thresholds",
         "accounts_topic": f"{prefix}.accounts",
+        "publisher_progress_topic": f"{prefix}.publisher-progress",
     }
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -253,6 +254,7 @@ def case_settings(bootstrap: str, redis_url: str, topics: dict[str, str]) -> Set
         kafka_bootstrap=bootstrap,
         redis_url=redis_url,
         consumer_group=f"faults-{uuid.uuid4().hex[:8]}",
+        publisher_transactional_id=f"faults-publisher-{uuid.uuid4().hex[:8]}",
         metrics_port=0,
         grace_s=3600,
         kafka_session_timeout_ms=6_000,
@@ -362,7 +364,10 @@ async def read_all(
     finally:
         await probe.stop()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",  # as billing reads: each published id once
     )
     await consumer.start()
     try:
@@ -407,7 +412,8 @@ class Verdict:
     crossings_missing: int = 0
     crossings_unexpected: int = 0
     crossing_deliveries: int = 0
-    """Records on the thresholds topic (at least once: may exceed the distinct ids)."""
+    """Records on the thresholds topic read with `read_committed`: exactly the distinct ids
+    (the publisher's Kafka transactions, ADR 0008); more is a duplicate and fails the case."""
     dead_letters_expected: int = 0
     dead_letters_missing: int = 0
     dead_letter_deliveries: int = 0
@@ -420,6 +426,7 @@ class Verdict:
             and not self.mismatches
             and self.crossings_missing == 0
             and self.crossings_unexpected == 0
+            and self.crossing_duplicates == 0
             and self.dead_letters_missing == 0
         )
 
@@ -433,7 +440,8 @@ class Verdict:
             f"lost {self.lost}, doubled {self.doubled}, mismatched accounts "
             f"{len(self.mismatches)}; crossings expected {self.crossings_expected}, distinct "
             f"published {self.crossings_distinct}, missing {self.crossings_missing}, "
-            f"unexpected {self.crossings_unexpected}, deliveries {self.crossing_deliveries}; "
+            f"unexpected {self.crossings_unexpected}, deliveries {self.crossing_deliveries} "
+            f"(duplicates {self.crossing_duplicates}); "
             f"dead letters expected {self.dead_letters_expected}, missing "
             f"{self.dead_letters_missing}, deliveries {self.dead_letter_deliveries}"
             + (f"; first mismatches: {self.mismatches[:3]}" if self.mismatches else "")

@@ -183,7 +183,9 @@ async def publish_config(settings: Settings) -> None:
 async def read_all(settings: Settings, topic: str) -> list[Any]:
     """Every record of `topic`, up to its end offsets now."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
     )
     await consumer.start()
     try:
@@ -288,6 +290,9 @@ async def test_backfill_from_kafka_equals_live_processing(
         statements_topic=await topic_factory(1),
         tiers_topic=await topic_factory(1),
         thresholds_topic=await topic_factory(1),
+        # What the live publishers published is not on these topics: published afresh.
+        publisher_progress_topic=await topic_factory(1),
+        publisher_transactional_id=f"{settings.publisher_transactional_id}-again",
     )
     env = env_of(again)
     env["METERING_STATEMENTS_TOPIC"] = again.statements_topic

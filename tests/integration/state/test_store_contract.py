@@ -116,12 +116,13 @@ async def test_a_sweep_finds_outboxes_whose_index_note_was_lost(outboxes: Outbox
     assert await outboxes.store.sweep_outboxes() == ["b2"]
 
 
-async def test_outbox_claims_are_exclusive_until_released(outboxes: Outboxes) -> None:
+async def test_publisher_shard_claims_are_exclusive_until_released(outboxes: Outboxes) -> None:
     store = outboxes.store
-    assert await store.claim_outbox("a1", "p1")
-    assert not await store.claim_outbox("a1", "p2")
-    assert not await store.claim_outbox("a1", "p1")
-    await store.release_outbox("a1", "p2")  # not the holder: nothing happens
-    assert not await store.claim_outbox("a1", "p2")
-    await store.release_outbox("a1", "p1")
-    assert await store.claim_outbox("a1", "p2")
+    assert await store.claim_publisher_shard(0, "p1", 10_000)
+    assert not await store.claim_publisher_shard(0, "p2", 10_000)
+    assert await store.claim_publisher_shard(0, "p1", 10_000)  # the holder keeps it
+    assert await store.claim_publisher_shard(1, "p2", 10_000)  # shards are independent
+    await store.release_publisher_shard(0, "p2")  # not the holder: nothing happens
+    assert not await store.claim_publisher_shard(0, "p2", 10_000)
+    await store.release_publisher_shard(0, "p1")
+    assert await store.claim_publisher_shard(0, "p2", 10_000)

@@ -64,6 +64,7 @@ TOPIC_FIELDS = [
     "tiers",
     "reminders",
     "accounts",
+    "publisher_progress",
 ]
 
 

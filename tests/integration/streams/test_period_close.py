@@ -443,68 +443,6 @@ async def test_the_clerk_seed_tiers_from_three_closed_months(store: RedisStateSt
     assert {s["start"] for s in statements if s["period"] == "2026-07"} == {"2026-06-30T22:00:00Z"}
 
 
-class FakeProducer:
-    """Records what the publisher sends; every send is acknowledged at once."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, bytes, dict[str, bytes]]] = []
-
-    async def send(
-        self, topic: str, *, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
-    ) -> asyncio.Future[object]:
-        self.sent.append((topic, key, value, dict(headers)))
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
-
-
-async def test_the_publisher_routes_statements_and_tiers_to_their_topics(
-    store: RedisStateStore, redis_url: str
-) -> None:
-    import redis.asyncio as aioredis  # noqa: PLC0415
-
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        key = "mtr:{a1}:o"
-        entry = {"id": "x1", "account": "a1", "meter": "emails", "period": "2026-07"}
-        entry |= {"threshold": "at_risk", "num": 4, "den": 5, "strict": 0, "limit": 10}
-        entry |= {"used": 8, "before": 7, "at_ms": 1, "event_ms": 1}  # as lua/apply.lua writes
-        await client.xadd(key, entry)
-        await client.xadd(key, {"id": "s1", "kind": "statement", "body": '{"id":"s1"}'})
-        await client.xadd(key, {"id": "t1", "kind": "tier", "body": '{"id":"t1"}'})
-        await client.xadd(key, {"id": "n1", "kind": "from-the-future", "body": "{}"})
-        await client.xadd(key, {"id": "s2", "kind": "statement", "body": '{"id":"s2"}'})
-    finally:
-        await client.aclose()
-    producer = FakeProducer()
-    counted: list[tuple[str, int]] = []
-    publisher = OutboxPublisher(
-        store,
-        cast(Any, producer),
-        topic="thr",
-        statements_topic="stm",
-        tiers_topic="tie",
-        on_published=lambda n: counted.append(("crossing", n)),
-        on_kind_published=lambda kind, n: counted.append((kind, n)),
-    )
-
-    sent = await publisher.publish_accounts(["a1"])
-
-    assert sent == 3
-    assert sorted(counted) == [("crossing", 1), ("statement", 1), ("tier", 1)]
-    assert [(t, v) for t, _, v, _ in producer.sent[1:]] == [
-        ("stm", b'{"id":"s1"}'),
-        ("tie", b'{"id":"t1"}'),
-    ]
-    crossing = producer.sent[0]
-    assert crossing[0] == "thr"
-    assert orjson.loads(crossing[2])["type"] == "threshold.crossed"
-    assert [h["id"] for _, _, _, h in producer.sent] == [b"x1", b"s1", b"t1"]
-    # An entry of a kind this publisher does not know waits (with what follows) for one that does.
-    left = await store.read_outbox("a1")
-    assert [e.fields["id"] for e in left] == ["n1", "s2"]
-
-
 class _LateLog(_SideCounts):
     """Records what goes to the late topic: (partition, offset, meters)."""
 
