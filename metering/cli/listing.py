@@ -156,12 +156,14 @@ def _line(partition: int, record: Any) -> str:
         value = orjson.loads(record.value) if record.value is not None else None
     except orjson.JSONDecodeError:
         value = record.value.decode("utf-8", "replace")
-    doc = {
+    doc: dict[str, object] = {
         "partition": partition,
         "offset": record.offset,
         "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
         "value": value,
     }
+    if record.headers:  # the dead-letter and late topics' reasons travel in headers
+        doc["headers"] = {k: v.decode("utf-8", "replace") for k, v in record.headers}
     return orjson.dumps(doc).decode()
 
 
@@ -180,8 +182,9 @@ def add_commands(
     p = sub.add_parser(
         "tail",
         help="print records of a topic as JSON lines (thresholds, statements, tiers...)",
-        description="Prints one JSON object per record: partition, offset, key and the value "
-        "(parsed JSON). By default the last --last records of each partition, then exits; "
+        description="Prints one JSON object per record: partition, offset, key, the value "
+        "(parsed JSON) and the headers when there are (the dead-letter reason). "
+        "By default the last --last records of each partition, then exits; "
         "--follow keeps printing new records until Ctrl-C.",
     )
     p.add_argument("which", choices=sorted(TAILS), help="which topic (its METERING_*_TOPIC)")
