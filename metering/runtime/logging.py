@@ -77,6 +77,10 @@ class TextFormatter(logging.Formatter):
         return f"{first} [{extra}]{sep}{rest}"
 
 
+class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler `configure_logging` installs (and replaces when called again)."""
+
+
 def parse_level(raw: str) -> int:
     """The `logging` level of a METERING_LOG_LEVEL value (case-insensitive)."""
     name = raw.strip().upper()
@@ -89,7 +93,8 @@ def parse_level(raw: str) -> int:
 def configure_logging(
     level: str, log_format: str, *, stream: TextIO | None = None, debug: bool = False
 ) -> None:
-    """Install our handler on the root logger (replacing any), once per process start.
+    """Install our handler on the root logger (replacing an earlier one of ours), once per
+    process start.
 
     `debug` (the CLI's `--debug`/`--verbose`) forces DEBUG whatever the setting says."""
     if log_format not in FORMATS:
@@ -99,12 +104,13 @@ def configure_logging(
     resolved = logging.DEBUG if debug else parse_level(level)
     out = sys.stderr if stream is None else stream
     use_json = log_format == "json" or (log_format == "auto" and not out.isatty())
-    handler = logging.StreamHandler(out)
+    handler = _OurHandler(out)
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     handler.addFilter(ContextFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if isinstance(old, _OurHandler):  # an earlier call's; others (a test runner's) stay
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(resolved)
     for name in QUIET_LIBRARIES:
