@@ -249,10 +249,11 @@ SCHEMAS: dict[str, Any] = {
             "ladders": {
                 "type": "array",
                 "items": _obj(
-                    ["ladder", "meter", "source", "note", "placement"],
+                    ["ladder", "meter", "bounds", "source", "note", "placement"],
                     {
                         "ladder": _STR,
                         "meter": _STR,
+                        "bounds": {"type": "array", "items": _INT},
                         "source": {"type": "string", "enum": ["counters", "unavailable"]},
                         "note": _nullable(_STR),
                         "placement": _nullable(

@@ -176,6 +176,7 @@ async def tiers(request: Request) -> Response:
                 {
                     "ladder": ladder.name,
                     "meter": meter.name,
+                    "bounds": list(ladder.up_to),
                     "source": "unavailable",
                     "note": "gauges have no monthly totals until period-close rollups exist",
                     "placement": None,
@@ -192,6 +193,7 @@ async def tiers(request: Request) -> Response:
             {
                 "ladder": ladder.name,
                 "meter": meter.name,
+                "bounds": list(ladder.up_to),
                 "source": "counters",
                 "note": None,
                 "placement": placement_json(placement, meter.name, months),

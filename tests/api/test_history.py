@@ -72,6 +72,7 @@ async def test_tiers_are_placed_by_the_last_three_closed_months(
         await redis.set(f"mtr:{{clerk}}:c:searches:{month}", used)
     response = await api.client.get("/v1/accounts/clerk/tiers", headers=api.as_account("clerk"))
     ladders = {entry["ladder"]: entry for entry in response.json()["ladders"]}
+    assert ladders["search"]["bounds"] == [5000, 10000, 25000, 50000, 100000, 250000]
     search = ladders["search"]["placement"]
     assert search["up_to"] == 25_000
     assert search["average_exact"] == "60001/3"
