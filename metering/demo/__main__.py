@@ -9,7 +9,7 @@ import shlex
 import sys
 import time
 import urllib.request
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import orjson
@@ -65,14 +65,7 @@ def run_settings(base: Settings, run: str) -> Settings:
 CLI_FIELDS = (
     "kafka_bootstrap",
     "redis_url",
-    "events_topic",
-    "dead_letter_topic",
-    "late_topic",
-    "thresholds_topic",
-    "accounts_topic",
-    "statements_topic",
-    "tiers_topic",
-    "reminders_topic",
+    *(f.name for f in fields(Settings) if f.name.endswith("_topic")),
     "consumer_group",
 )
 """The settings a `metering` command in another shell needs to work on this run's topics."""
