@@ -21,6 +21,7 @@ from metering.core.errors import (
     PlanError,
     StateStoreUnavailable,
     StreamUnavailable,
+    TopicMissing,
 )
 from metering.settings import Settings
 
@@ -50,17 +51,6 @@ class Failure:
 
     line: str
     code: Exit
-
-
-class TopicMissing(MeteringError):
-    """A topic the command reads or writes does not exist."""
-
-    def __init__(self, topics: list[str], variables: list[str]) -> None:
-        names = ", ".join(f"{t} ({v})" for t, v in zip(topics, variables, strict=True))
-        super().__init__(
-            f"Kafka topic missing: {names}; create it with `metering topics create`, or point "
-            f"the variable at an existing topic (`deploy/demo` prints its run's exports)"
-        )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from metering.core.errors import EventRejected, InputError
+from metering.core.errors import EventRejected, InputError, TopicMissing
 from metering.settings import Settings
 
 SHOWN_BAD_LINES = 10
@@ -76,7 +76,6 @@ def checked_events(raw: bytes, name: str, settings: Settings) -> list[tuple[byte
 async def require_topics(settings: Settings, fields: list[str]) -> None:
     """Raise `TopicMissing` naming each of these topics (Settings field names) that the
     cluster does not have, with the variable that names it."""
-    from metering.cli.failures import TopicMissing  # noqa: PLC0415
     from streams.kafka import new_consumer, started  # noqa: PLC0415
 
     consumer = new_consumer(settings, group_id=None, client_id="metering-cli-topics")
