@@ -140,6 +140,15 @@ def test_usage_and_admission_through_the_api(
         assert "over" not in row
         assert main(["usage", "other", *base]) == 2  # another account's data: refused
         assert "403" in capsys.readouterr().err
+        # --json: the API's own answer, for scripts and jq
+        assert main(["usage", "acton", "--json", *base]) == 0
+        usage = orjson.loads(capsys.readouterr().out)
+        meter = next(m for m in usage["meters"] if m["meter"] == "active_contacts")
+        assert (meter["used"], meter["state"]) == (5, "at_limit")
+        assert main(["admit", "acton", "messages", "c0", "c9", "--json", *base]) == 0
+        answer = orjson.loads(capsys.readouterr().out)
+        assert answer["admitted"] == 1
+        assert [i["allowed"] for i in answer["items"]] == [True, False]
     finally:
         server.stop()
 

@@ -226,3 +226,30 @@ async def test_produce_refuses_bad_lines_and_sends_nothing(
     assert code == 0, err
     assert "produce: 5/5 events (100.0%)" in err  # the last progress line (stderr is a pipe)
     assert await _records(kafka_bootstrap, topic) == [event(i) for i in range(5)]
+
+
+@pytest.mark.integration
+async def test_a_service_without_its_accounts_topic(kafka_bootstrap: str, redis_url: str) -> None:
+    """The processor waits for the accounts topic (the follower's catch-up timeout, 30 s),
+    then exits 7 with one line."""
+    code, err = run(
+        "processor",
+        env={
+            "METERING_KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "METERING_REDIS_URL": redis_url,
+            "METERING_ACCOUNTS_TOPIC": "no.such.accounts",
+            "METERING_METRICS_PORT": "0",
+            "METERING_LOG_FORMAT": "json",
+        },
+    )
+    assert code == Exit.TOPIC_MISSING
+    last = err.strip().splitlines()[-1]
+    assert last == (
+        "metering: Kafka topic missing: no.such.accounts (METERING_ACCOUNTS_TOPIC); create it "
+        "with `metering topics create`, or point the variable at an existing topic "
+        "(`deploy/demo` prints its run's exports)"
+    )
+    assert "Traceback" not in err
+    logs = [orjson.loads(line) for line in err.strip().splitlines()[:-1]]
+    assert all(set(line) >= {"time", "level", "logger", "message"} for line in logs)
+    assert not [x for x in logs if x["logger"].startswith("aiokafka") and x["level"] == "INFO"]
