@@ -102,9 +102,9 @@ class Settings:
     log_level: str = "INFO"
     """DEBUG, INFO, WARNING, ERROR or CRITICAL (`--debug` on the command line forces DEBUG);
     aiokafka's own lines are held at WARNING unless this is DEBUG."""
-    log_format: str = "auto"
-    """`json` (one JSON object per line, with request id, partition and account where known),
-    `text`, or `auto`: text when stderr is a terminal, JSON otherwise."""
+    log_format: str = "text"
+    """`text`, `json` (one JSON object per line, with request id, partition and account where
+    known), or `auto`: text when stderr is a terminal, JSON otherwise."""
 
     def to_env(self) -> dict[str, str]:
         """The `METERING_*` variables that give a child process these settings (the inverse

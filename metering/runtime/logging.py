@@ -1,8 +1,9 @@
 """How every `metering` process logs: one call at start, driven by two settings.
 
-`METERING_LOG_FORMAT` picks the line format: `json` (one JSON object per line, for log
-shippers), `text` (for people), or `auto` (the default: text when stderr is a terminal, JSON
-otherwise, so a service under systemd or Kubernetes ships structured lines without being told).
+`METERING_LOG_FORMAT` picks the line format: `text` (the default, for people), `json` (one
+JSON object per line, for log shippers), or `auto` (text when stderr is a terminal, JSON
+otherwise: one setting for a service under systemd or Kubernetes that people also run by hand).
+JSON is opt-in so that existing log readers and scripts keep their lines.
 `METERING_LOG_LEVEL` sets our level (INFO by default). aiokafka logs every connection and
 group step at INFO, which drowned our own lines: it is held at WARNING unless our level is
 DEBUG. Every record carries the request id, partition and account set in

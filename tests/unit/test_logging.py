@@ -14,6 +14,7 @@ import pytest
 from metering.core import log_context
 from metering.core.errors import ConfigError
 from metering.runtime.logging import configure_logging
+from metering.settings import Settings
 
 
 class Terminal(io.StringIO):
@@ -128,3 +129,14 @@ async def test_concurrent_tasks_keep_their_own_request_ids() -> None:
     await asyncio.gather(*(request(f"r{i}") for i in range(5)))
     assert all(x["request_id"] == str(x["message"]).split()[-1] for x in lines(out))
     assert len(lines(out)) == 5
+
+
+def test_the_default_is_text_even_off_a_terminal() -> None:
+    """JSON is opt-in: existing log readers keep their lines."""
+    settings = Settings()
+    out = io.StringIO()
+    configure_logging(settings.log_level, settings.log_format, stream=out)
+    logging.getLogger("metering.test").info("hello")
+    logging.getLogger("metering.test").debug("hidden")
+    assert out.getvalue().rstrip().endswith(" INFO metering.test: hello")
+    assert "hidden" not in out.getvalue()
