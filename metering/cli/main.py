@@ -467,7 +467,13 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     _add_api_client_options(p)
     p.set_defaults(run=_admit)
 
-    p = sub.add_parser("publisher", help="run a standalone outbox publisher (until SIGTERM)")
+    p = sub.add_parser(
+        "publisher",
+        help="run a standalone outbox publisher (until SIGTERM)",
+        description="Publishes the crossings, reminders, statements and tier events waiting "
+        "in Redis outboxes, in Kafka transactions (every processor runs one too; this one "
+        "is for deployments that separate them).",
+    )
     p.set_defaults(run=_publisher, service=True)
 
     tiers = sub.add_parser("tiers", help="tier placements across accounts (through the API)")
@@ -557,7 +563,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("processor", help="run a usage processor (until SIGTERM)")
+    p = sub.add_parser(
+        "processor",
+        help="run a usage processor (until SIGTERM)",
+        description="Consumes the usage topic, applies each batch to the Redis counters "
+        "(effectively once: positions live in Redis), and publishes threshold crossings, "
+        "reminders, statements and tier events from the outboxes. Several processors share "
+        "the partitions (METERING_CONSUMER_GROUP). Metrics on 127.0.0.1:METERING_METRICS_PORT.",
+    )
     p.add_argument(
         "--accept-lost-records",
         action="store_true",
@@ -582,7 +595,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_accounts_put)
     add_listing_commands(sub, accounts_sub, plans_sub)
 
-    p = sub.add_parser("api", help="run the HTTP API and dashboard (METERING_API_HOST/PORT)")
+    p = sub.add_parser(
+        "api",
+        help="run the HTTP API and dashboard (METERING_API_HOST/PORT)",
+        description="Serves usage, admission and the dashboard (docs/api.md) on "
+        "METERING_API_HOST:METERING_API_PORT until SIGTERM. Redis and the accounts topic are "
+        "checked before it listens (exit 8 or 6/7 in one line when they are not there).",
+    )
     p.add_argument("--rate", type=float, default=50.0, help="requests/s per API key (50)")
     p.add_argument("--burst", type=int, default=100, help="burst per API key (100)")
     p.add_argument("--secure-cookie", action="store_true", help="served over HTTPS")
