@@ -1,8 +1,8 @@
 """What a log record is about, set where it is known and read by the log formatter.
 
-The API sets `request_id` once per request (from `X-Request-Id` or a new one), the processor
-sets `partition` and `account` around the work it does for them; every log record emitted
-inside that context then carries them (metering/runtime/logging.py adds them as fields of the
+Code that knows what it works on binds it here: the HTTP face the request id (`X-Request-Id`),
+a processor or closer the partition or account; every log record emitted inside that context
+then carries them (metering/runtime/logging.py adds them as fields of the
 JSON line, or as `key=value` on a text line). Context variables follow asyncio tasks, so two
 requests served at once never mix their ids. Standard library only: every room may import it.
 """

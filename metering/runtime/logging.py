@@ -44,16 +44,21 @@ class JsonFormatter(logging.Formatter):
     exception's text when there is one."""
 
     def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        fields: dict[str, object] = {}
+        for name, _ in log_context.FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                fields[name] = value
+                # A filter that already wrote ` name=value` into the text: a field suffices.
+                message = message.removesuffix(f" {name}={value}")
         line: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": message,
+            **fields,
         }
-        for name, _ in log_context.FIELDS:
-            value = getattr(record, name, None)
-            if value is not None:
-                line[name] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
@@ -67,11 +72,13 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        extra = " ".join(
+        first_line = text.partition("\n")[0]
+        pairs = (
             f"{name}={getattr(record, name)}"
             for name, _ in log_context.FIELDS
             if getattr(record, name, None) is not None
         )
+        extra = " ".join(p for p in pairs if p not in first_line)  # not twice
         if not extra:
             return text
         first, sep, rest = text.partition("\n")

@@ -140,3 +140,27 @@ def test_the_default_is_text_even_off_a_terminal() -> None:
     logging.getLogger("metering.test").debug("hidden")
     assert out.getvalue().rstrip().endswith(" INFO metering.test: hello")
     assert "hidden" not in out.getvalue()
+
+
+def test_a_field_a_filter_already_wrote_into_the_message_is_not_repeated() -> None:
+    """A filter (the API's request-id filter) may append ` request_id=<id>` to the message
+    and set the attribute: JSON keeps the field and a clean message, text shows it once."""
+
+    class Appends(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.request_id = "abc"
+            record.msg = f"{record.msg} request_id=abc"
+            return True
+
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)
+    logger = logging.getLogger("metering.test.appends")
+    logger.addFilter(Appends())
+    logger.info("served")
+    (line,) = lines(out)
+    assert (line["message"], line["request_id"]) == ("served", "abc")
+
+    out = io.StringIO()
+    configure_logging("INFO", "text", stream=out)
+    logger.info("served")
+    assert out.getvalue().count("request_id=abc") == 1, out.getvalue()
