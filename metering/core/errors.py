@@ -35,10 +35,13 @@ Tree (`*` = retriable)::
     │   ├── StreamUnavailable *      the broker unreachable, timed out, or said "retriable"
     │   │   └── KafkaWriteTimeout *  the API's deadline on a Kafka write passed
     │   ├── RecordRejected     Kafka refused one record for what it is (too large)
+    │   ├── TopicMissing       a topic the CLI reads or writes does not exist
     │   ├── PositionOutOfRange a fetch position outside the partition's log
     │   └── NotPositioned      a partition without a fetch position yet (a seek follows)
     ├── DeliveryError *        the producer SDK: Kafka did not acknowledge an event
     ├── ApiCallFailed          the CLI: the API refused or could not be reached
+    │   └── ApiUnreachable     no answer at all from the API's URL
+    ├── InputError             the CLI: a file it was given cannot be used (names the lines)
     └── BackfillRefused        the backfill's target is not empty
 
 The HTTP face has two exceptions of its own that are not errors of the service but control
@@ -280,5 +283,26 @@ class ApiCallFailed(MeteringError):
     """The API refused or could not be reached; the message carries its problem document."""
 
 
+class ApiUnreachable(ApiCallFailed):
+    """The API did not answer at all (no server at the URL, a timeout)."""
+
+
 class BackfillRefused(MeteringError):
     """The backfill's target cannot be rebuilt into (not empty)."""
+
+
+class InputError(MeteringError):
+    """A file or stream given to the CLI that cannot be used (missing, unreadable, bad lines);
+    the message names the file, the lines and the problem."""
+
+
+class TopicMissing(StreamError):
+    """Topics the CLI reads or writes do not exist; names each with its variable."""
+
+    def __init__(self, topics: list[str], variables: list[str]) -> None:
+        names = ", ".join(f"{t} ({v})" for t, v in zip(topics, variables, strict=True))
+        super().__init__(
+            f"Kafka topic missing: {names}; create it with `metering topics create`, or point "
+            f"the variable at an existing topic (`deploy/demo` prints its run's exports)"
+        )
+        self.topics = topics

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import sys
 import time
 import urllib.request
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import orjson
@@ -60,6 +61,27 @@ def run_settings(base: Settings, run: str) -> Settings:
         consumer_group=f"demo-{run}",
         events_partitions=3,
     )
+
+
+CLI_FIELDS = (
+    "kafka_bootstrap",
+    "redis_url",
+    *(f.name for f in fields(Settings) if f.name.endswith("_topic")),
+    "consumer_group",
+)
+"""The settings a `metering` command in another shell needs to work on this run's topics."""
+
+
+def cli_exports(settings: Settings, api: str, admin_key: str) -> list[str]:
+    """`export` lines that point the `metering` command at this run: its per-run topics, its
+    Kafka and Redis, and its API with the admin key (`metering usage`, `wait`, `admit`)."""
+    lines = [
+        f"export METERING_{name.upper()}={shlex.quote(str(getattr(settings, name)))}"
+        for name in CLI_FIELDS
+    ]
+    lines.append(f"export METERING_API_URL={shlex.quote(api)}")
+    lines.append(f"export METERING_API_KEY={shlex.quote(admin_key)}")
+    return lines
 
 
 def describe(topic_kind: str, body: dict[str, object]) -> str | None:
@@ -209,6 +231,12 @@ async def main(base: Settings) -> None:
     say(f"Other accounts: {api}/dashboard#key=<key>; keys are in {state / 'keys.json'}")
     (state / "keys.json").write_text(json.dumps({"admin": admin, **keys}, indent=2))
     (state / "keys.json").chmod(0o600)
+    exports = cli_exports(settings, api, admin)
+    (state / "env").write_text("\n".join(exports) + "\n")
+    (state / "env").chmod(0o600)
+    say("")
+    say(f"Point `metering` at this run's topics (or: source {state / 'env'}):")
+    say("\n".join(exports))
     say("The processor and the API keep running; `deploy/demo stop` stops them.")
 
 
