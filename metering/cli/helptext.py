@@ -48,10 +48,17 @@ HELP: dict[str, tuple[list[str], str]] = {
         [KAFKA, REDIS, "METERING_API_HOST, METERING_API_PORT", LOGS],
         "METERING_API_PORT=8080 metering api --rate 100",
     ),
-    "api-keys": ([REDIS], "metering api-keys create --admin"),
-    "api-keys create": ([REDIS], "TOKEN=$(metering api-keys create --account acct-1)"),
-    "api-keys list": ([REDIS], "metering api-keys list"),
-    "api-keys revoke": ([REDIS], "metering api-keys revoke k_0123abcd"),
+    "api-keys": ([KAFKA, "METERING_ACCOUNTS_TOPIC", REDIS], "metering api-keys create --admin"),
+    "api-keys create": (
+        [KAFKA, "METERING_ACCOUNTS_TOPIC", REDIS],
+        "TOKEN=$(metering api-keys create --account acct-1)",
+    ),
+    "api-keys list": ([KAFKA, "METERING_ACCOUNTS_TOPIC", REDIS], "metering api-keys list"),
+    "api-keys revoke": (
+        [KAFKA, "METERING_ACCOUNTS_TOPIC", REDIS],
+        "metering api-keys revoke k_0123abcd",
+    ),
+    "api-keys migrate": ([KAFKA, "METERING_ACCOUNTS_TOPIC", REDIS], "metering api-keys migrate"),
     "closer": ([KAFKA, REDIS, "METERING_REMINDER_INTERVAL_S", LOGS], "metering closer --once"),
     "remind": ([KAFKA, REDIS], "metering remind --as-of 2026-12-01T00:00:00Z"),
     "backfill": (

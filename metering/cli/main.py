@@ -646,6 +646,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-access-log", action="store_true", help="the default (kept for scripts)")
     p.set_defaults(run=_api, service=True)
 
+    _add_api_keys_commands(sub)
+    _add_service_commands(sub)
+    _add_client_commands(sub)
+    add_epilogs(parser)
+    return parser
+
+
+def _add_api_keys_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = sub.add_parser("api-keys", help="create, list and revoke API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     p = keys_sub.add_parser("create", help="create a key and print its token once")
@@ -664,6 +672,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_api_keys)
 
+
+def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The closer, reminders and backfill."""
     p = sub.add_parser(
         "closer",
         help="close due periods (statements, tiers) and send due reminders (until SIGTERM)",
@@ -691,10 +702,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-url", help="target Redis, empty (default: METERING_REDIS_URL)")
     p.add_argument("--publish", action="store_true", help="send statements and tiers to Kafka")
     p.set_defaults(run=_backfill)
-
-    _add_client_commands(sub)
-    add_epilogs(parser)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
