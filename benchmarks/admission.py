@@ -1,6 +1,7 @@
 """Admission-check latency of the HTTP API at a fixed, open-loop 1,000 requests per second.
 
     python -m benchmarks.admission [--rate 1000] [--seconds 10] [--redis-url URL]
+                                   [--action messages|sms]
 
 The API runs under uvicorn in its own process on 127.0.0.1 (a free port), over Redis (the test
 stack's by default, database 0, only keys of the account `bench` and its own API key, all
@@ -12,8 +13,10 @@ The client is open-loop: request i is due at start + i / rate whatever happened 
 ones, and its latency is measured from when it was *due* to when its response was read, so a
 slow response delays the requests behind it and that delay is counted (no coordinated
 omission). It speaks HTTP/1.1 keep-alive over a pool of raw asyncio connections, to keep the
-client's own cost small next to the server's. Each request asks to message one new contact
-(reserved atomically in Redis by admit_members.lua) and one already active.
+client's own cost small next to the server's. `--action messages` (the default): each request
+asks to message one new contact (reserved atomically in Redis by admit_members.lua) and one
+already active. `--action sms`: each request asks to send one SMS on a prepaid balance (APSIS
+plan), which places a hold (lua/holds.lua, docs/api.md "Holds"): holds on.
 
 The client shares the machine with the server, so its own stalls count as latency: it runs on
 uvloop (about a quarter less CPU per request than asyncio's loop, CPU the server can use) and
@@ -48,13 +51,14 @@ from metering.state.keys import STORE_MARKER
 
 REPO = Path(__file__).resolve().parents[1]
 ACCOUNT = "bench"
-PLAN = "acton-active-contacts"
+PLANS = {"messages": "acton-active-contacts", "sms": "apsis-essential"}
+PATHS = {"messages": "messages", "sms": "sms"}
 
 
 # -- the server process -------------------------------------------------------------------------
 
 
-def serve(redis_url: str, port: int, token_file: Path) -> None:
+def serve(redis_url: str, port: int, token_file: Path, action: str) -> None:
     """Run the API (no Kafka) on 127.0.0.1:`port`; write an account key's token to a file."""
     import uvicorn  # noqa: PLC0415
     from starlette.applications import Starlette  # noqa: PLC0415
@@ -89,11 +93,12 @@ def serve(redis_url: str, port: int, token_file: Path) -> None:
         directory = Directory()
         for plan in example_plans().values():
             directory.put_plan(plan)
+        limits = {"active_contacts": 1_000_000_000} if action == "messages" else {}
         directory.put_account(
-            account_from_json(
-                {"id": ACCOUNT, "plan": PLAN, "limits": {"active_contacts": 1_000_000_000}}
-            )
+            account_from_json({"id": ACCOUNT, "plan": PLANS[action], "limits": limits})
         )
+        if action == "sms":  # credits enough for every request: each one is admitted and held
+            await store._client.set(f"mtr:{{{ACCOUNT}}}:b:sms_credits", 10**12)
         keys = KeyRing(store, cache_s=30.0)
         token, record = await keys.create(Scope.ACCOUNT, ACCOUNT)
         token_file.write_text(f"{token}\n{record.id}\n")  # noqa: ASYNC240 - once, at start
@@ -141,17 +146,26 @@ class Connection:
         return status
 
 
-def request_bytes(port: int, token: str, n: int) -> bytes:
-    body = orjson.dumps({"contacts": [f"new-{n}", "regular-0"]})
+def request_bytes(port: int, token: str, n: int, action: str = "messages") -> bytes:
+    if action == "sms":
+        body = orjson.dumps({"messages": 1})
+    else:
+        body = orjson.dumps({"contacts": [f"new-{n}", "regular-0"]})
     return (
-        f"POST /v1/accounts/{ACCOUNT}/admission/messages HTTP/1.1\r\n"
+        f"POST /v1/accounts/{ACCOUNT}/admission/{PATHS[action]} HTTP/1.1\r\n"
         f"Host: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 
 
 async def run_load(
-    port: int, token: str, rate: int, seconds: float, connections: int, first: int
+    port: int,
+    token: str,
+    rate: int,
+    seconds: float,
+    connections: int,
+    first: int,
+    action: str = "messages",
 ) -> tuple[list[float], int, float]:
     """Open-loop load; returns latencies (s), errors and the elapsed time."""
     pool: asyncio.Queue[Connection] = asyncio.Queue()
@@ -176,7 +190,7 @@ async def run_load(
             await asyncio.sleep(delay)
         connection = await pool.get()
         try:
-            status = await connection.request(request_bytes(port, token, first + i))
+            status = await connection.request(request_bytes(port, token, first + i, action))
         except (OSError, asyncio.IncompleteReadError):
             errors += 1
             return
@@ -213,11 +227,18 @@ def main(argv: list[str] | None = None) -> int:
         "--redis-url",
         default=os.environ.get("METERING_BENCH_REDIS_URL", "redis://127.0.0.1:26379/0"),
     )
+    parser.add_argument(
+        "--action",
+        choices=sorted(PLANS),
+        default="messages",
+        help="messages: a new contact reserved + one active (Act-On); sms: one SMS held on a "
+        "prepaid balance (APSIS)",
+    )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--token-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.redis_url, args.serve, args.token_file)
+        serve(args.redis_url, args.serve, args.token_file, args.action)
         return 0
 
     with socket.socket() as s:
@@ -236,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
             str(token_file),
             "--redis-url",
             args.redis_url,
+            "--action",
+            args.action,
         ],
         cwd=REPO,
     )
@@ -253,14 +276,16 @@ def main(argv: list[str] | None = None) -> int:
         cpu: dict[str, float] = {}
 
         async def both() -> tuple[list[float], int, float]:
-            await run_load(port, token, args.rate, args.warmup, args.connections, 0)
+            await run_load(port, token, args.rate, args.warmup, args.connections, 0, args.action)
             first = int(args.rate * args.warmup)
             if not plain:
                 gc.collect()
                 gc.disable()
             cpu["server"], cpu["client"] = _cpu_s(server.pid), time.process_time()
             try:
-                return await run_load(port, token, args.rate, args.seconds, args.connections, first)
+                return await run_load(
+                    port, token, args.rate, args.seconds, args.connections, first, args.action
+                )
             finally:
                 cpu["server"] = _cpu_s(server.pid) - cpu["server"]
                 cpu["client"] = time.process_time() - cpu["client"]
@@ -280,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ms = [x * 1000 for x in latencies]
     print(
-        f"admission checks: {len(ms)} at {args.rate}/s open-loop over {elapsed:.1f} s "
+        f"admission checks ({args.action}): {len(ms)} at {args.rate}/s open-loop over "
+        f"{elapsed:.1f} s "
         f"({len(ms) / elapsed:.0f}/s achieved), {errors} errors, "
         f"{args.connections} keep-alive connections, uvicorn + Starlette, 1 worker"
     )

@@ -65,9 +65,32 @@ ensure_kcat() {
     ensure_apt_command kcat kcat "install kcat (kafkacat) yourself"
 }
 
+# Redoc, for the API's /docs page: its standalone bundle from npm (pinned version; npm checks
+# the tarball's integrity), copied into metering/api/static/vendor/ (not in git). The tarball is
+# cached in .cache/npm, so only the first set-up downloads it; no page ever loads it from a CDN.
+REDOC_VERSION=2.4.0
+ensure_api_docs() {
+    local dest=metering/api/static/vendor cache=.cache/npm
+    local tarball=$cache/redoc-$REDOC_VERSION.tgz
+    if [[ -f $dest/redoc.standalone.js && $(cat "$dest/redoc.version" 2>/dev/null) == "$REDOC_VERSION" ]]; then
+        return 0
+    fi
+    if [[ ! -f $tarball ]]; then
+        ensure_apt_command npm npm "install Node.js (npm fetches Redoc $REDOC_VERSION for /docs once)"
+        say "fetching Redoc $REDOC_VERSION from npm for /docs (once)"
+        mkdir -p "$cache"
+        (cd "$cache" && npm pack "redoc@$REDOC_VERSION" --silent >/dev/null) || die "npm pack redoc@$REDOC_VERSION failed"
+    fi
+    mkdir -p "$dest"
+    tar -xzf "$tarball" -O package/bundles/redoc.standalone.js >"$dest/redoc.standalone.js"
+    tar -xzf "$tarball" -O package/bundles/redoc.standalone.js.LICENSE.txt >"$dest/redoc.standalone.js.LICENSE.txt"
+    echo "$REDOC_VERSION" >"$dest/redoc.version"
+}
+
 # Everything both commands need before a stack can start.
 prepare() {
     ensure_venv
+    ensure_api_docs
     ensure_redis_server
     ensure_kcat
     deploy/local/stack.sh fetch

@@ -89,6 +89,9 @@ class Settings:
     """Records fetched per `getmany` call and partition batch."""
     retention_days: int = 400
     """Counters and rollups of closed periods are kept this long (13 months and more)."""
+    hold_ttl_s: int = 900
+    """How long an admission hold on a counter or balance lasts when no event captures it or
+    releases it (docs/api.md, "Holds"): its units are then free again."""
     api_host: str = "127.0.0.1"
     """Address the API listens on."""
     api_port: int = 8080
@@ -98,6 +101,19 @@ class Settings:
     api_kafka_write_timeout_ms: int = 5000
     """How long an API call that writes to Kafka (account changes, top-ups) waits for the
     broker before answering 503 `kafka_unavailable`; also bounds the API's Kafka start-up."""
+    api_idempotency_ttl_s: int = 24 * 3600
+    """How long the API remembers the answer of a write sent with an `Idempotency-Key`."""
+    api_events_per_s: int = 1000
+    """Events per second per API key at `POST /v1/events` (a bucket of its own)."""
+    api_events_burst: int = 2000
+    """Burst of that bucket, and the most events one batch may hold."""
+
+    log_level: str = "INFO"
+    """DEBUG, INFO, WARNING, ERROR or CRITICAL (`--debug` on the command line forces DEBUG);
+    aiokafka's own lines are held at WARNING unless this is DEBUG."""
+    log_format: str = "text"
+    """`text`, `json` (one JSON object per line, with request id, partition and account where
+    known), or `auto`: text when stderr is a terminal, JSON otherwise."""
 
     def to_env(self) -> dict[str, str]:
         """The `METERING_*` variables that give a child process these settings (the inverse
@@ -125,4 +141,29 @@ class Settings:
                     raise ConfigError(name, f"expected an integer, got {raw!r}") from None
             else:
                 values[f.name] = raw
-        return cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse values the clients would only refuse later with a traceback: each
+        `ConfigError` names the variable, what it holds and what it accepts."""
+        choices = {
+            "kafka_security_protocol": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+            "log_level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+            "log_format": ("auto", "text", "json"),
+        }
+        if self.kafka_sasl_mechanism:
+            choices["kafka_sasl_mechanism"] = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if (value.upper() if name == "log_level" else value) not in allowed:
+                expected = f"expected one of {', '.join(allowed)}, got {value!r}"
+                raise ConfigError(f"METERING_{name.upper()}", expected)
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                "METERING_REDIS_URL",
+                "must start with redis://, rediss:// or unix:// (e.g. redis://127.0.0.1:6379/0)",
+            )
+        if not self.kafka_bootstrap.strip():
+            raise ConfigError("METERING_KAFKA_BOOTSTRAP", "is empty: give host:port[,host:port]")

@@ -1,7 +1,9 @@
-"""Publishes plans and accounts to the compacted accounts topic (CLI `plans apply`, admin API).
+"""Publishes plans, accounts and API keys to the compacted accounts topic (CLI `plans apply`,
+`api-keys`, admin API).
 
-Records are keyed `plan:<id>` / `account:<id>` (see metering/core/directory.py); compaction keeps
-the newest per key, so the topic is the full, replayable configuration.
+Records are keyed `plan:<id>` / `account:<id>` / `apikey:<id>` (see metering/core/directory.py);
+compaction keeps the newest per key, so the topic is the full, replayable configuration. A key's
+record carries the digest of its token, never the token (metering.core.api_keys).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from metering.core.account_codec import account_to_json
 from metering.core.accounts import Account
+from metering.core.api_keys import KeyRecord, topic_record
 from metering.core.directory import ACCOUNT_PREFIX, PLAN_PREFIX
 from streams.kafka import translated
 
@@ -49,6 +52,11 @@ class ConfigWriter:
     async def delete_account(self, account_id: str) -> None:
         """Tombstone: compaction removes the account."""
         await self._send(f"{ACCOUNT_PREFIX}{account_id}", None)
+
+    async def put_api_key(self, digest: str, record: KeyRecord) -> None:
+        """Publish an API key's record (created, or revoked with `revoked_ms`)."""
+        key, value = topic_record(digest, record)
+        await self._send(key.decode(), value)
 
     async def _send(self, key: str, value: bytes | None) -> None:
         async with translated(f"write {key} to {self._topic}"):

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry, Counter
 
 from metering.core.directory import Directory, Refusal, RefusalReason
-from metering.core.errors import StreamError
+from metering.core.errors import StreamError, TopicMissing
 from streams.kafka import translated
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class ConfigFollower:
         applied = 0
         while not self._consumer.assignment():
             if loop.time() > deadline:
-                raise StreamError(f"topic {self._topic} not found (run `metering topics create`)")
+                raise TopicMissing([self._topic], ["METERING_ACCOUNTS_TOPIC"])
             applied += await self._poll(200)
         tps = sorted(self._consumer.assignment())
         async with translated(f"read {self._topic}"):

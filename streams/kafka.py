@@ -175,8 +175,8 @@ async def started(*clients: AIOKafkaProducer | AIOKafkaConsumer) -> AsyncIterato
     try:
         async with translated("start Kafka clients"):
             for client in clients:
+                running.append(client)  # stopped even when its start fails: no "Unclosed" noise
                 await client.start()
-                running.append(client)
         yield
     finally:
         for client in reversed(running):

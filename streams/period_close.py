@@ -218,7 +218,11 @@ class PeriodCloser:
                     raise  # Redis or Kafka unavailable: the pass stops, the next one resumes
                 except Exception:  # one account's bad data must not stop the rest
                     report.errors += 1
-                    log.exception("closing periods of %s failed; skipped in this pass", account_id)
+                    log.exception(
+                        "closing periods of %s failed; skipped in this pass",
+                        account_id,
+                        extra={"account": account_id},
+                    )
         if touched:
             await self._store.index_outboxes(touched)
             if self._publisher is not None:
@@ -297,6 +301,7 @@ class PeriodCloser:
                     meter,
                     period,
                     amount,
+                    extra={"account": account.id},
                 )
             outcome = await self._store.close_periods(planned.step)
             report.frozen += outcome.frozen
@@ -309,9 +314,19 @@ class PeriodCloser:
             if outcome.status is CloseStatus.DONE:
                 break
             report.mismatches += 1
-            log.info("close of %s planned again: %s", account.id, outcome.detail)
+            log.info(
+                "close of %s planned again: %s",
+                account.id,
+                outcome.detail,
+                extra={"account": account.id},
+            )
         else:
-            log.warning("close of %s still moving after %d attempts", account.id, attempt + 1)
+            log.warning(
+                "close of %s still moving after %d attempts",
+                account.id,
+                attempt + 1,
+                extra={"account": account.id},
+            )
         return has_entries
 
     # -- planning one account ----------------------------------------------------------------

@@ -284,6 +284,7 @@ class UsageProcessor:
                 start - 1,
                 lost,
                 start,
+                extra={"partition": partition},
             )
             self._consumer.seek(tp, start)
 
@@ -659,6 +660,7 @@ class UsageProcessor:
                 tp.topic,
                 tp.partition,
                 committed,
+                extra={"partition": tp.partition},
             )
             # Recorded before the marker is written (end of `_on_assigned`): the API must never
             # see a marker without the rebuild that is still under way.
@@ -689,6 +691,7 @@ class UsageProcessor:
                 "%s/%s: rebuilt: the replay reached the offset committed before the loss",
                 topic,
                 partition,
+                extra={"partition": partition},
             )
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:

@@ -147,7 +147,12 @@ class ReminderScheduler:
                 raise  # Redis unavailable: the pass stops, the next one resumes
             except Exception:  # one account's bad data must not stop the rest
                 report.errors += 1
-                log.exception("reminder %s of %s failed", reminder.id, check.account)
+                log.exception(
+                    "reminder %s of %s failed",
+                    reminder.id,
+                    check.account,
+                    extra={"account": check.account},
+                )
                 continue
             if outcome.status is ReminderStatus.SENT:
                 report.sent += 1
@@ -159,6 +164,7 @@ class ReminderScheduler:
                     check.meter,
                     check.threshold.name,
                     reminder.id,
+                    extra={"account": check.account},
                 )
             elif outcome.status is ReminderStatus.ALREADY_SENT:
                 report.already_sent += 1

@@ -5,7 +5,7 @@ that decided it. The rules are the domain's; what this module adds is which mete
 touches (the plan's routes for the event type the action will produce, through the same field
 filters the processor applies) and the order of checks:
 
-1. read-only checks (count/sum meters, gates, balances) decide first;
+1. counters and balances (held atomically, see below) and gates (read) decide first;
 2. the survivors go to distinct meters, where `admit_members.lua` checks membership and the
    limit and reserves admitted new members in one atomic step (Act-On active contacts), so
    concurrent senders can never together overshoot. Members refused by step 1 are never
@@ -15,14 +15,22 @@ filters the processor applies) and the order of checks:
    members' places (not in the gauge itself: the processor counts the real contacts) until they
    are counted or `IMPORT_HOLD_MS` has passed, so two imports can never together overshoot.
 
-Counters and balances are read, not reserved: reserving there would count twice when the
-processor applies the real events, so two concurrent requests may both see the last unit as
-free (documented in docs/api.md). Adds to a gauge one by one (manual, API, form) are decided
-against its level plus the places imports hold, without holding any themselves.
+Counters with a limit that refuses (any mode but advisory) and prepaid balances are decided
+first, by a *hold* (`lua/holds.lua`, `metering.core.holds`): one atomic step admits the longest
+prefix of the request's items that fits every such meter (`used + held + N <= limit`,
+`balance - held >= N`) and holds those units under one hold id, so concurrent requests can
+never together take the same last units. The producer puts the hold id on the resulting events
+(`holdid`); the processor then replaces held units by counted ones in the step that counts them
+(capture, `lua/apply.lua`). What a later meter refuses is given back at once (the hold shrinks
+to the items finally admitted); what nobody uses expires after `hold_ttl_s` or is released
+(`DELETE .../holds/{id}`). Advisory counters are read, not held (they never refuse). Adds to a
+gauge one by one (manual, API, form) are decided against its level plus the places imports
+hold, without holding any themselves.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,9 +53,11 @@ from metering.core.enforcement import (
     fits,
 )
 from metering.core.events import ContactOrigin, EmailKind, EventType, UsageEvent
+from metering.core.holds import HoldKind, HoldRequest
 from metering.core.periods import DAY_MS, expire_at_s
 from metering.core.plans import Effect, MeterSpec, Plan
 from metering.core.ports import MemberVerdict
+from metering.core.rfc3339 import format_ms
 from metering.state.redis_store import RedisStateStore
 
 IMPORT_HOLD_MS = 15 * 60 * 1000
@@ -146,6 +156,7 @@ class Admission:
         *,
         now_ms: int,
         retention_days: int,
+        hold_ttl_s: int = 900,
     ) -> None:
         self._store = store
         self._account = account
@@ -153,6 +164,11 @@ class Admission:
         self._now = now_ms
         self._retention_ms = retention_days * DAY_MS
         self._summary: dict[str, dict[str, Any]] = {}
+        self._hold_id = secrets.token_hex(12)
+        self._hold_ends = now_ms + hold_ttl_s * 1000
+        self._held: dict[str, tuple[str, int]] = {}
+        """slot -> (meter, units per item) of the meters this request holds units on."""
+        self._held_items = 0
 
     def _slot(self, meter: MeterSpec) -> tuple[MeterSlot, int | None]:
         slot = current_slot(self._account, self._plan, meter, self._now)
@@ -207,14 +223,112 @@ class Admission:
         meters = _fed_by(self._plan, probe)
         items = [Item(i, c) for i, c in enumerate(contacts)]
         counters = [m for m in meters if m.aggregation in (Aggregation.COUNT, Aggregation.SUM)]
-        levels = await self._levels(counters)
-        for meter in counters:
-            _, used, limit = levels[meter.name]
-            self._use(meter, items, used, limit, [1] * len(items))
+        await self._consume(items, [(m, 1) for m in counters], [])
         for meter in meters:
             if meter.aggregation is Aggregation.DISTINCT:
                 await self._distinct(meter, items)
+        await self._settle(items)
         return items
+
+    # -- counters and balances: holds ------------------------------------------------------
+
+    async def _consume(
+        self,
+        items: list[Item],
+        counters: Sequence[tuple[MeterSpec, int]],
+        balances: Sequence[tuple[MeterSpec, int]],
+    ) -> None:
+        """Items of `per` units each on counter and balance meters. Refusing meters (a limit
+        outside advisory mode, a prepaid balance) decide through one atomic hold; advisory
+        ones from a read."""
+        held: list[tuple[MeterSpec, MeterSlot, HoldRequest]] = []
+        soft_counters: list[tuple[MeterSpec, int]] = []
+        soft_balances: list[tuple[MeterSpec, int]] = []
+        for meter, per in counters:
+            slot, limit = self._slot(meter)
+            if meter.enforcement.mode is EnforcementMode.ADVISORY or limit is None:
+                soft_counters.append((meter, per))
+            else:
+                request = HoldRequest(meter.name, slot.key, HoldKind.LIMIT, limit, per)
+                held.append((meter, slot, request))
+        for meter, per in balances:
+            slot, _ = self._slot(meter)
+            if meter.enforcement.mode is EnforcementMode.PREPAID:
+                request = HoldRequest(meter.name, slot.key, HoldKind.BALANCE, None, per)
+                held.append((meter, slot, request))
+            else:
+                soft_balances.append((meter, per))
+        levels = await self._levels([m for m, _ in soft_counters + soft_balances])
+        for meter, per in soft_counters:
+            _, used, limit = levels[meter.name]
+            self._use(meter, items, used, limit, [per] * len(items))
+        for meter, per in soft_balances:
+            _, balance, _ = levels[meter.name]
+            live = [item for item in items if item.allowed]
+            decisions = decide_prepaid(balance=balance, amounts=[per] * len(live))
+            for item, decided in zip(live, decisions, strict=True):
+                advisory = Decision(True, Reason.ADVISORY_OVER_LIMIT)
+                item.decisions.append((meter.name, decided if decided.allowed else advisory, False))
+        if held:
+            await self._hold(items, held)
+
+    async def _hold(
+        self, items: list[Item], held: list[tuple[MeterSpec, MeterSlot, HoldRequest]]
+    ) -> None:
+        live = [item for item in items if item.allowed]
+        outcome = await self._store.hold(
+            self._account.id,
+            self._hold_id,
+            [r for _, _, r in held],
+            len(live),
+            now_ms=self._now,
+            expires_ms=self._hold_ends,
+        )
+        self._held_items = outcome.admitted
+        for (meter, slot, request), level in zip(held, outcome.levels, strict=True):
+            amounts = [request.per] * len(live)
+            if request.kind is HoldKind.BALANCE:
+                decisions = decide_prepaid(balance=level.used - level.held, amounts=amounts)
+            else:
+                decisions = decide_use(
+                    meter.enforcement,
+                    used=level.used + level.held,
+                    limit=request.limit,
+                    amounts=amounts,
+                )
+            for item, decision in zip(live, decisions, strict=True):
+                item.decisions.append((meter.name, decision, True))
+            own = outcome.admitted * request.per
+            if own:
+                self._held[request.slot] = (meter.name, request.per)
+            self._note(meter, slot, level.used, request.limit, held=level.held + own)
+
+    async def _settle(self, items: list[Item]) -> None:
+        """Give back at once the units held for items a later meter refused."""
+        admitted = sum(1 for item in items if item.allowed)
+        if self._held and admitted < self._held_items:
+            keep = {slot: admitted * per for slot, (_, per) in self._held.items()}
+            await self._store.shrink_hold(
+                self._account.id, self._hold_id, keep, now_ms=self._now
+            )
+            for meter, per in self._held.values():
+                summary = self._summary[meter]
+                summary["held"] -= (self._held_items - admitted) * per
+                summary["fits"] = fits(summary["used"] + summary["held"], summary["limit"])
+            self._held_items = admitted
+            if admitted == 0:
+                self._held = {}
+
+    def hold(self) -> dict[str, Any] | None:
+        """The hold this request placed (null: nothing held): its id goes on the usage
+        events (`holdid`) so that the processor captures it."""
+        if not self._held or self._held_items == 0:
+            return None
+        return {
+            "id": self._hold_id,
+            "expires_at": format_ms(self._hold_ends),
+            "units": {m: self._held_items * per for m, per in self._held.values()},
+        }
 
     def _use(
         self, meter: MeterSpec, items: list[Item], used: int, limit: int | None, amounts: list[int]
@@ -277,26 +391,19 @@ class Admission:
         probe = _probe(self._account.id, EventType.CONTACT_ADDED, self._now, origin=origin)
         meters = _fed_by(self._plan, probe)
         items = [Item(i, c) for i, c in enumerate(members)]
-        levels = await self._levels(
-            [
-                m
-                for m in meters
-                if m.aggregation in (Aggregation.COUNT, Aggregation.SUM, Aggregation.BALANCE)
-            ]
-        )
+        counters = [m for m in meters if m.aggregation in (Aggregation.COUNT, Aggregation.SUM)]
+        await self._consume(items, [(m, 1) for m in counters], [])
         batches = [m for m in meters if _all_or_nothing(m, origin)]
         for meter in meters:
             if meter in batches:
                 continue
             if meter.aggregation is Aggregation.GAUGE:
                 await self._gauge(meter, items, origin)
-            elif meter.aggregation in (Aggregation.COUNT, Aggregation.SUM):
-                _, used, limit = levels[meter.name]
-                self._use(meter, items, used, limit, [1] * len(items))
             elif meter.aggregation is Aggregation.DISTINCT:
                 await self._distinct(meter, items, reserve=False)
         for meter in batches:
             await self._gauge_batch(meter, items)
+        await self._settle(items)
         return items
 
     async def _gauge(self, meter: MeterSpec, items: list[Item], origin: ContactOrigin) -> None:
@@ -386,16 +493,14 @@ class Admission:
                 for m in _fed_by(self._plan, probe)
                 if m.aggregation in (Aggregation.COUNT, Aggregation.SUM)
             ]
-        levels = await self._levels(gated + [m for m in counters if m not in gated])
+        levels = await self._levels(gated)
         for meter in gated:
             _, used, limit = levels[meter.name]
             decision = decide_action(
                 meter.enforcement, action=action, used=used, limit=limit, via_api=via_api
             )
             item.decisions.append((meter.name, decision, True))
-        for meter in counters:
-            _, used, limit = levels[meter.name]
-            self._use(meter, [item], used, limit, [recipients])
+        await self._consume([item], [(m, recipients) for m in counters], [])
         return item
 
     async def automations(self, contacts: Sequence[str], via_api: bool) -> list[Item]:
@@ -436,21 +541,11 @@ class Admission:
             if m.aggregation in (Aggregation.COUNT, Aggregation.SUM)
         ]
         balances = [m for m in spends if m.aggregation is Aggregation.BALANCE]
-        levels = await self._levels(balances + counters)
-        for meter in counters:
-            _, used, limit = levels[meter.name]
-            per = segments if meter.aggregation is Aggregation.SUM else 1
-            self._use(meter, items, used, limit, [per] * len(items))
-        for meter in balances:
-            _, balance, _ = levels[meter.name]
-            live = [item for item in items if item.allowed]
-            hard = meter.enforcement.mode is EnforcementMode.PREPAID
-            decisions = decide_prepaid(balance=balance, amounts=[segments] * len(live))
-            for item, decided in zip(live, decisions, strict=True):
-                decision = decided
-                if not hard and not decided.allowed:
-                    decision = Decision(True, Reason.ADVISORY_OVER_LIMIT)
-                item.decisions.append((meter.name, decision, hard))
+        await self._consume(
+            items,
+            [(m, segments if m.aggregation is Aggregation.SUM else 1) for m in counters],
+            [(m, segments) for m in balances],
+        )
         return items
 
 

@@ -24,17 +24,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering.api import (
     dashboard,
+    docs_page,
     routes_admin,
     routes_admission,
+    routes_events,
     routes_reports,
     routes_usage,
     routes_wait,
     store_guard,
 )
-from metering.api.context import ApiConfig, ApiContext
+from metering.api.context import RATELIMIT_STATE, ApiConfig, ApiContext
+from metering.api.idempotency import IdempotencyMiddleware
 from metering.api.metrics import ApiMetrics, MetricsMiddleware
 from metering.api.openapi import openapi_document
 from metering.api.problems import Problem
+from metering.api.request_id import RequestIdMiddleware
 from metering.api.responses import context, json_response
 from metering.core.errors import (
     MeteringError,
@@ -92,7 +96,11 @@ class GuardMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+                extra = _state_headers(scope)
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), *SECURITY_HEADERS, *extra],
+                }
             await send(message)
 
         try:
@@ -104,6 +112,14 @@ class GuardMiddleware:
     def _too_large(self) -> Problem:
         """Built only when needed: this middleware runs on every request (admission's p99)."""
         return Problem(413, "body_too_large", f"the body must be at most {self.max} bytes")
+
+
+def _state_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """The RateLimit fields the request's authentication left in the scope's state."""
+    found = scope.get("state", {}).get(RATELIMIT_STATE)
+    if not found:
+        return []
+    return [(k.lower().encode(), v.encode()) for k, v in found.items()]
 
 
 async def _problem(request: Request, exc: Exception) -> Response:
@@ -259,7 +275,9 @@ def create_app(
         *routes_wait.ROUTES,
         *routes_admin.ROUTES,
         *routes_reports.ROUTES,
+        *routes_events.ROUTES,
         *dashboard.ROUTES,
+        *docs_page.ROUTES,
     ]
     app = Starlette(
         routes=routes,
@@ -274,7 +292,11 @@ def create_app(
     if ctx is not None:
         app.state.ctx = ctx
     app.state.metrics = ApiMetrics.create(registry)
+    # Innermost: replays a write's stored answer before authentication and routing run.
+    app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(GuardMiddleware, max_body_bytes=config.max_body_bytes)
+    # Every answer, the guard's 413s included, carries X-Request-Id.
+    app.add_middleware(RequestIdMiddleware)
     # Added last, so outermost of ours: 413s from the guard are timed and counted too.
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, routes=app.routes)
     return app

@@ -54,6 +54,16 @@ class ApiConfig:
     """Mark the dashboard cookie Secure (set when served over HTTPS)."""
     retention_days: int = 400
     """Reserved members expire with their set, like the processor's (period end + this)."""
+    idempotency_ttl_s: float = 24 * 3600
+    """How long the answer of a write with an `Idempotency-Key` is remembered (idempotency.py;
+    `METERING_API_IDEMPOTENCY_TTL_S`)."""
+    events_per_s: float = 1000.0
+    """Events per second per API key at `POST /v1/events` (a bucket of its own, in events, not
+    requests; `METERING_API_EVENTS_PER_S`); bursts up to `events_burst`."""
+    events_burst: int = 2000
+    """Also the most events one batch may hold (`METERING_API_EVENTS_BURST`)."""
+    hold_ttl_s: int = 900
+    """How long an admission hold lasts uncaptured (`METERING_HOLD_TTL_S`)."""
     store_check_s: float = 1.0
     """How long the store-marker check is cached: a Redis that lost its state is refused at
     most this much later, and the hot path reads the marker at most once per interval."""
@@ -76,12 +86,14 @@ class ApiContext:
     """Background work the API cannot serve correctly without (the configuration follower):
     `/healthz` fails once one of them has ended, since nothing restarts it but a restart."""
     limiter: RateLimiter = field(init=False)
+    event_limiter: RateLimiter = field(init=False)
     failures: RateLimiter = field(init=False)
     store_guard: StoreGuard = field(init=False)
 
     def __post_init__(self) -> None:
         self.store_guard = StoreGuard(self.store, interval_s=self.config.store_check_s)
         self.limiter = RateLimiter(self.config.rate_per_s, self.config.burst)
+        self.event_limiter = RateLimiter(self.config.events_per_s, self.config.events_burst)
         # Failed authentications per client address: slows down token guessing and floods.
         self.failures = RateLimiter(max(1.0, self.config.rate_per_s / 5), self.config.burst)
 
@@ -101,6 +113,7 @@ class ApiContext:
                 headers={"WWW-Authenticate": 'Bearer realm="metering"'},
             )
         wait = self.limiter.take(record.id)
+        ratelimit_headers(request, self.limiter.headers(record.id))
         if wait is not None:
             raise _too_many(wait)
         return record
@@ -146,6 +159,17 @@ class ApiContext:
             f"account {account_id!r} is on plan {account.plan_id!r}, which is not loaded",
             field="plan",
         )
+
+
+RATELIMIT_STATE = "ratelimit_headers"
+"""Where a request's RateLimit fields wait in the ASGI scope's `state` until the response
+starts (app.GuardMiddleware adds them to it, problem documents included)."""
+
+
+def ratelimit_headers(request: Request, headers: dict[str, str]) -> None:
+    """Attach the RateLimit fields of the bucket that decided this request (the last call
+    wins: the events route replaces the request bucket's fields with the event bucket's)."""
+    setattr(request.state, RATELIMIT_STATE, headers)
 
 
 def _too_many(wait_s: float) -> Problem:

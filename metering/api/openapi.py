@@ -1,6 +1,8 @@
-"""The OpenAPI 3.1 document of the API, written by hand and served at /openapi.json.
+"""The OpenAPI 3.1 document of the API, served at /openapi.json and rendered at /docs.
 
-Hand-written because the API validates with plain functions (no model library), and the
+The schemas (request bodies, answers, problems) are generated from the typed models of
+models.py and routes_events.py (msgspec Structs -> JSON Schema), with their descriptions and
+examples; this module adds the operations: paths, parameters, status codes, tags. The
 document is a contract: tests/api/test_schemathesis.py sends generated requests built from it
 and checks every response against it (status codes, content types, bodies), so a route and its
 description cannot drift apart unnoticed. Patterns and bounds come from `validation.py`.
@@ -11,470 +13,33 @@ from __future__ import annotations
 import re
 from functools import cache
 from typing import Any
-from zoneinfo import available_timezones
 
+import msgspec
+
+from metering.api import models
 from metering.api import validation as v
-from metering.core.enforcement import EnforcementMode, GatedAction, Reason
-from metering.core.events import MAX_QUANTITY, ContactOrigin, EmailKind
-from metering.core.status import State
+from metering.api.context import ApiConfig
+from metering.api.idempotency import EXEMPT
+from metering.api.models import anchored as _anchored
+from metering.api.routes_events import IngestAnswer
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"
-
-
-def _anchored(pattern: str | re.Pattern[str]) -> str:
-    """A whole-string pattern (JSON Schema patterns match anywhere unless anchored)."""
-    text = pattern if isinstance(pattern, str) else pattern.pattern
-    return f"^(?:{text})$"
+_REF = "#/components/schemas/{name}"
+_STR = {"type": "string"}
 
 
 def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+    return {"$ref": _REF.format(name=name)}
 
 
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}]}
+def _body(model: type[msgspec.Struct]) -> dict[str, str]:
+    """The request body schema of a route: its model's component."""
+    return _ref(model.__name__)
 
 
-def _obj(required: list[str], props: dict[str, Any], *, closed: bool = True) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "required": required, "properties": props}
-    if closed:
-        schema["additionalProperties"] = False
-    return schema
-
-
-_INT = {"type": "integer"}
-_NAT = {"type": "integer", "minimum": 0}
-_STR = {"type": "string"}
-_TIME = {"type": "string", "format": "date-time"}
-_COLOUR = {"type": "string", "enum": ["green", "yellow", "red"]}
-_AMOUNT = {"type": "integer", "minimum": 0, "maximum": v.MAX_AMOUNT}
-_REASON = {"type": "string", "enum": [r.value for r in Reason]}
-_METER_NAME = {"type": "string", "pattern": _anchored(v.METER_NAME)}
-_PLAN_ID = {"type": "string", "pattern": _anchored(v.PLAN_ID)}
-_TIMEZONE = {"type": "string", "enum": sorted(available_timezones())}
-_ADMISSION_FIELDS = [
-    "account",
-    "action",
-    "allowed",
-    "admitted",
-    "refused",
-    "reason",
-    "meter",
-    "fits",
-    "items",
-    "meters",
-]
-_CONTACTS = {
-    "type": "array",
-    "minItems": 1,
-    "maxItems": v.MAX_ITEMS,
-    "items": {"type": "string", "minLength": 1, "maxLength": v.MAX_CONTACT_CHARS},
-}
-
-SCHEMAS: dict[str, Any] = {
-    "Problem": _obj(
-        ["type", "title", "status", "code", "detail"],
-        {
-            "type": _STR,
-            "title": _STR,
-            "status": {"type": "integer", "minimum": 400, "maximum": 599},
-            "code": {**_STR, "description": "Stable machine-readable code."},
-            "detail": _STR,
-            "field": {**_STR, "description": "Dotted path of the input at fault."},
-            "cause": {
-                "type": "string",
-                "enum": ["persistence", "out_of_memory", "read_only", "kafka_timeout"],
-                "description": "Why a 503 `store_refusing_writes` or `kafka_unavailable` "
-                "happened (docs/api.md).",
-            },
-        },
-    ),
-    "Ready": _obj(
-        ["status", "redis", "store_marker", "writes"],
-        {
-            "status": {"type": "string", "enum": ["ready"]},
-            "redis": {"type": "string", "enum": ["reachable"]},
-            "store_marker": {"type": "string", "enum": ["present"]},
-            "writes": {"type": "string", "enum": ["accepted"]},
-        },
-    ),
-    "Me": _obj(
-        ["key_id", "scope", "account"],
-        {
-            "key_id": _STR,
-            "scope": {"type": "string", "enum": ["account", "admin"]},
-            "account": _nullable(_STR),
-        },
-    ),
-    "Period": _obj(
-        ["key", "kind", "start", "end"],
-        {"key": _STR, "kind": _nullable(_STR), "start": _TIME, "end": _TIME},
-    ),
-    "MeterUsage": _obj(
-        [
-            "meter",
-            "description",
-            "aggregation",
-            "enforcement",
-            "used",
-            "limit",
-            "base_limit",
-            "extension",
-            "remaining",
-            "ratio",
-            "status",
-            "state",
-            "thresholds_reached",
-            "period",
-            "last_update",
-            "projection",
-        ],
-        {
-            "meter": _STR,
-            "description": _STR,
-            "aggregation": {
-                "type": "string",
-                "enum": ["count", "sum", "distinct", "gauge", "balance"],
-            },
-            "enforcement": {"type": "string", "enum": [m.value for m in EnforcementMode]},
-            "used": {**_INT, "description": "Amount this period (level for gauges, balance)."},
-            "limit": _nullable({**_NAT, "description": "Including this period's extension."}),
-            "base_limit": _nullable(_NAT),
-            "extension": _NAT,
-            "remaining": _nullable(_NAT),
-            "ratio": _nullable({"type": "number", "minimum": 0}),
-            "status": _COLOUR,
-            "state": {
-                "type": "string",
-                "enum": [w.value for w in State],
-                "description": "The status word: over only strictly above the limit.",
-            },
-            "thresholds_reached": {"type": "array", "items": _STR},
-            "period": _nullable(_ref("Period")),
-            "last_update": _nullable(_TIME),
-            "projection": _nullable(
-                _obj(
-                    ["used_at_period_end", "limit_reached_at"],
-                    {"used_at_period_end": _INT, "limit_reached_at": _nullable(_TIME)},
-                )
-            ),
-        },
-    ),
-    "Freshness": _obj(
-        [
-            "partition",
-            "position",
-            "watermark",
-            "applied_at",
-            "lag",
-            "caught_up",
-            "lag_unknown",
-        ],
-        {
-            "partition": _nullable(
-                {**_NAT, "description": "The account's partition of the events topic."}
-            ),
-            "position": _nullable(
-                {**_INT, "description": "Offset of the last record applied there."}
-            ),
-            "watermark": _nullable(
-                {**_TIME, "description": "Largest event time applied in the partition."}
-            ),
-            "applied_at": _nullable(
-                {**_TIME, "description": "When the processor last applied records of it."}
-            ),
-            "lag": _nullable(
-                {**_NAT, "description": "Records produced to the partition, not yet applied."}
-            ),
-            "caught_up": _nullable({"type": "boolean"}),
-            "lag_unknown": _nullable(
-                {**_STR, "description": "Why the lag is null (Kafka did not answer)."}
-            ),
-        },
-    ),
-    "Usage": _obj(
-        ["account", "plan", "timezone", "contract_date", "as_of", "freshness", "meters"],
-        {
-            "account": _STR,
-            "plan": _obj(["id", "name"], {"id": _STR, "name": _STR}),
-            "timezone": _STR,
-            "contract_date": _nullable({"type": "string", "format": "date"}),
-            "as_of": {**_TIME, "description": "When this answer was computed."},
-            "freshness": _nullable(_ref("Freshness")),
-            "meters": {"type": "array", "items": _ref("MeterUsage")},
-        },
-    ),
-    "History": _obj(
-        ["account", "meter", "kind", "freshness", "periods"],
-        {
-            "account": _STR,
-            "meter": _STR,
-            "kind": _STR,
-            "freshness": _nullable(_ref("Freshness")),
-            "periods": {
-                "type": "array",
-                "items": _obj(
-                    ["period", "start", "end", "used", "limit", "status", "closed"],
-                    {
-                        "period": _STR,
-                        "start": _TIME,
-                        "end": _TIME,
-                        "used": _INT,
-                        "limit": _nullable(_NAT),
-                        "status": _COLOUR,
-                        "closed": {"type": "boolean"},
-                    },
-                ),
-            },
-        },
-    ),
-    "Members": _obj(
-        ["account", "meter", "period", "count", "freshness", "offset", "members"],
-        {
-            "account": _STR,
-            "meter": _STR,
-            "period": _STR,
-            "count": _NAT,
-            "freshness": _nullable(_ref("Freshness")),
-            "offset": _NAT,
-            "members": {"type": "array", "items": _STR},
-        },
-    ),
-    "Tiers": _obj(
-        ["account", "freshness", "ladders"],
-        {
-            "account": _STR,
-            "freshness": _nullable(_ref("Freshness")),
-            "ladders": {
-                "type": "array",
-                "items": _obj(
-                    ["ladder", "meter", "bounds", "source", "note", "placement"],
-                    {
-                        "ladder": _STR,
-                        "meter": _STR,
-                        "bounds": {"type": "array", "items": _INT},
-                        "source": {"type": "string", "enum": ["counters", "unavailable"]},
-                        "note": _nullable(_STR),
-                        "placement": _nullable(
-                            _obj(
-                                [
-                                    "ladder",
-                                    "meter",
-                                    "up_to",
-                                    "average",
-                                    "average_exact",
-                                    "months_used",
-                                    "complete",
-                                    "months",
-                                ],
-                                {
-                                    "ladder": _STR,
-                                    "meter": _STR,
-                                    "up_to": _nullable(_INT),
-                                    "average": {"type": "number"},
-                                    "average_exact": _STR,
-                                    "months_used": _NAT,
-                                    "complete": {"type": "boolean"},
-                                    "months": {
-                                        "type": "array",
-                                        "items": _obj(
-                                            ["period", "used"], {"period": _STR, "used": _INT}
-                                        ),
-                                    },
-                                },
-                            )
-                        ),
-                    },
-                ),
-            },
-        },
-    ),
-    "AdmissionItem": _obj(
-        ["index", "item", "allowed", "reason", "meter"],
-        {
-            "index": _NAT,
-            "item": _nullable(_STR),
-            "allowed": {"type": "boolean"},
-            "reason": _REASON,
-            "meter": _nullable(_STR),
-        },
-    ),
-    "MeterLevel": _obj(
-        ["meter", "period", "used", "held", "limit", "fits", "enforcement"],
-        {
-            "meter": _STR,
-            "period": _nullable(_STR),
-            "used": _INT,
-            "held": {
-                **_NAT,
-                "description": "Places admitted imports hold on a gauge until counted.",
-            },
-            "limit": _nullable(_NAT),
-            "fits": _nullable(
-                {**_NAT, "description": "How many more units fit: limit - used - held."}
-            ),
-            "enforcement": _STR,
-        },
-    ),
-    "Admission": _obj(
-        _ADMISSION_FIELDS,
-        {
-            "account": _STR,
-            "action": _STR,
-            "allowed": {"type": "boolean", "description": "Every item is allowed."},
-            "admitted": _NAT,
-            "refused": _NAT,
-            "reason": _nullable(_REASON),
-            "meter": _nullable(_STR),
-            "fits": _nullable(_NAT),
-            "items": {"type": "array", "items": _ref("AdmissionItem")},
-            "meters": {"type": "array", "items": _ref("MeterLevel")},
-        },
-    ),
-    "CampaignAdmission": _obj(
-        [*_ADMISSION_FIELDS, "recipients", "checks"],
-        {
-            "account": _STR,
-            "action": _STR,
-            "allowed": {"type": "boolean"},
-            "admitted": _NAT,
-            "refused": _NAT,
-            "reason": _nullable(_REASON),
-            "meter": _nullable(_STR),
-            "fits": _nullable(_NAT),
-            "items": {"type": "array", "items": _ref("AdmissionItem")},
-            "meters": {"type": "array", "items": _ref("MeterLevel")},
-            "recipients": _NAT,
-            "checks": {
-                "type": "array",
-                "items": _obj(
-                    ["meter", "allowed", "reason"],
-                    {"meter": _STR, "allowed": {"type": "boolean"}, "reason": _REASON},
-                ),
-            },
-        },
-    ),
-    "Extension": _obj(["meter", "period", "extra"], {"meter": _STR, "period": _STR, "extra": _NAT}),
-    "Account": _obj(
-        ["id", "plan"],
-        {
-            "id": _STR,
-            "plan": _STR,
-            "timezone": _STR,
-            "contract_date": {"type": "string", "format": "date"},
-            "limits": {"type": "object", "additionalProperties": _NAT},
-            "extensions": {"type": "array", "items": _ref("Extension")},
-            "paid_tiers": {"type": "object", "additionalProperties": _INT},
-        },
-    ),
-    "TierMismatches": _obj(
-        ["checked", "mismatches"],
-        {
-            "checked": _NAT,
-            "mismatches": {
-                "type": "array",
-                "items": _obj(
-                    [
-                        "account",
-                        "ladder",
-                        "meter",
-                        "paid_up_to",
-                        "placed_up_to",
-                        "direction",
-                        "average",
-                        "average_display",
-                        "as_of",
-                        "months",
-                    ],
-                    {
-                        "account": _STR,
-                        "ladder": _STR,
-                        "meter": _STR,
-                        "paid_up_to": _INT,
-                        "placed_up_to": _nullable(_INT),
-                        "direction": {"type": "string", "enum": ["up", "down"]},
-                        "average": _STR,
-                        "average_display": _STR,
-                        "as_of": _STR,
-                        "months": {
-                            "type": "array",
-                            "items": _obj(["period", "total"], {"period": _STR, "total": _NAT}),
-                        },
-                    },
-                ),
-            },
-        },
-    ),
-    "AccountInput": _obj(
-        ["plan"],
-        {
-            "id": {"type": "string", "pattern": _anchored(v.ACCOUNT_ID)},
-            "plan": _PLAN_ID,
-            "timezone": _nullable(_TIMEZONE),
-            "contract_date": _nullable({"type": "string", "format": "date"}),
-            "limits": {
-                "type": "object",
-                "propertyNames": {"pattern": _anchored(v.METER_NAME)},
-                "additionalProperties": _AMOUNT,
-            },
-            "extensions": {
-                "type": "array",
-                "items": _obj(
-                    ["meter", "period", "extra"],
-                    {
-                        "meter": _METER_NAME,
-                        "period": {"type": "string", "pattern": _anchored(v.PERIOD_KEY)},
-                        "extra": _AMOUNT,
-                    },
-                ),
-            },
-            "paid_tiers": {
-                "type": "object",
-                "propertyNames": {"pattern": _anchored(v.METER_NAME)},
-                "additionalProperties": {"type": "integer", "minimum": 1},
-            },
-        },
-    ),
-    "Plan": _obj(
-        ["id", "name", "description", "timezone", "meters", "ladders"],
-        {
-            "id": _STR,
-            "name": _STR,
-            "description": _STR,
-            "timezone": _STR,
-            "meters": {"type": "array", "items": {"type": "object"}},
-            "ladders": {"type": "array", "items": {"type": "object"}},
-        },
-    ),
-}
-
-
-_WAITED = {
-    "caught_up": {"type": "boolean"},
-    "account": _nullable(_STR),
-    "waited_ms": _NAT,
-    "lag": {**_NAT, "description": "Records produced before the call, not applied yet."},
-    "partitions": {
-        "type": "array",
-        "items": _obj(
-            ["partition", "target", "position", "watermark", "applied_at", "lag"],
-            {
-                "partition": _NAT,
-                "target": {**_NAT, "description": "End offset of the partition at the call."},
-                "position": _nullable(_INT),
-                "watermark": _nullable(_TIME),
-                "applied_at": _nullable(_TIME),
-                "lag": _NAT,
-            },
-        ),
-    },
-}
-SCHEMAS["Waited"] = _obj(["caught_up", "account", "waited_ms", "lag", "partitions"], _WAITED)
-SCHEMAS["NotCaughtUp"] = _obj(
-    ["type", "title", "status", "code", "detail", *_WAITED],
-    {**SCHEMAS["Problem"]["properties"], **_WAITED},
-)
+SCHEMAS: dict[str, Any] = msgspec.json.schema_components(models.MODELS, ref_template=_REF)[1]
+"""Every component schema, generated from the models (models.py); `typed` adds more."""
 
 
 def _not_caught_up() -> dict[str, Any]:
@@ -525,6 +90,18 @@ def _ok(schema: str | None, status: int = 200, description: str = "OK") -> dict[
     if schema is None:
         return {str(status): {"description": description}}
     return {str(status): {"description": description, "content": {JSON: {"schema": _ref(schema)}}}}
+
+
+IDEMPOTENCY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Makes a retry safe: the same key with the same request gets the first "
+    "answer again (`Idempotent-Replayed: true`), with another request 422 "
+    "`idempotency_key_reused`, while the first still runs 409 `idempotency_in_progress`. "
+    "Remembered per API key for METERING_API_IDEMPOTENCY_TTL_S (docs/api.md).",
+    "schema": {"type": "string", "pattern": _anchored(v.IDEMPOTENCY_KEY)},
+}
 
 
 def _op(
@@ -696,13 +273,7 @@ def _paths() -> dict[str, Any]:
                 "admission",
                 {**_ok("Admission"), **admission_errors},
                 params=[ACCOUNT],
-                body=_obj(
-                    ["contacts"],
-                    {
-                        "contacts": _CONTACTS,
-                        "kind": {"type": "string", "enum": [k.value for k in EmailKind]},
-                    },
-                ),
+                body=_body(models.MessagesInput),
             )
         },
         "/v1/accounts/{account}/admission/contacts": {
@@ -711,13 +282,7 @@ def _paths() -> dict[str, Any]:
                 "admission",
                 {**_ok("Admission"), **admission_errors},
                 params=[ACCOUNT],
-                body=_obj(
-                    ["contacts", "origin"],
-                    {
-                        "contacts": _CONTACTS,
-                        "origin": {"type": "string", "enum": [o.value for o in ContactOrigin]},
-                    },
-                ),
+                body=_body(models.ContactsInput),
             )
         },
         "/v1/accounts/{account}/admission/campaigns": {
@@ -726,21 +291,7 @@ def _paths() -> dict[str, Any]:
                 "admission",
                 {**_ok("CampaignAdmission"), **admission_errors},
                 params=[ACCOUNT],
-                body=_obj(
-                    [],
-                    {
-                        "action": {
-                            "type": "string",
-                            "enum": [
-                                GatedAction.CAMPAIGN_SEND.value,
-                                GatedAction.CAMPAIGN_CREATE.value,
-                            ],
-                        },
-                        "recipients": {"type": "integer", "minimum": 0, "maximum": 100_000_000},
-                        "contacts_via_api": {"type": "boolean"},
-                        "kind": {"type": "string", "enum": [k.value for k in EmailKind]},
-                    },
-                ),
+                body=_body(models.CampaignInput),
             )
         },
         "/v1/accounts/{account}/admission/automations": {
@@ -749,10 +300,15 @@ def _paths() -> dict[str, Any]:
                 "admission",
                 {**_ok("Admission"), **admission_errors},
                 params=[ACCOUNT],
-                body=_obj(
-                    ["contacts"],
-                    {"contacts": _CONTACTS, "contacts_via_api": {"type": "boolean"}},
-                ),
+                body=_body(models.AutomationsInput),
+            )
+        },
+        "/v1/accounts/{account}/holds/{hold}": {
+            "delete": _op(
+                "Release a hold",
+                "admission",
+                {**_ok("HoldRelease"), **admission_errors},
+                params=[ACCOUNT, _path_param("hold", v.HOLD_ID, "Hold id (admission's hold.id).")],
             )
         },
         "/v1/accounts/{account}/admission/sms": {
@@ -761,32 +317,14 @@ def _paths() -> dict[str, Any]:
                 "admission",
                 {**_ok("Admission"), **admission_errors},
                 params=[ACCOUNT],
-                body=_obj(
-                    ["messages"],
-                    {
-                        "messages": {"type": "integer", "minimum": 1, "maximum": v.MAX_ITEMS},
-                        "segments": {"type": "integer", "minimum": 1, "maximum": 100},
-                    },
-                ),
+                body=_body(models.SmsInput),
             )
         },
         "/v1/plans": {
             "get": _op(
                 "List plans",
                 "admin",
-                {
-                    "200": {
-                        "description": "OK",
-                        "content": {
-                            JSON: {
-                                "schema": _obj(
-                                    ["plans"], {"plans": {"type": "array", "items": _ref("Plan")}}
-                                )
-                            }
-                        },
-                    },
-                    **_problems(401, 403, 429, 500, 503),
-                },
+                {**_ok("PlanList"), **_problems(401, 403, 429, 500, 503)},
             )
         },
         "/v1/plans/{plan}": {
@@ -801,20 +339,7 @@ def _paths() -> dict[str, Any]:
             "get": _op(
                 "List accounts",
                 "admin",
-                {
-                    "200": {
-                        "description": "OK",
-                        "content": {
-                            JSON: {
-                                "schema": _obj(
-                                    ["accounts"],
-                                    {"accounts": {"type": "array", "items": _ref("Account")}},
-                                )
-                            }
-                        },
-                    },
-                    **_problems(401, 403, 429, 500, 503),
-                },
+                {**_ok("AccountList"), **_problems(401, 403, 429, 500, 503)},
             )
         },
         "/v1/accounts/{account}": {
@@ -829,7 +354,7 @@ def _paths() -> dict[str, Any]:
                 "admin",
                 {**_ok("Account"), **_ok("Account", 201, "Created"), **_problems(*_WRITE_ERRORS)},
                 params=[ACCOUNT],
-                body=_ref("AccountInput"),
+                body=_body(models.AccountInput),
             ),
             "delete": _op(
                 "Delete an account",
@@ -847,7 +372,7 @@ def _paths() -> dict[str, Any]:
                 "admin",
                 {**_ok("Account"), **_problems(*_WRITE_ERRORS)},
                 params=[ACCOUNT],
-                body=_obj(["plan"], {"plan": _PLAN_ID}),
+                body=_body(models.PlanChange),
             )
         },
         "/v1/accounts/{account}/contract": {
@@ -856,13 +381,7 @@ def _paths() -> dict[str, Any]:
                 "admin",
                 {**_ok("Account"), **_problems(*_WRITE_ERRORS)},
                 params=[ACCOUNT],
-                body=_obj(
-                    [],
-                    {
-                        "timezone": _nullable(_TIMEZONE),
-                        "contract_date": _nullable({"type": "string", "format": "date"}),
-                    },
-                ),
+                body=_body(models.ContractChange),
             )
         },
         "/v1/accounts/{account}/limits/{meter}": {
@@ -871,7 +390,7 @@ def _paths() -> dict[str, Any]:
                 "admin",
                 {**_ok("Account"), **_problems(*_WRITE_ERRORS)},
                 params=[ACCOUNT, METER],
-                body=_obj(["limit"], {"limit": _AMOUNT}),
+                body=_body(models.LimitChange),
             ),
             "delete": _op(
                 "Restore the plan's limit",
@@ -886,7 +405,7 @@ def _paths() -> dict[str, Any]:
                 "admin",
                 {**_ok("Account"), **_problems(*_WRITE_ERRORS)},
                 params=[ACCOUNT, LADDER],
-                body=_obj(["up_to"], {"up_to": {"type": "integer", "minimum": 1}}),
+                body=_body(models.PaidTierChange),
             ),
             "delete": _op(
                 "Clear the paid tier",
@@ -906,22 +425,9 @@ def _paths() -> dict[str, Any]:
             "put": _op(
                 "Grant a temporary extension",
                 "admin",
-                {
-                    "200": {
-                        "description": "OK",
-                        "content": {
-                            JSON: {
-                                "schema": _obj(
-                                    ["period", "extra", "account"],
-                                    {"period": _STR, "extra": _NAT, "account": _ref("Account")},
-                                )
-                            }
-                        },
-                    },
-                    **_problems(*_WRITE_ERRORS),
-                },
+                {**_ok("ExtensionAnswer"), **_problems(*_WRITE_ERRORS)},
                 params=[ACCOUNT, METER],
-                body=_obj(["extra"], {"extra": _AMOUNT}),
+                body=_body(models.ExtensionChange),
             )
         },
         "/v1/accounts/{account}/sms-credits": {
@@ -929,22 +435,7 @@ def _paths() -> dict[str, Any]:
                 "Top up SMS credits",
                 "admin",
                 {
-                    "202": {
-                        "description": "Accepted: the event is on the events topic",
-                        "content": {
-                            JSON: {
-                                "schema": _obj(
-                                    ["account", "event_id", "credits", "meters"],
-                                    {
-                                        "account": _STR,
-                                        "event_id": _STR,
-                                        "credits": _NAT,
-                                        "meters": {"type": "array", "items": _STR},
-                                    },
-                                )
-                            }
-                        },
-                    },
+                    **_ok("TopUpAnswer", 202, "Accepted: the event is on the events topic"),
                     **_problems(*_WRITE_ERRORS),
                 },
                 params=[
@@ -957,12 +448,10 @@ def _paths() -> dict[str, Any]:
                         "schema": {"type": "string", "pattern": _anchored(v.IDEMPOTENCY_KEY)},
                     },
                 ],
-                body=_obj(
-                    ["credits"],
-                    {"credits": {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY}},
-                ),
+                body=_body(models.TopUp),
             )
         },
+        "/v1/events": {"post": _ingest_op()},
         "/v1/session": {
             "post": _op(
                 "Open a dashboard session",
@@ -971,7 +460,7 @@ def _paths() -> dict[str, Any]:
                     "200": {"description": "Cookie set", "content": {JSON: {"schema": _ref("Me")}}},
                     **_problems(400, 401, 413, 415, 422, 429, 500, 503),
                 },
-                body=_obj(["key"], {"key": {"type": "string", "minLength": 1, "maxLength": 200}}),
+                body=_body(models.SessionInput),
                 secured=False,
             ),
             "delete": _op(
@@ -982,6 +471,127 @@ def _paths() -> dict[str, Any]:
             ),
         },
     }
+
+
+def typed(*types: Any) -> list[dict[str, Any]]:
+    """The schemas of msgspec Structs (JSON Schema from the types the route answers with)
+    added to `SCHEMAS`; returns a `$ref` per type."""
+    refs, components = msgspec.json.schema_components(types, ref_template=_REF)
+    SCHEMAS.update(components)
+    return list(refs)
+
+
+_EVENT_EXAMPLE = {
+    "specversion": "1.0",
+    "id": "e-123",
+    "source": "crm/eu-1",
+    "type": "email.sent",
+    "subject": "acct-42",
+    "time": "2026-11-23T10:00:00Z",
+    "data": {"contact": "c-9", "kind": "marketing"},
+}
+
+
+def _ingest_op() -> dict[str, Any]:
+    """`POST /v1/events` (routes_events.py): the answer's schema comes from its Structs."""
+    (answer,) = typed(IngestAnswer)
+    event_doc = (
+        "A CloudEvents 1.0 usage event (docs/schemas/usage-event.json; docs/asyncapi.yaml). "
+        "It is checked per event by the processor's own decoder: an invalid one is refused in "
+        "the 202 answer with its reason, not with a 4xx for the request."
+    )
+    op = _op(
+        "Send usage events",
+        "ingestion",
+        {
+            "202": {
+                "description": "Every event, accepted (on the events topic) or refused.",
+                "content": {
+                    JSON: {
+                        "schema": answer,
+                        "example": {
+                            "accepted": 1,
+                            "refused": 1,
+                            "events": [
+                                {"index": 0, "id": "e-123", "status": "accepted"},
+                                {
+                                    "index": 1,
+                                    "id": "e-124",
+                                    "status": "refused",
+                                    "reason": "missing_field",
+                                    "field": "subject",
+                                    "detail": "is required",
+                                },
+                            ],
+                        },
+                    }
+                },
+            },
+            **_problems(*_WRITE_ERRORS),
+        },
+    )
+    op["description"] = (
+        "One event as `application/cloudevents+json`, or a JSON array of events as "
+        "`application/cloudevents-batch+json` (at most METERING_API_EVENTS_BURST events and "
+        "64 KiB). Account keys may send their own account's events only. Each event costs a "
+        "token of the key's event bucket (METERING_API_EVENTS_PER_S): a batch that does not "
+        "fit is refused whole with 429."
+    )
+    op["requestBody"] = {
+        "required": True,
+        "content": {
+            "application/cloudevents+json": {
+                "schema": {"description": event_doc},
+                "example": _EVENT_EXAMPLE,
+            },
+            "application/cloudevents-batch+json": {
+                "schema": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": ApiConfig().events_burst,
+                    "items": {"description": event_doc},
+                },
+                "example": [_EVENT_EXAMPLE],
+            },
+        },
+    }
+    return op
+
+
+TAGS = [
+    {"name": "meta", "description": "Health, readiness, metrics and the key in use."},
+    {
+        "name": "usage",
+        "description": "What an account used this period and before, and how fresh that is.",
+    },
+    {
+        "name": "admission",
+        "description": "May this account do X now? One answer shape for every action.",
+    },
+    {
+        "name": "ingestion",
+        "description": "Usage events over HTTP (CloudEvents), onto the events topic.",
+    },
+    {"name": "admin", "description": "Plans, accounts, limits, tiers, top-ups (admin keys)."},
+    {"name": "dashboard", "description": "The dashboard's cookie session."},
+]
+
+
+_IDEMPOTENT_ALREADY = {"/v1/accounts/{account}/sms-credits"}
+"""Writes that declare the header themselves (the top-up requires it)."""
+
+
+def _with_idempotency(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every write idempotency.py covers takes the optional Idempotency-Key header, and may
+    answer 409 (in progress) and 422 (reused, invalid key)."""
+    for path, item in paths.items():
+        for method, op in item.items():
+            if method not in ("post", "put", "patch", "delete") or path in EXEMPT:
+                continue
+            if path not in _IDEMPOTENT_ALREADY:
+                op["parameters"] = [*op.get("parameters", []), IDEMPOTENCY]
+            op["responses"] = {**op["responses"], **_problems(409, 422)}
+    return paths
 
 
 @cache
@@ -995,8 +605,9 @@ def openapi_document() -> dict[str, Any]:
             "description": "Usage, admission, plans and accounts. See docs/api.md.",
         },
         "servers": [{"url": "/"}],
+        "tags": TAGS,
         "security": [{"bearer": []}, {"cookie": []}],
-        "paths": _paths(),
+        "paths": _with_idempotency(_paths()),
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {

@@ -5,8 +5,9 @@ keys for any. Bodies are validated here; the decisions come from `admission.Admi
 
 Every endpoint answers the same document (docs/api.md, "Admission"): `allowed` is a boolean
 (every item allowed), `admitted` / `refused` count the items, `reason` / `meter` / `fits` are
-those of the deciding item (the first refused one, else the first), then the `items` and the
-`meters` consulted.
+those of the deciding item (the first refused one, else the first), the `hold` placed on
+counters and balances (its id goes on the usage events as `holdid`), then the `items` and the
+`meters` consulted. `DELETE /v1/accounts/{account}/holds/{hold}` releases a hold early.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ async def _admission(request: Request) -> tuple[Admission, dict[str, Any], str]:
         plan,
         now_ms=ctx.clock_ms(),
         retention_days=ctx.config.retention_days,
+        hold_ttl_s=ctx.config.hold_ttl_s,
     )
     return admission, body, account_id
 
@@ -68,6 +70,7 @@ def answer(account: str, action: str, admission: Admission, items: list[Item]) -
         "reason": None if deciding is None else deciding["reason"],
         "meter": meter,
         "fits": admission.fits(meter),
+        "hold": admission.hold(),
         "items": docs,
         "meters": admission.meters(),
     }
@@ -154,10 +157,30 @@ async def sms(request: Request) -> Response:
     return _items(request, account, "sms.send", admission, items)
 
 
+async def release(request: Request) -> Response:
+    """Free what a hold still holds, before it expires (the action was abandoned). Answers
+    the units freed per meter; an unknown, captured or expired hold frees nothing (200, empty:
+    releasing twice is harmless)."""
+    ctx = context(request)
+    account = v.path(request, "account", v.ACCOUNT_ID)
+    hold = v.path(request, "hold", v.HOLD_ID)
+    await ctx.state_reader(request, account, writes=True)
+    ctx.lookup(account)
+    freed = await ctx.store.release_hold(account, hold, now_ms=ctx.clock_ms())
+    units: dict[str, int] = {}
+    for slot, amount in freed.items():
+        meter = slot.split(":", 1)[0]
+        units[meter] = units.get(meter, 0) + amount
+    return json_response(
+        {"account": account, "hold": hold, "released": bool(freed), "units": units}
+    )
+
+
 ROUTES = [
     Route("/v1/accounts/{account}/admission/messages", messages, methods=["POST"]),
     Route("/v1/accounts/{account}/admission/contacts", contacts, methods=["POST"]),
     Route("/v1/accounts/{account}/admission/campaigns", campaigns, methods=["POST"]),
     Route("/v1/accounts/{account}/admission/automations", automations, methods=["POST"]),
     Route("/v1/accounts/{account}/admission/sms", sms, methods=["POST"]),
+    Route("/v1/accounts/{account}/holds/{hold}", release, methods=["DELETE"]),
 ]

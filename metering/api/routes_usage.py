@@ -60,6 +60,7 @@ async def usage(request: Request) -> Response:
         account_id, [(s.meter.name, s.key, s.meter.aggregation) for s in slots]
     )
     updates = await ctx.store.last_updates(account_id)
+    held = await ctx.store.held(account_id, [f"{s.meter.name}:{s.key}" for s in slots], now_ms=now)
     meters = [
         meter_usage(
             account,
@@ -68,6 +69,7 @@ async def usage(request: Request) -> Response:
             amounts[(slot.meter.name, slot.key)],
             last_update_ms=updates.get(f"{slot.meter.name}:{slot.key}"),
             now_ms=now,
+            held=held[f"{slot.meter.name}:{slot.key}"],
         )
         for slot in slots
     ]

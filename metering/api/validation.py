@@ -25,6 +25,8 @@ PERIOD_KEY: Final = re.compile(
     r"d\d{4}-\d{2}-\d{2}|\d{4}-\d{2}|\d{4}|[by]\d{4}-\d{2}-\d{2}", re.ASCII
 )
 IDEMPOTENCY_KEY: Final = re.compile(r"[A-Za-z0-9._:-]{1,100}", re.ASCII)
+HOLD_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}", re.ASCII)
+"""Admission hold ids the release route accepts (the API makes 24 hex digits)."""
 MAX_CONTACT_CHARS: Final = 256
 MAX_ITEMS: Final = 10_000
 MAX_AMOUNT: Final = 10**12

@@ -60,8 +60,11 @@ def meter_usage(
     *,
     last_update_ms: int | None,
     now_ms: int,
+    held: int = 0,
 ) -> dict[str, Any]:
-    """One meter of the usage view (see docs/api.md, "Usage")."""
+    """One meter of the usage view (see docs/api.md, "Usage"). `held`: units admission holds
+    keep for usage not counted yet; shown beside `used`, never part of status, thresholds or
+    projection (those count usage)."""
     meter = slot.meter
     key = slot.key
     balance = meter.aggregation is Aggregation.BALANCE
@@ -85,6 +88,7 @@ def meter_usage(
         "aggregation": meter.aggregation.value,
         "enforcement": meter.enforcement.mode.value,
         "used": used,
+        "held": held,
         "limit": limit,
         "base_limit": base,
         "extension": extension,

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from metering.core.errors import ApiCallFailed
+from metering.core.errors import ApiCallFailed, ApiUnreachable
 
 _COLOURS = {"green": "\033[32m", "yellow": "\033[33m", "red": "\033[31m"}
 _RESET = "\033[0m"
@@ -51,7 +51,10 @@ def call_api(
             detail = exc.reason
         raise ApiCallFailed(f"{method} {path} -> {exc.code} {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise ApiCallFailed(f"cannot reach the API at {base_url}: {exc}") from None
+        raise ApiUnreachable(
+            f"cannot reach the API at {base_url} ({exc}); is `metering api` running? "
+            "Set --api-url or METERING_API_URL"
+        ) from None
 
 
 def state_word(state: str) -> str:

@@ -13,13 +13,22 @@ import dataclasses
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
-from metering.core.errors import MeteringError
+from metering.cli.failures import explain
+from metering.cli.helptext import add_epilogs
+from metering.cli.inputs import checked_events, read_input, require_topics
+from metering.cli.listing import add_commands as add_listing_commands
+from metering.core.errors import InputError, MeteringError
 from metering.settings import Settings
+
+if TYPE_CHECKING:
+    from metering.api.auth import KeyRing
 
 
 def _processor(args: argparse.Namespace, settings: Settings) -> int:
@@ -77,6 +86,7 @@ def _plans_apply(args: argparse.Namespace, settings: Settings) -> int:
         return directory
 
     async def apply() -> None:
+        await require_topics(settings, ["accounts_topic"])
         directory = await current()
         dropped = [
             (plan.id, meter, accounts)
@@ -125,67 +135,55 @@ def _some(accounts: list[str], shown: int = 10) -> str:
 def _accounts_put(args: argparse.Namespace, settings: Settings) -> int:
     from metering.core.account_codec import account_from_json  # noqa: PLC0415
     from sinks.config_writer import ConfigWriter  # noqa: PLC0415
-    from streams.kafka import new_producer  # noqa: PLC0415
+    from streams.kafka import new_producer, started  # noqa: PLC0415
 
-    raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-    doc = orjson.loads(raw)
+    raw = read_input(args.file)
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(
+            f"{args.file}: not JSON ({exc}); give one account object or a list of them"
+        ) from None
     accounts = [account_from_json(d) for d in (doc if isinstance(doc, list) else [doc])]
 
     async def put() -> None:
+        await require_topics(settings, ["accounts_topic"])
         producer = new_producer(settings, client_id="metering-cli")
-        await producer.start()
-        try:
+        async with started(producer):
             writer = ConfigWriter(producer, settings.accounts_topic)
             for account in accounts:
                 await writer.put_account(account)
                 print(f"applied account {account.id} (plan {account.plan_id})")
-        finally:
-            await producer.stop()
 
     asyncio.run(put())
     return 0
 
 
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.kafka import new_producer  # noqa: PLC0415
+    """Validate every line first (nothing is sent when one is bad), then send with progress."""
+    from metering.runtime.progress import Reporter  # noqa: PLC0415
+    from streams.kafka import new_producer, started  # noqa: PLC0415
 
-    stream = sys.stdin.buffer if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
+    events = checked_events(read_input(args.file), args.file, settings)
 
-    async def produce() -> int:
+    async def produce() -> None:
+        await require_topics(settings, ["events_topic"])
         producer = new_producer(settings, client_id="metering-cli", linger_ms=20)
-        await producer.start()
-        sent = 0
-        try:
-            futures = []
-            for line in stream:
-                if not line.strip():
-                    continue
-                key = _subject(line)
-                futures.append(await producer.send(settings.events_topic, value=line, key=key))
-                sent += 1
-            await asyncio.gather(*futures)
-        finally:
-            await producer.stop()
-        return sent
+        with Reporter("produce", len(events), None if args.quiet else sys.stderr) as bar:
+            async with started(producer):
+                pending = []
+                for line, key in events:
+                    pending.append(await producer.send(settings.events_topic, value=line, key=key))
+                    if len(pending) >= 1000:
+                        await asyncio.gather(*pending)
+                        bar.advance(len(pending))
+                        pending = []
+                await asyncio.gather(*pending)
+                bar.advance(len(pending))
 
-    try:
-        count = asyncio.run(produce())
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-    print(f"produced {count} events to {settings.events_topic}")
+    asyncio.run(produce())
+    print(f"produced {len(events)} events to {settings.events_topic}")
     return 0
-
-
-def _subject(line: bytes) -> bytes | None:
-    """The record key is the account (`subject`); a line that is not JSON keeps no key and the
-    processor dead-letters it with the reason."""
-    try:
-        doc = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    subject = doc.get("subject") if isinstance(doc, dict) else None
-    return subject.encode() if isinstance(subject, str) else None
 
 
 def _api(args: argparse.Namespace, settings: Settings) -> int:
@@ -193,38 +191,86 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
     from metering.runtime.api import main_api  # noqa: PLC0415
 
     config = ApiConfig(rate_per_s=args.rate, burst=args.burst, secure_cookie=args.secure_cookie)
+    asyncio.run(_api_preflight(settings))
     main_api(settings, config, access_log=args.access_log and not args.no_access_log)
     return 0
 
 
-def _api_keys(args: argparse.Namespace, settings: Settings) -> int:
-    """create / list / revoke API keys in Redis; a new key's token is printed once."""
-    from metering.api.auth import KeyRing, Scope  # noqa: PLC0415
+async def _api_preflight(settings: Settings) -> None:
+    """Redis answers and the accounts topic exists, checked before the server starts: a
+    failure is then one line (exit 8 or 6/7) instead of the server's start-up traceback."""
     from metering.state.redis_store import RedisStateStore  # noqa: PLC0415
 
+    store = RedisStateStore.from_url(settings.redis_url)
+    try:
+        await store.ping()
+    finally:
+        await store.close()
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # the one-line failure says it; the server's logs follow
+    try:
+        await require_topics(settings, ["accounts_topic"])
+    finally:
+        quiet.setLevel(level)
+
+
+def _api_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """create / list / revoke / migrate API keys; a new key's token is printed once.
+
+    Records go to the accounts topic (durable; the configuration read to its end first) and
+    their copies to Redis (docs/api.md, "Keys")."""
+    from metering.api.auth import KeyRing  # noqa: PLC0415
+    from metering.core.directory import Directory  # noqa: PLC0415
+    from metering.state.redis_store import RedisStateStore  # noqa: PLC0415
+    from sinks.config_writer import ConfigWriter  # noqa: PLC0415
+    from streams.config_follower import ConfigFollower  # noqa: PLC0415
+    from streams.kafka import new_consumer, new_producer, started  # noqa: PLC0415
+
     async def run() -> int:
+        directory = Directory()
+        consumer = new_consumer(settings, group_id=None, client_id="metering-cli-config")
+        async with started(consumer):
+            await ConfigFollower(consumer, settings.accounts_topic, directory).catch_up()
         store = RedisStateStore.from_url(settings.redis_url)
-        ring = KeyRing(store)
+        producer = new_producer(settings, client_id="metering-cli")
         try:
-            if args.keys_command == "create":
-                scope = Scope.ADMIN if args.admin else Scope.ACCOUNT
-                token, record = await ring.create(scope, None if args.admin else args.account)
-                owner = f" of {record.account}" if record.account else ""
-                print(f"created {record.id} ({scope.value}{owner}); token:", file=sys.stderr)
-                print(token)  # stdout holds the token alone: TOKEN=$(metering api-keys ...)
-            elif args.keys_command == "list":
-                for record in await ring.records():
-                    print(f"{record.id}  {record.scope.value:7}  {record.account or '-'}")
-            else:
-                if not await ring.revoke(key_id=args.key_id):
-                    print(f"no key {args.key_id}", file=sys.stderr)
-                    return 1
-                print(f"revoked {args.key_id}")
+            async with started(producer):
+                writer = ConfigWriter(producer, settings.accounts_topic)
+                ring = KeyRing(store, directory=directory, publisher=writer)
+                return await _keys_action(args, ring)
         finally:
             await store.close()
-        return 0
 
     return asyncio.run(run())
+
+
+async def _keys_action(args: argparse.Namespace, ring: KeyRing) -> int:
+    """One `api-keys` action on a ring that writes to the topic and Redis."""
+    from metering.api.auth import Scope  # noqa: PLC0415
+
+    if args.keys_command == "create":
+        scope = Scope.ADMIN if args.admin else Scope.ACCOUNT
+        token, record = await ring.create(scope, None if args.admin else args.account)
+        owner = f" of {record.account}" if record.account else ""
+        print(f"created {record.id} ({scope.value}{owner}); token:", file=sys.stderr)
+        print(token)  # stdout holds the token alone: TOKEN=$(metering api-keys ...)
+    elif args.keys_command == "list":
+        stranded = {r.id for r in (await ring.unmigrated()).values()}
+        for record in await ring.records():
+            note = "  (only in Redis: run `metering api-keys migrate`)" * (record.id in stranded)
+            print(f"{record.id}  {record.scope.value:7}  {record.account or '-'}{note}")
+    elif args.keys_command == "migrate":
+        moved = await ring.migrate()
+        for record in moved:
+            print(f"migrated {record.id} ({record.scope.value} {record.account or '-'})")
+        print(f"{len(moved)} keys moved from Redis to the accounts topic")
+    else:
+        if not await ring.revoke(key_id=args.key_id):
+            print(f"no key {args.key_id}", file=sys.stderr)
+            return 1
+        print(f"revoked {args.key_id}")
+    return 0
 
 
 def _closer(args: argparse.Namespace, settings: Settings) -> int:
@@ -312,7 +358,7 @@ def _usage(args: argparse.Namespace, settings: Settings) -> int:
 
     url, key = _api_target(args)
     usage = call_api(url, key, "GET", f"/v1/accounts/{args.account}/usage")
-    print(usage_table(usage, colour=_colour(args)))
+    print(_json(usage) if args.json else usage_table(usage, colour=_colour(args)))
     return 0
 
 
@@ -360,7 +406,7 @@ def _admit(args: argparse.Namespace, settings: Settings) -> int:
         body = {"messages": args.recipients}
     path = {"campaign": "campaigns"}.get(args.what, args.what)
     result = call_api(url, key, "POST", f"/v1/accounts/{args.account}/admission/{path}", body)
-    print(decisions_table(result, colour=_colour(args)))
+    print(_json(result) if args.json else decisions_table(result, colour=_colour(args)))
     return 0
 
 
@@ -369,11 +415,13 @@ def _tiers_mismatches(args: argparse.Namespace, settings: Settings) -> int:
 
     url, key = _api_target(args)
     report = call_api(url, key, "GET", "/v1/admin/tier-mismatches")
-    if args.json:
-        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    else:
-        print(mismatches_table(report))
+    print(_json(report) if args.json else mismatches_table(report))
     return 0
+
+
+def _json(answer: object) -> str:
+    """The API's answer as indented JSON (`--json`), for scripts and `jq`."""
+    return orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode()
 
 
 def _publisher(args: argparse.Namespace, settings: Settings) -> int:
@@ -387,12 +435,14 @@ def _add_api_client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-url", help="API base URL (METERING_API_URL, default 127.0.0.1:8080)")
     p.add_argument("--key", help="API key (METERING_API_KEY)")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    p.add_argument("--json", action="store_true", help="print the API's JSON answer instead")
 
 
 def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`produce`, `usage`, `wait`, `admit` (through the API) and `publisher`."""
     p = sub.add_parser("produce", help="produce usage events from JSON lines (file or -)")
     p.add_argument("file", nargs="?", default="-", help="JSON-lines file, or - for stdin")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or lines")
     p.set_defaults(run=_produce)
 
     p = sub.add_parser(
@@ -449,8 +499,14 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     _add_api_client_options(p)
     p.set_defaults(run=_admit)
 
-    p = sub.add_parser("publisher", help="run a standalone outbox publisher (until SIGTERM)")
-    p.set_defaults(run=_publisher)
+    p = sub.add_parser(
+        "publisher",
+        help="run a standalone outbox publisher (until SIGTERM)",
+        description="Publishes the crossings, reminders, statements and tier events waiting "
+        "in Redis outboxes, in Kafka transactions (every processor runs one too; this one "
+        "is for deployments that separate them).",
+    )
+    p.set_defaults(run=_publisher, service=True)
 
     tiers = sub.add_parser("tiers", help="tier placements across accounts (through the API)")
     tiers_sub = tiers.add_subparsers(dest="tiers_command", required=True, metavar="ACTION")
@@ -459,7 +515,6 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         help="accounts whose 3-month average places them in another tier than they pay for "
         "(paid_tiers), with the months behind it (admin key)",
     )
-    p.add_argument("--json", action="store_true", help="the API's JSON answer")
     _add_api_client_options(p)
     p.set_defaults(run=_tiers_mismatches)
 
@@ -477,8 +532,10 @@ counts new events again; events in between are not counted. See docs/plans.md.
 """
 
 
-def _add_plans_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`plans validate` and `plans apply`."""
+def _add_plans_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """`plans validate` and `plans apply` (`plans list`: metering/cli/listing.py)."""
     plans = sub.add_parser("plans", help="validate and apply plan files (TOML)")
     plans_sub = plans.add_subparsers(dest="plans_command", required=True, metavar="ACTION")
     for name, run, text in (
@@ -501,17 +558,51 @@ def _add_plans_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                 "(their events are then counted nowhere; see below)",
             )
         p.set_defaults(run=run)
+    return plans_sub
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("metering")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    """`--debug` (alias `-v`, `--verbose`) and `--version`."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        "--debug",
+        dest="debug",
+        action="store_true",
+        help="log at DEBUG level and print the traceback of a failure",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metering",
         description="Exact usage metering: Kafka usage events -> Redis counters -> thresholds.",
+        epilog="exit status: 0 done; 1 not found; 2 refused or a usage error; 3 wait timed "
+        "out; 4 bad setting; 5 bad input file; 6 Kafka unreachable; 7 topic missing; 8 Redis "
+        "unreachable; 9 API unreachable (docs/cli.md). `metering --debug COMMAND` adds the "
+        "traceback of a failure.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    _add_global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("processor", help="run a usage processor (until SIGTERM)")
+    p = sub.add_parser(
+        "processor",
+        help="run a usage processor (until SIGTERM)",
+        description="Consumes the usage topic, applies each batch to the Redis counters "
+        "(effectively once: positions live in Redis), and publishes threshold crossings, "
+        "reminders, statements and tier events from the outboxes. Several processors share "
+        "the partitions (METERING_CONSUMER_GROUP). Metrics on 127.0.0.1:METERING_METRICS_PORT.",
+    )
     p.add_argument(
         "--accept-lost-records",
         action="store_true",
@@ -519,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(metering_records_lost_total) and go on from the log start, instead of stopping "
         "(METERING_ACCEPT_LOST_RECORDS)",
     )
-    p.set_defaults(run=_processor)
+    p.set_defaults(run=_processor, service=True)
 
     topics = sub.add_parser("topics", help="manage the service's Kafka topics")
     topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
@@ -527,15 +618,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replication", type=int, default=1, help="replication factor (default 1)")
     p.set_defaults(run=_topics_create)
 
-    _add_plans_commands(sub)
+    plans_sub = _add_plans_commands(sub)
 
     accounts = sub.add_parser("accounts", help="manage accounts")
     accounts_sub = accounts.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
     p = accounts_sub.add_parser("put", help="create or update accounts from JSON (file or -)")
     p.add_argument("file", help="JSON file with one account or a list, or - for stdin")
     p.set_defaults(run=_accounts_put)
+    add_listing_commands(sub, accounts_sub, plans_sub)
 
-    p = sub.add_parser("api", help="run the HTTP API and dashboard (METERING_API_HOST/PORT)")
+    p = sub.add_parser(
+        "api",
+        help="run the HTTP API and dashboard (METERING_API_HOST/PORT)",
+        description="Serves usage, admission and the dashboard (docs/api.md) on "
+        "METERING_API_HOST:METERING_API_PORT until SIGTERM. Redis and the accounts topic are "
+        "checked before it listens (exit 8 or 6/7 in one line when they are not there).",
+    )
     p.add_argument("--rate", type=float, default=50.0, help="requests/s per API key (50)")
     p.add_argument("--burst", type=int, default=100, help="burst per API key (100)")
     p.add_argument("--secure-cookie", action="store_true", help="served over HTTPS")
@@ -546,8 +644,16 @@ def build_parser() -> argparse.ArgumentParser:
         "/metrics counts requests by route and status)",
     )
     p.add_argument("--no-access-log", action="store_true", help="the default (kept for scripts)")
-    p.set_defaults(run=_api)
+    p.set_defaults(run=_api, service=True)
 
+    _add_api_keys_commands(sub)
+    _add_service_commands(sub)
+    _add_client_commands(sub)
+    add_epilogs(parser)
+    return parser
+
+
+def _add_api_keys_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = sub.add_parser("api-keys", help="create, list and revoke API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     p = keys_sub.add_parser("create", help="create a key and print its token once")
@@ -560,13 +666,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = keys_sub.add_parser("revoke", help="revoke a key by its id (k_...)")
     p.add_argument("key_id")
     p.set_defaults(run=_api_keys)
+    p = keys_sub.add_parser(
+        "migrate",
+        help="once, after upgrading: copy keys kept only in Redis to the accounts topic",
+    )
+    p.set_defaults(run=_api_keys)
 
+
+def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The closer, reminders and backfill."""
     p = sub.add_parser(
         "closer",
         help="close due periods (statements, tiers) and send due reminders (until SIGTERM)",
     )
     p.add_argument("--once", action="store_true", help="one pass, then exit")
-    p.set_defaults(run=_closer)
+    p.set_defaults(run=_closer, service=True)
 
     p = sub.add_parser("remind", help="send the reminders due now (one pass; docs/plans.md)")
     p.add_argument(
@@ -589,24 +703,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--publish", action="store_true", help="send statements and tiers to Kafka")
     p.set_defaults(run=_backfill)
 
-    _add_client_commands(sub)
-    return parser
-
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; errors print one clear line and exit 2."""
+    """Console entry point: an expected failure prints one line (`metering: problem; fix`)
+    and exits with its status (docs/cli.md); `--debug` adds the traceback."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    settings: Settings | None = None
     try:
         settings = Settings.from_env()
+        _configure_logging(args, settings)
         code: int = args.run(args, settings)
-    except MeteringError as exc:
-        print(f"metering: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("metering: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        failure = explain(exc, settings)
+        if failure is None:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        # Clients a failed start left behind are reported by asyncio when collected: noise.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        print(f"metering: {failure.line}", file=sys.stderr)
+        return int(failure.code)
     return code
+
+
+def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
+    """Our log format and level; a one-shot command (not a service) also hides aiokafka's
+    connection errors, which the one-line failure replaces (`--debug` shows them)."""
+    from metering.runtime.logging import configure_logging  # noqa: PLC0415
+
+    configure_logging(settings.log_level, settings.log_format, debug=args.debug)
+    if not args.debug and not getattr(args, "service", False):
+        for name in ("aiokafka", "kafka"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@
         await usage.flush()                              # everything emitted is acknowledged
 
     with SyncUsageProducer.connect("127.0.0.1:19092", source="batch-job") as usage:
-        usage.sms_sent("acme", contact="c-1", segments=2)
+        usage.sms_sent("acme", contact="c-1", segments=2, hold=admission["hold"]["id"])
+
+`hold=` (any helper) puts the admission hold's id on the event (`holdid`): the processor then
+replaces the held units by this usage instead of counting both (docs/api.md, "Holds").
 
 A face of the service, like the API and the CLI: it may import aiokafka, the domain core never
 imports it. Every event is validated locally with the processor's own decoder before it is

@@ -177,9 +177,13 @@ class UsageProducer(EventHelpers["asyncio.Future[Receipt]"]):
         *,
         time_ms: int | None = None,
         idempotency_key: str | None = None,
+        hold: str | None = None,
         **data: Any,
     ) -> UsageEvent:
-        """A validated event (raises `EventRejected` naming the field and the reason)."""
+        """A validated event (raises `EventRejected` naming the field and the reason).
+
+        `hold`: the id of the admission hold this event captures (the admission answer's
+        `hold.id`; sent as `holdid`). Every helper below takes it too (`**options`)."""
         now = wall_clock_ms()
         data = with_defaults(EventType(event_type), data)  # one default per field
         event = UsageEvent(
@@ -188,6 +192,7 @@ class UsageProducer(EventHelpers["asyncio.Future[Receipt]"]):
             type=EventType(event_type),
             account=account,
             time_ms=now if time_ms is None else time_ms,
+            hold=hold,
             **data,
         )
         # The processor's own decoder: what passes here passes there.

@@ -81,6 +81,9 @@ class AccountDelta:
     suppressions: dict[str, int] = field(default_factory=dict)
     """Member -> earliest suppression time (epoch ms) seen in the batch."""
     event_ids: list[str] = field(default_factory=list)
+    holds: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    """(hold id, meter, period) -> units that events carrying the hold id used there: the
+    store captures the hold with them in the same atomic step (empty for most batches)."""
     first_offset: int = -1
     last_offset: int = -1
 
@@ -105,6 +108,13 @@ class AccountDelta:
                 delta.members[contribution.member] = contribution.present
             else:
                 delta.members[contribution.member] = True
+
+    def capture(self, hold: str, contribution: Contribution) -> None:
+        """Note that `contribution` came from an event carrying admission hold `hold`: its
+        units (the absolute amount: a balance spend is negative) replace held ones."""
+        if contribution.amount:
+            key = (hold, contribution.meter, contribution.period)
+            self.holds[key] = self.holds.get(key, 0) + abs(contribution.amount)
 
     def suppress(self, member: str, at_ms: int) -> None:
         """Remember that `member` was suppressed (opted out, hard bounce) at `at_ms`."""

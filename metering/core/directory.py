@@ -4,7 +4,9 @@ Fed by records of the compacted accounts topic (see streams/config_follower.py),
 
     key "plan:<id>"     value {"source": "<file name>", "toml": "<plan file text>"}
     key "account:<id>"  value the account's JSON document (metering.core.account_codec)
-    value null          (a tombstone) removes the plan or account
+    key "apikey:<id>"   value an API key's record: digest, scope, account, created/revoked
+                        (metering.core.api_keys; never the token)
+    value null          (a tombstone) removes the plan, account or key
 
 Every record either applies or is refused with a `Refusal` (a stable reason code and a
 message naming the key and the problem); `apply_record` never raises. A refused record
@@ -24,7 +26,8 @@ import orjson
 
 from metering.core.account_codec import account_from_json
 from metering.core.accounts import Account, check_account
-from metering.core.errors import AccountError, MeteringError, PlanError
+from metering.core.api_keys import API_KEY_PREFIX, KeyRecord, parse_topic_record
+from metering.core.errors import AccountError, ApiKeyError, MeteringError, PlanError
 from metering.core.plan_loading import parse_plan
 from metering.core.plans import Plan
 
@@ -44,13 +47,15 @@ class RefusalReason(StrEnum):
     `metering_config_records_refused_total` metric): add codes, never change them."""
 
     BAD_KEY = "bad_key"
-    """The key is not `plan:<id>` or `account:<id>` (or not UTF-8)."""
+    """The key is not `plan:<id>`, `account:<id>` or `apikey:<id>` (or not UTF-8)."""
     NOT_JSON = "not_json"
     """The value is not a JSON document."""
     INVALID_PLAN = "invalid_plan"
     """A plan record whose envelope or TOML does not describe a valid plan."""
     INVALID_ACCOUNT = "invalid_account"
     """An account document that is malformed or does not fit its plan."""
+    INVALID_API_KEY = "invalid_api_key"
+    """An API key record that is malformed (or would give a key another token's digest)."""
     KEY_MISMATCH = "key_mismatch"
     """The key names another plan or account than the value."""
     UNEXPECTED = "unexpected"
@@ -82,6 +87,8 @@ def _refused(name: str, exc: Exception) -> Refusal:
     problem; anything else is a bug, logged with its traceback and refused all the same."""
     if isinstance(exc, orjson.JSONDecodeError):
         return _refusal(name, RefusalReason.NOT_JSON, f"the value is not JSON: {exc}")
+    if isinstance(exc, ApiKeyError):
+        return _refusal(name, RefusalReason.INVALID_API_KEY, str(exc))
     if isinstance(exc, MeteringError):
         account = name.startswith(ACCOUNT_PREFIX) or isinstance(exc, AccountError)
         reason = RefusalReason.INVALID_ACCOUNT if account else RefusalReason.INVALID_PLAN
@@ -104,6 +111,13 @@ class Directory:
         self._plans: dict[str, Plan] = {}
         self._accounts: dict[str, Account] = {}
         self._resolved: dict[str, tuple[Account, Plan] | None] = {}
+        self._keys: dict[str, tuple[str, KeyRecord]] = {}
+        """Key id -> (digest, record), revoked ones included."""
+        self._digests: dict[str, KeyRecord] = {}
+        """Token digest -> record, revoked ones included."""
+        self._forgotten: set[str] = set()
+        """Digests of keys removed by a tombstone: refused like revoked ones, so that a copy
+        left in Redis cannot bring them back in this process."""
         self.version = 0
         """Grows with every applied change (for tests and metrics)."""
 
@@ -140,6 +154,20 @@ class Directory:
 
     def plans(self) -> list[Plan]:
         return sorted(self._plans.values(), key=lambda p: p.id)
+
+    def api_key(self, digest: str) -> KeyRecord | None:
+        """The record of the key whose token hashes to `digest` (revoked ones too: check
+        `revoked_ms`); None when the topic holds no such key."""
+        return self._digests.get(digest)
+
+    def api_key_withdrawn(self, digest: str) -> bool:
+        """Whether the key of `digest` was revoked or removed: no other copy may revive it."""
+        record = self._digests.get(digest)
+        return digest in self._forgotten or (record is not None and record.revoked_ms is not None)
+
+    def api_keys(self) -> list[tuple[str, KeyRecord]]:
+        """(digest, record) of every key on the topic, revoked ones included, by id."""
+        return [self._keys[k] for k in sorted(self._keys)]
 
     def put_plan(self, plan: Plan) -> None:
         """Install or replace a plan (accounts on it are re-checked on lookup).
@@ -201,9 +229,13 @@ class Directory:
                 return self._plan_record(name, name[len(PLAN_PREFIX) :], value)
             if name.startswith(ACCOUNT_PREFIX) and len(name) > len(ACCOUNT_PREFIX):
                 return self._account_record(name, name[len(ACCOUNT_PREFIX) :], value)
+            if name.startswith(API_KEY_PREFIX) and len(name) > len(API_KEY_PREFIX):
+                return self._api_key_record(name, name[len(API_KEY_PREFIX) :], value)
         except Exception as exc:  # noqa: BLE001 - one record must never stop a follower
             return _refused(name, exc)
-        return _refusal(name, RefusalReason.BAD_KEY, "key must be 'plan:<id>' or 'account:<id>'")
+        return _refusal(
+            name, RefusalReason.BAD_KEY, "key must be 'plan:<id>', 'account:<id>' or 'apikey:<id>'"
+        )
 
     def _plan_record(self, name: str, plan_id: str, value: bytes | None) -> Refusal | None:
         if value is None:
@@ -237,6 +269,31 @@ class Directory:
                 name, RefusalReason.KEY_MISMATCH, f"key names {account_id!r}, body {account.id!r}"
             )
         self.put_account(account)
+        return None
+
+    def _api_key_record(self, name: str, key_id: str, value: bytes | None) -> Refusal | None:
+        known = self._keys.get(key_id)
+        if value is None:
+            if known is not None:
+                del self._keys[key_id]
+                del self._digests[known[0]]
+                self._forgotten.add(known[0])
+                self._changed()
+            return None
+        digest, record = parse_topic_record(key_id, orjson.loads(value))
+        if known is not None and known[0] != digest:
+            return _refusal(
+                name, RefusalReason.INVALID_API_KEY, "a key's digest never changes (new key?)"
+            )
+        owner = self._digests.get(digest)
+        if owner is not None and owner.id != key_id:
+            return _refusal(
+                name, RefusalReason.INVALID_API_KEY, f"the digest belongs to key {owner.id}"
+            )
+        self._keys[key_id] = (digest, record)
+        self._digests[digest] = record
+        self._forgotten.discard(digest)
+        self._changed()
         return None
 
     def _changed(self) -> None:

@@ -21,6 +21,7 @@ Tree (`*` = retriable)::
     ├── EventRejected          an event that cannot be metered (reason code + field)
     ├── PlanError              a plan file that does not describe a valid plan
     ├── AccountError           account settings that do not fit their plan
+    ├── ApiKeyError            an API key record that cannot be applied
     ├── PeriodError            a timezone or anchor that cannot define periods
     ├── UnknownAccount         no account with this id
     ├── UnknownPlan            no plan with this id
@@ -34,12 +35,15 @@ Tree (`*` = retriable)::
     │   ├── StreamUnavailable *      the broker unreachable, timed out, or said "retriable"
     │   │   └── KafkaWriteTimeout *  the API's deadline on a Kafka write passed
     │   ├── RecordRejected     Kafka refused one record for what it is (too large)
+    │   ├── TopicMissing       a topic the CLI reads or writes does not exist
     │   ├── PositionOutOfRange a fetch position outside the partition's log
     │   └── NotPositioned      a partition without a fetch position yet (a seek follows)
     ├── DeliveryError *        the producer SDK: Kafka did not acknowledge an event
     ├── BufferFull *           the producer SDK: its bounded buffer is full (nothing queued)
     ├── ApiError               the SDK's HTTP client: the API refused (status, code) or is silent
     ├── ApiCallFailed          the CLI: the API refused or could not be reached
+    │   └── ApiUnreachable     no answer at all from the API's URL
+    ├── InputError             the CLI: a file it was given cannot be used (names the lines)
     └── BackfillRefused        the backfill's target is not empty
 
 The HTTP face has two exceptions of its own that are not errors of the service but control
@@ -123,6 +127,16 @@ class AccountError(MeteringError):
         self.field = field
         self.problem = problem
         super().__init__(f"account {account}: {field}: {problem}")
+
+
+class ApiKeyError(MeteringError):
+    """An API key record that cannot be applied (names the field and the problem)."""
+
+    def __init__(self, key_id: str, field: str, problem: str) -> None:
+        self.key_id = key_id
+        self.field = field
+        self.problem = problem
+        super().__init__(f"API key {key_id}: {field or '<document>'}: {problem}")
 
 
 class PeriodError(MeteringError):
@@ -298,5 +312,26 @@ class ApiCallFailed(MeteringError):
     """The API refused or could not be reached; the message carries its problem document."""
 
 
+class ApiUnreachable(ApiCallFailed):
+    """The API did not answer at all (no server at the URL, a timeout)."""
+
+
 class BackfillRefused(MeteringError):
     """The backfill's target cannot be rebuilt into (not empty)."""
+
+
+class InputError(MeteringError):
+    """A file or stream given to the CLI that cannot be used (missing, unreadable, bad lines);
+    the message names the file, the lines and the problem."""
+
+
+class TopicMissing(StreamError):
+    """Topics the CLI reads or writes do not exist; names each with its variable."""
+
+    def __init__(self, topics: list[str], variables: list[str]) -> None:
+        names = ", ".join(f"{t} ({v})" for t, v in zip(topics, variables, strict=True))
+        super().__init__(
+            f"Kafka topic missing: {names}; create it with `metering topics create`, or point "
+            f"the variable at an existing topic (`deploy/demo` prints its run's exports)"
+        )
+        self.topics = topics

@@ -8,7 +8,8 @@ literals and integer bounds in C (about 1 µs).
 Why it cannot change a verdict: the fast path only ever *accepts*. Its types are a strict subset
 of what the checked decoder accepts — unknown attributes and `data` fields are forbidden, the
 account id must be printable ASCII without spaces or braces, every value is typed — and
-anything it does not accept (including valid events it is unsure of: CloudEvents extensions,
+anything it does not accept (including valid events it is unsure of: CloudEvents extensions
+other than `holdid`,
 non-ASCII account ids, events over a quantity limit) returns None, and the checked decoder
 decides and explains. tests/unit/core/test_fuzz_events.py runs both decoders on every fuzzed input
 and requires the same event or the same refusal.
@@ -148,6 +149,7 @@ def _envelope(
             ("subject", account),
             ("time", str),
             ("dataschema", Literal[limits.data_schema] | None, None),
+            ("holdid", ident | None, None),
             data_field,
         ],
         tag_field="type",
@@ -169,7 +171,7 @@ def _builder(event_type: StrEnum, names: Sequence[str], make: Callable[..., Any]
         "def event(self, time_ms):\n"
         "    data = self.data\n"
         "    return make(self.id, self.source, event_type, self.subject, time_ms"
-        f"{keywords})\n"
+        f"{keywords}, hold=self.holdid)\n"
     )
     scope: dict[str, Any] = {"make": make, "event_type": event_type}
     exec(source, scope)  # noqa: S102 - generated from the schema table, see the docstring

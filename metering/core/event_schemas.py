@@ -84,7 +84,8 @@ def usage_event_schema(event_type: EventType) -> dict[str, Any]:
         "title": f"{event_type.value} usage event ({DATA_SCHEMA})",
         "description": (
             "A CloudEvents 1.0 usage event, JSON, UTF-8, keyed by the account (the `subject`). "
-            "Unknown attributes (CloudEvents extensions) are ignored. Not expressible here: "
+            "Unknown attributes (CloudEvents extensions) are ignored, except `holdid`. Not "
+            "expressible here: "
             "`subject` must also be printable, `time` at most METERING_MAX_FUTURE_S ahead of "
             "the processor's clock and not before 1970, the record at most "
             "METERING_MAX_EVENT_BYTES. Generated from metering/core/events.py (DATA_FIELDS)."
@@ -117,6 +118,15 @@ def usage_event_schema(event_type: EventType) -> dict[str, Any]:
                 "description": "RFC 3339 event time: decides the period the event counts in.",
             },
             "dataschema": {"const": DATA_SCHEMA},
+            "holdid": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_ID_CHARS,
+                "description": "CloudEvents extension attribute, optional: the admission hold "
+                "this event captures (the id in the admission answer's `hold`). The processor "
+                "replaces the hold's units by this event's usage; after the hold expired the "
+                "event counts as ordinary usage (docs/api.md, \"Holds\").",
+            },
             "data": data,
         },
     }

@@ -10,7 +10,8 @@ A producer writes (JSON, UTF-8)::
 reason code and the field. It runs once per event on the hot path, so it is a straight line of
 dictionary look-ups and type checks (no pydantic, no per-event `datetime`). Unknown top-level
 attributes (CloudEvents extensions) and unknown `data` fields are ignored so producers can add
-information before we use it; a field we do use must have the right type and value.
+information before we use it; a field we do use must have the right type and value. The one
+extension we read is `holdid` (the admission hold the event captures, docs/api.md "Holds").
 
 Why the schema lives in a table (`DATA_FIELDS`): the decoder, the encoder and the plan loader
 (which checks that a meter filters on a field the event type actually has) read the same table,
@@ -151,6 +152,10 @@ class UsageEvent(msgspec.Struct, frozen=True):
     """resource.added/removed: which kind of license resource (Actito's license sheet)."""
     resource_id: str | None = None
     """resource.added/removed: the resource itself (member of the kind's gauge)."""
+    hold: str | None = None
+    """The admission hold this event captures (CloudEvents extension attribute `holdid`,
+    1..128 characters): the processor replaces the hold's units by this event's usage in the
+    same atomic step that counts it (docs/api.md, "Holds")."""
 
 
 # --- the schema table --------------------------------------------------------------------
@@ -365,6 +370,11 @@ def check_event(
         )
     values: list[Any] = list(_DEFAULTS)
     values[0:5] = event_id, source, event_type, account, time_ms
+    hold = doc.get("holdid")
+    if hold is not None:
+        if type(hold) is not str or not 0 < len(hold) <= MAX_ID_CHARS:
+            _bad_attribute(doc, "holdid", MAX_ID_CHARS)
+        values[_HOLD_INDEX] = hold
     _read_data(event_type, doc.get("data", _NO_DATA), values, max_quantity)
     if key is not None and key != account.encode():
         _key_mismatch(key, account)
@@ -382,6 +392,7 @@ def _key_mismatch(key: bytes, account: str) -> NoReturn:
 
 
 _QUANTITY_INDEX: Final = _SLOTS.index("quantity")
+_HOLD_INDEX: Final = _SLOTS.index("hold")
 
 
 def _read_data(event_type: EventType, data: object, values: list[Any], max_quantity: int) -> None:
@@ -469,7 +480,7 @@ def event_document(event: UsageEvent) -> dict[str, Any]:
                 data[spec.name] = True
         elif value is not None:
             data[spec.name] = str(value)
-    return {
+    doc = {
         "specversion": SPEC_VERSION,
         "id": event.id,
         "source": event.source,
@@ -479,6 +490,9 @@ def event_document(event: UsageEvent) -> dict[str, Any]:
         "dataschema": DATA_SCHEMA,
         "data": data,
     }
+    if event.hold is not None:
+        doc["holdid"] = event.hold
+    return doc
 
 
 def encode_event(event: UsageEvent) -> bytes:

@@ -34,6 +34,8 @@ class MappedEvent:
     """Meters whose period had closed (end + grace before the watermark) for this event."""
     gauges: bool = False
     """Some contribution goes to a gauge (the month shadows of `metering.core.gauge_months`)."""
+    hold: str | None = None
+    """The admission hold the event captures (`UsageEvent.hold`)."""
 
     @property
     def rules(self) -> dict[tuple[str, str], MeterRule]:
@@ -174,4 +176,7 @@ def _fold(delta: AccountDelta, rules: dict[tuple[str, str], MeterRule], event: M
         rules[(contribution.meter, contribution.period)] = rule  # the batch's newest wins
     for member, at_ms in event.suppressions:
         delta.suppress(member, at_ms)
+    if event.hold is not None:
+        for contribution in event.contributions:
+            delta.capture(event.hold, contribution)
     delta.event_ids.append(event.event_id)

@@ -171,6 +171,7 @@ class PlanMapper:
             suppressions=((member, time_ms),) if member is not None else (),
             late=late,
             gauges=gauges,
+            hold=event.hold,
         )
 
     def _program(self, account: Account, plan: Plan, event_type: EventType) -> _Program:

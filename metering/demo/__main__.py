@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import sys
 import time
 import urllib.request
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import orjson
@@ -18,6 +19,7 @@ from metering.api.auth import KeyRing, Scope
 from metering.cli.console import call_api, decisions_table, usage_table, wait_report
 from metering.client import UsageProducer
 from metering.core.account_codec import account_from_json
+from metering.core.directory import Directory
 from metering.core.periods import DAY_MS
 from metering.core.plan_loading import load_plan
 from metering.core.ports import wall_clock_ms
@@ -59,6 +61,27 @@ def run_settings(base: Settings, run: str) -> Settings:
         consumer_group=f"demo-{run}",
         events_partitions=3,
     )
+
+
+CLI_FIELDS = (
+    "kafka_bootstrap",
+    "redis_url",
+    *(f.name for f in fields(Settings) if f.name.endswith("_topic")),
+    "consumer_group",
+)
+"""The settings a `metering` command in another shell needs to work on this run's topics."""
+
+
+def cli_exports(settings: Settings, api: str, admin_key: str) -> list[str]:
+    """`export` lines that point the `metering` command at this run: its per-run topics, its
+    Kafka and Redis, and its API with the admin key (`metering usage`, `wait`, `admit`)."""
+    lines = [
+        f"export METERING_{name.upper()}={shlex.quote(str(getattr(settings, name)))}"
+        for name in CLI_FIELDS
+    ]
+    lines.append(f"export METERING_API_URL={shlex.quote(api)}")
+    lines.append(f"export METERING_API_KEY={shlex.quote(admin_key)}")
+    return lines
 
 
 def describe(topic_kind: str, body: dict[str, object]) -> str | None:
@@ -131,13 +154,18 @@ async def configure(settings: Settings, accounts: DemoAccounts, now_ms: int) -> 
 
 
 async def api_keys(settings: Settings, accounts: DemoAccounts) -> tuple[str, dict[str, str]]:
-    """An admin key and one key per account (tokens shown once, hashes kept in Redis)."""
+    """An admin key and one key per account (tokens shown once; their digests on the accounts
+    topic, copies in Redis: docs/api.md, "Where keys live")."""
     store = RedisStateStore.from_url(settings.redis_url)
-    ring = KeyRing(store)
+    producer = new_producer(settings, client_id="metering-demo-keys")
+    await producer.start()
     try:
+        writer = ConfigWriter(producer, settings.accounts_topic)
+        ring = KeyRing(store, directory=Directory(), publisher=writer)
         admin, _ = await ring.create(Scope.ADMIN)
         keys = {a: (await ring.create(Scope.ACCOUNT, a))[0] for a in accounts.all()}
     finally:
+        await producer.stop()
         await store.close()
     return admin, keys
 
@@ -203,6 +231,12 @@ async def main(base: Settings) -> None:
     say(f"Other accounts: {api}/dashboard#key=<key>; keys are in {state / 'keys.json'}")
     (state / "keys.json").write_text(json.dumps({"admin": admin, **keys}, indent=2))
     (state / "keys.json").chmod(0o600)
+    exports = cli_exports(settings, api, admin)
+    (state / "env").write_text("\n".join(exports) + "\n")
+    (state / "env").chmod(0o600)
+    say("")
+    say(f"Point `metering` at this run's topics (or: source {state / 'env'}):")
+    say("\n".join(exports))
     say("The processor and the API keep running; `deploy/demo stop` stops them.")
 
 

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import uvicorn
@@ -26,11 +27,13 @@ from starlette.applications import Starlette
 from metering.api.app import create_app
 from metering.api.auth import KeyRing
 from metering.api.context import ApiConfig, ApiContext
-from metering.api.deadline import BoundedConfig, BoundedEvents
+from metering.api.deadline import BoundedConfig, BoundedEvents, within
 from metering.api.freshness import Freshness
 from metering.api.http_protocol import ProblemHttpToolsProtocol
+from metering.api.request_id import RequestIdFilter
+from metering.core.api_keys import KeyRecord
 from metering.core.directory import Directory
-from metering.core.errors import StreamError, StreamUnavailable
+from metering.core.errors import ConfigError, StreamError, StreamUnavailable
 from metering.core.partitioning import ACCOUNT_PARTITIONER
 from metering.runtime.process import freeze_startup_heap
 from metering.settings import Settings
@@ -53,6 +56,17 @@ class KafkaEvents:
     async def publish(self, account: str, value: bytes) -> None:
         async with translated(f"produce to {self._topic}"):
             await self._producer.send_and_wait(self._topic, value=value, key=account.encode())
+
+
+class BoundedKeys:
+    """Writes API key records (revocations when an account is deleted) within the deadline."""
+
+    def __init__(self, inner: ConfigWriter, timeout_s: float) -> None:
+        self._inner = inner
+        self._timeout = timeout_s
+
+    async def put_api_key(self, digest: str, record: KeyRecord) -> None:
+        await within(self._timeout, f"API key {record.id}", self._inner.put_api_key(digest, record))
 
 
 def bounded_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
@@ -97,6 +111,16 @@ async def running(
     (metadata, buffer room, acknowledgement) last up to 40 s each.
     """
     timeout_s = settings.api_kafka_write_timeout_ms / 1000
+    for name in ("api_idempotency_ttl_s", "api_events_per_s", "api_events_burst"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"METERING_{name.upper()}", "must be at least 1")
+    config = replace(
+        config,
+        idempotency_ttl_s=settings.api_idempotency_ttl_s,
+        events_per_s=settings.api_events_per_s,
+        events_burst=settings.api_events_burst,
+        hold_ttl_s=settings.hold_ttl_s,
+    )
     client_id = f"metering-api-{socket.gethostname()}-{os.getpid()}"
     store = RedisStateStore.for_api(settings.redis_url)
     producer = bounded_producer(settings, client_id=client_id)
@@ -127,6 +151,20 @@ async def running(
         log.info(
             "configuration loaded: %d records, %d accounts", applied, len(directory.accounts())
         )
+        keys = KeyRing(
+            store,
+            directory=directory,
+            publisher=BoundedKeys(ConfigWriter(producer, settings.accounts_topic), timeout_s),
+            cache_s=config.key_cache_s,
+        )
+        stranded = await keys.unmigrated()
+        if stranded:
+            log.warning(
+                "%d API keys are only in Redis (%s): they work, but a Redis loss would lose "
+                "them; run `metering api-keys migrate` once (docs/api.md, Where keys live)",
+                len(stranded),
+                ", ".join(sorted(r.id for r in stranded.values())[:10]),
+            )
         task = asyncio.create_task(follower.run(stop), name="api-config-follower")
 
         def follower_done(_: asyncio.Task[None]) -> None:
@@ -141,7 +179,7 @@ async def running(
                 ConfigWriter(producer, settings.accounts_topic), timeout_s
             ),
             events=BoundedEvents(KafkaEvents(producer, settings.events_topic), timeout_s),
-            keys=KeyRing(store, cache_s=config.key_cache_s),
+            keys=keys,
             config=config,
             freshness=Freshness(
                 store,
@@ -237,6 +275,9 @@ def main_api(settings: Settings, config: ApiConfig, *, access_log: bool = False)
     never appear in logs.
     """
     failures: list[BaseException] = []
+    # Every line logged while serving a request names it (`request_id`; metering/api/request_id.py).
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
 
     def follower_failed(exc: BaseException) -> None:
         failures.append(exc)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from metering.core.errors import BackfillRefused, MeteringError
 from metering.core.gauge_months import GaugeMonths
 from metering.core.mapper import MapperLimits, PlanMapper
 from metering.core.ports import ConsumedRecord, SourceRef
+from metering.runtime.progress import Reporter
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
@@ -51,60 +51,6 @@ from streams.period_close import CloserConfig, Partitions, PassReport, PeriodClo
 from streams.processor import ProcessorConfig, UsageProcessor
 
 log = logging.getLogger(__name__)
-
-
-def render_progress(done: int, total: int, elapsed_s: float, *, width: int = 30) -> str:
-    """One line of the text progress bar: bar, events done / total, rate and time left."""
-    fraction = 1.0 if total <= 0 else min(1.0, done / total)
-    filled = round(fraction * width)
-    rate = done / elapsed_s if elapsed_s > 0 else 0.0
-    left = (total - done) / rate if rate > 0 and total > done else 0.0
-    return (
-        f"[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,} events "
-        f"{fraction:6.1%}  {rate:,.0f} ev/s  ETA {_duration(left)}"
-    )
-
-
-def _duration(seconds: float) -> str:
-    whole = int(seconds + 0.5)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-class Progress:
-    """A text progress bar redrawn in place (`\\r`) at most every `every_s` seconds."""
-
-    def __init__(self, total: int, out: TextIO | None, *, every_s: float = 0.2) -> None:
-        self.total = total
-        self.done = 0
-        self._out = out
-        self._every_s = every_s
-        self._started = time.monotonic()
-        self._drawn = 0.0
-
-    def advance(self, count: int) -> None:
-        self.done += count
-        now = time.monotonic()
-        if now - self._drawn >= self._every_s:
-            self._draw(now)
-
-    def finish(self) -> None:
-        self._draw(time.monotonic())
-        if self._out is not None:
-            self._out.write("\n")
-            self._out.flush()
-
-    @property
-    def elapsed_s(self) -> float:
-        return time.monotonic() - self._started
-
-    def _draw(self, now: float) -> None:
-        self._drawn = now
-        if self._out is not None:
-            line = render_progress(self.done, self.total, now - self._started)
-            self._out.write("\r" + line)
-            self._out.flush()
 
 
 @dataclass
@@ -252,7 +198,8 @@ async def _run(
     for tp in tps:
         consumer.seek(tp, starts[tp])
     active = {tp for tp in tps if starts[tp] < ends[tp]}
-    bar = Progress(sum(ends[tp] - starts[tp] for tp in tps), progress)
+    bar = Reporter("backfill", sum(ends[tp] - starts[tp] for tp in tps), progress)
+    bar.__enter__()
     side = _SideCounts()
     limits = MapperLimits.from_settings(settings)
     processor = UsageProcessor(
@@ -291,7 +238,7 @@ async def _run(
             async with translated(f"read {topic} positions"):
                 if await consumer.position(tp) >= ends[tp]:
                     active.discard(tp)
-    bar.finish()
+    bar.__exit__(None, None, None)
     whole = all(starts[tp] == 0 for tp in tps)
     publisher = None
     if publish:

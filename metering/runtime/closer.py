@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from metering.core.directory import Directory
 from metering.core.errors import MeteringError
 from metering.core.ports import Clock, wall_clock_ms
+from metering.runtime.process import cancel_and_wait
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
@@ -100,9 +101,7 @@ async def run_closer(
         try:
             await stop.wait()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks)
         if app.follower.failure is not None:
             raise MeteringError(f"the configuration follower stopped: {app.follower.failure!r}")
         return app.closer.totals, app.reminders.totals

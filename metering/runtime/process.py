@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import signal
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -16,6 +17,8 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from metering.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
@@ -47,3 +50,38 @@ def freeze_startup_heap() -> None:
     reference counting, and cycles made afterwards are still collected."""
     gc.collect()
     gc.freeze()
+
+
+TASK_STOP_S = 10.0
+"""How long a cancelled background task may take to end before shutdown goes on without it."""
+
+
+async def cancel_and_wait(
+    tasks: list[asyncio.Task[None]], *, timeout_s: float = TASK_STOP_S
+) -> None:
+    """Cancel the background tasks and wait for them, bounded.
+
+    Why bounded: on Python 3.11 `asyncio.wait_for` (used inside client libraries) can swallow a
+    cancellation that arrives as its inner call completes, and a loop that then sleeps goes on
+    as if nothing happened; an unbounded gather would hold SIGTERM up for good (seen: a
+    processor that took more than 60 s to stop). A task still running after `timeout_s` is
+    named in a warning and cancelled again; the process carries on shutting down.
+    """
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    for _ in range(2):
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s / 2)
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()  # a cancellation that was swallowed is asked for again
+    for task in tasks:
+        if not task.done():
+            log.warning(
+                "task %s did not stop within %.0f s of its cancellation", task.get_name(), timeout_s
+            )
+        elif not task.cancelled():
+            task.exception()  # retrieved: the callers report failures through their own state
+

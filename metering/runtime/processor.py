@@ -24,7 +24,12 @@ from metering.core.directory import Directory
 from metering.core.errors import StreamError
 from metering.core.gauge_months import GaugeMonths
 from metering.core.mapper import MapperLimits, PlanMapper
-from metering.runtime.process import freeze_startup_heap, metrics_registry, stop_on_signals
+from metering.runtime.process import (
+    cancel_and_wait,
+    freeze_startup_heap,
+    metrics_registry,
+    stop_on_signals,
+)
 from metering.settings import Settings
 from metering.state.redis_store import RedisStateStore
 from sinks.outbox_publisher import OutboxPublisher
@@ -194,9 +199,7 @@ async def run_until_stopped(
         try:
             await app.processor.run(stop)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks)
         if app.follower.failure is not None:
             raise StreamError(
                 f"the configuration follower stopped: {app.follower.failure!r}"

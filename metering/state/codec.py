@@ -85,6 +85,10 @@ def encode_step(
         [[member, at_ms] for member, at_ms in delta.suppressions.items()],
         meters,
     ]
+    if delta.holds:
+        payload.append(
+            [[hold, f"{m}:{p}", units] for (hold, m, p), units in delta.holds.items()]
+        )
     return keys.fence_key(account, step.topic, step.partition), payload
 
 

@@ -82,6 +82,8 @@ class RedisConnection:
     """Registered on first use (only the API admits additions to gauges)."""
     _close: AsyncScript | None = None
     """Registered on first use (only the closer closes periods)."""
+    _holds_script: AsyncScript | None = None
+    """Registered on first use (only the API places and releases admission holds)."""
 
     def __init__(
         self, client: aioredis.Redis, *, cluster: bool = False, steps_per_call: int = 200

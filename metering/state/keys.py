@@ -68,6 +68,26 @@ def holds_key(account: str, meter: str) -> str:
     return f"{account_prefix(account)}h:{meter}"
 
 
+def hold_expiry_key(account: str) -> str:
+    """Sorted set of the account's admission holds (score: expiry, epoch ms); lua/holds.lua."""
+    return f"{account_prefix(account)}hx"
+
+
+def hold_records_key(account: str) -> str:
+    """Hash hold id -> JSON `{"<meter>:<period>": units}` the hold still holds."""
+    return f"{account_prefix(account)}hd"
+
+
+def held_totals_key(account: str) -> str:
+    """Hash `<meter>:<period>` -> units the account's live holds hold there (their sum)."""
+    return f"{account_prefix(account)}ht"
+
+
+def hold_keys(account: str) -> list[str]:
+    """The three keys of lua/holds.lua, in its order."""
+    return [hold_expiry_key(account), hold_records_key(account), held_totals_key(account)]
+
+
 def balance_key(account: str, meter: str) -> str:
     """Prepaid balance."""
     return f"{account_prefix(account)}b:{meter}"
@@ -173,3 +193,9 @@ def crossing_mark_key(account: str, meter: str, scope: str, threshold: str) -> s
 def reminder_key(account: str, meter: str, scope: str, threshold: str) -> str:
     """Number of the last reminder sent for a crossing (same expiry as the crossing mark)."""
     return f"{account_prefix(account)}rm:{meter}:{scope}:{threshold}"
+
+
+def idempotency_key(digest: str) -> str:
+    """`mtr:idem:<sha256>`: the stored answer of one write, by the SHA-256 of the caller's
+    credentials and `Idempotency-Key` (metering/api/idempotency.py); expires after its TTL."""
+    return f"mtr:idem:{digest}"

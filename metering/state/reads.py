@@ -1,11 +1,12 @@
 """The API's part of the store: usage reads, the processor's progress per partition (how
 fresh the counts are), readiness, and admission's atomic steps: the reservation of new members
 of a distinct meter (lua/admit_members.lua) and the all-or-nothing hold of an import's new
-members on a gauge (lua/admit_gauge.lua)."""
+members on a gauge (lua/admit_gauge.lua); the holds of counters and balances (lua/holds.lua:
+authorize, then capture)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -13,6 +14,7 @@ from redis import exceptions as redis_errors
 
 from metering.core.deltas import Aggregation
 from metering.core.freshness import PartitionProgress
+from metering.core.holds import HoldKind, HoldLevel, HoldOutcome, HoldRequest
 from metering.core.ports import GaugeAdmission, MemberVerdict
 from metering.state import keys
 from metering.state.codec import decode_admission, decode_gauge_admission
@@ -184,6 +186,65 @@ class ReadState(RedisConnection):
         async with translated("admit to a gauge"):
             reply = await self._admit_gauge(keys=names, args=args)
         return decode_gauge_admission(reply)
+
+    async def _holds(self, names: list[str], args: list[str | int], what: str) -> Any:
+        if self._holds_script is None:
+            self._holds_script = self._client.register_script(load_script("holds.lua"))
+        async with translated(what):
+            return await self._holds_script(keys=names, args=args)
+
+    async def hold(
+        self,
+        account: str,
+        hold: str,
+        requests: Sequence[HoldRequest],
+        items: int,
+        *,
+        now_ms: int,
+        expires_ms: int,
+    ) -> HoldOutcome:
+        """Admit the longest prefix of `items` that fits every request's meter and hold its
+        units under `hold` until `expires_ms`, in one atomic step (lua/holds.lua, "admit")."""
+        names = keys.hold_keys(account)
+        args: list[str | int] = ["admit", now_ms, expires_ms, hold, items]
+        for r in requests:
+            if r.kind is HoldKind.BALANCE:
+                names.append(keys.balance_key(account, r.meter))
+            else:
+                names.append(keys.counter_key(account, r.meter, r.period))
+            args += [r.slot, r.kind.value, -1 if r.limit is None else r.limit, r.per]
+        reply = await self._holds(names, args, "hold units")
+        levels = tuple(
+            HoldLevel(int(reply[i]), int(reply[i + 1])) for i in range(1, len(reply), 2)
+        )
+        return HoldOutcome(int(reply[0]), levels)
+
+    async def shrink_hold(
+        self, account: str, hold: str, keep: Mapping[str, int], *, now_ms: int
+    ) -> None:
+        """Let `hold` keep at most `keep[slot]` units per slot (part of its request was
+        refused by another meter after the hold was taken)."""
+        args: list[str | int] = ["shrink", now_ms, hold]
+        for slot, units in keep.items():
+            args += [slot, units]
+        await self._holds(keys.hold_keys(account), args, "shrink a hold")
+
+    async def release_hold(self, account: str, hold: str, *, now_ms: int) -> dict[str, int]:
+        """Free what `hold` still holds: `meter:period` -> units (empty when the hold is
+        unknown, already captured or expired)."""
+        reply = await self._holds(
+            keys.hold_keys(account), ["release", now_ms, hold], "release a hold"
+        )
+        return {text(reply[i]): int(reply[i + 1]) for i in range(0, len(reply), 2)}
+
+    async def held(self, account: str, slots: Sequence[str], *, now_ms: int) -> dict[str, int]:
+        """Units live holds hold per `meter:period` slot (expired holds are dropped first)."""
+        if not slots:
+            return {}
+        reply = await self._holds(
+            keys.hold_keys(account), ["read", now_ms, *slots], "read holds"
+        )
+        return {slot: max(0, int(v)) for slot, v in zip(slots, reply, strict=True)}
 
     async def admit(
         self,

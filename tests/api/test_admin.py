@@ -6,6 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from metering.api.auth import Scope
 from tests.api.conftest import Api
 
 pytestmark = pytest.mark.integration
@@ -205,10 +206,21 @@ async def test_sms_top_up_is_an_event_with_an_id_from_the_idempotency_key(api: A
         "/v1/accounts/apsis/sms-credits", json={"credits": 500}, headers=headers
     )
     assert retry.json()["event_id"] == first.json()["event_id"]
-    other = await api.client.post(
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert len(api.recorder.events) == 1  # the retry was answered from the stored answer
+    reused = await api.client.post(
         "/v1/accounts/actito/sms-credits", json={"credits": 500}, headers=headers
     )
-    assert other.json()["event_id"] != first.json()["event_id"]  # the account is part of it
+    assert (reused.status_code, reused.json()["code"]) == (422, "idempotency_key_reused")
+    # Another caller's order-123 is its own key; the account is part of the event id.
+    second_admin, _ = await api.ctx.keys.create(Scope.ADMIN)
+    other = await api.client.post(
+        "/v1/accounts/actito/sms-credits",
+        json={"credits": 500},
+        headers={"Authorization": f"Bearer {second_admin}", "Idempotency-Key": "order-123"},
+    )
+    assert other.status_code == 202, other.text
+    assert other.json()["event_id"] != first.json()["event_id"]
     account, value = api.recorder.events[0]
     event = orjson.loads(value)
     assert account == "apsis"
@@ -218,7 +230,9 @@ async def test_sms_top_up_is_an_event_with_an_id_from_the_idempotency_key(api: A
     assert event["id"] == first.json()["event_id"]
     assert first.json()["meters"] == ["sms_credits"]
     none = await api.client.post(
-        "/v1/accounts/acton/sms-credits", json={"credits": 5}, headers=headers
+        "/v1/accounts/acton/sms-credits",
+        json={"credits": 5},
+        headers={**headers, "Idempotency-Key": "order-124"},
     )
     assert none.status_code == 409
 

@@ -179,15 +179,24 @@ async def test_sms_may_send_while_the_prepaid_balance_covers_it(
         (True, "credits_available"),
         (False, "insufficient_credits"),
     ]
+    # The two admitted SMS hold their 4 credits until their events capture the hold.
     assert doc["meters"][0] == {
         "meter": "sms_credits",
         "period": None,
         "used": 5,
-        "held": 0,
+        "held": 4,
         "limit": None,
         "fits": None,
         "enforcement": "prepaid",
     }
+    assert doc["hold"]["units"] == {"sms_credits": 4}
+    again = await api.client.post(
+        "/v1/accounts/apsis/admission/sms",
+        json={"messages": 1, "segments": 1},
+        headers=api.as_account("apsis"),
+    )
+    assert again.json()["allowed"] is True  # 5 - 4 held leaves one credit
+    assert again.json()["hold"]["units"] == {"sms_credits": 1}
 
 
 # -- advisory plans never block ----------------------------------------------------------------

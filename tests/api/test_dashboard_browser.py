@@ -173,6 +173,7 @@ async def test_my_consumption_page_shows_each_meter_as_a_coloured_bar(
     await redis.hset("mtr:{apsis}:u", "email_sendings:2026-11", NOW - 3_600_000)
     await redis.sadd("mtr:{apsis}:g:known_profiles", *[f"p{i}" for i in range(2_400)])
     await redis.set("mtr:{apsis}:b:sms_credits", 0)
+    await redis.hset("mtr:{apsis}:ht", "email_sendings:2026-11", 7)  # a hold's total
     await redis.set("mtr:{apsis}:c:email_sendings:2026-09", 70)
     await redis.set("mtr:{apsis}:c:email_sendings:2026-10", 120)
 
@@ -198,6 +199,7 @@ async def test_my_consumption_page_shows_each_meter_as_a_coloured_bar(
     assert (email["status"], email["label"], email["dot"]) == ("yellow", "AT RISK", YELLOW)
     assert email["fill"] == "85%"
     assert "Remaining\n15" in email["text"]
+    assert "Held\n7 admitted, not counted yet" in email["text"]  # beside usage, not in it
     assert "Consumption since\n1 Nov 2026 (until 30 Nov 2026)" in email["text"]
     assert "Last update\n15 Nov 2026, 12:00" in email["text"]  # 11:00 UTC in Stockholm
     # 85 in 14.5 days of a 30-day month: 85 x 30 / 14.5 = 175 by the end; the limit of 100
@@ -209,6 +211,7 @@ async def test_my_consumption_page_shows_each_meter_as_a_coloured_bar(
     assert profiles["dot"] == GREEN
     assert profiles["label"] == "OK"
     assert "Last update\nno usage yet" in profiles["text"]
+    assert "Held" not in profiles["text"]
 
     sms = meters["sms_credits"]
     assert sms["name"] == "SMS credits"

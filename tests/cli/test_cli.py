@@ -24,6 +24,10 @@ SUBCOMMANDS = [
     ["plans", "apply"],
     ["accounts"],
     ["accounts", "put"],
+    ["accounts", "list"],
+    ["plans", "list"],
+    ["tail"],
+    ["remind"],
     ["api"],
     ["api-keys"],
     ["closer"],
@@ -43,7 +47,15 @@ def test_every_command_has_help(words: list[str], capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit) as done:
         build_parser().parse_args([*words, "--help"])
     assert done.value.code == 0
-    assert "usage: metering" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "usage: metering" in out
+    if words:  # every subcommand: the variables it reads, an example, where the statuses are
+        assert "\nenvironment:\n" in out
+        example = out.split("\nexample:\n", 1)[1].splitlines()[0]
+        assert "metering " in example
+        assert "exit status: docs/cli.md" in out
+    else:
+        assert "exit status:" in out
 
 
 def test_plans_validate_names_the_file_field_and_problem(
@@ -51,7 +63,7 @@ def test_plans_validate_names_the_file_field_and_problem(
 ) -> None:
     bad = tmp_path / "bad.toml"  # type: ignore[operator]
     bad.write_text('id = "x"\nname = "x"\n[meters.m]\naggregation = "count"\nperiod = "weekly"\n')
-    assert main(["plans", "validate", str(bad)]) == 2
+    assert main(["plans", "validate", str(bad)]) == 5  # a bad input file
     err = capsys.readouterr().err
     assert "bad.toml" in err
     assert "meters.m.period" in err
@@ -128,6 +140,15 @@ def test_usage_and_admission_through_the_api(
         assert "over" not in row
         assert main(["usage", "other", *base]) == 2  # another account's data: refused
         assert "403" in capsys.readouterr().err
+        # --json: the API's own answer, for scripts and jq
+        assert main(["usage", "acton", "--json", *base]) == 0
+        usage = orjson.loads(capsys.readouterr().out)
+        meter = next(m for m in usage["meters"] if m["meter"] == "active_contacts")
+        assert (meter["used"], meter["state"]) == (5, "at_limit")
+        assert main(["admit", "acton", "messages", "c0", "c9", "--json", *base]) == 0
+        answer = orjson.loads(capsys.readouterr().out)
+        assert answer["admitted"] == 1
+        assert [i["allowed"] for i in answer["items"]] == [True, False]
     finally:
         server.stop()
 

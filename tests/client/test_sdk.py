@@ -38,6 +38,11 @@ def test_a_bad_event_fails_locally_naming_the_field() -> None:
     assert caught.value.field == "data.resource"
     built = usage.build(EventType.RESOURCE_ADDED, "acme", resource="user", resource_id="alice")
     assert (built.resource, built.resource_id) == ("user", "alice")
+    held = usage.build(EventType.SMS_SENT, "acme", contact="c1", hold="4f2a")
+    assert held.hold == "4f2a"
+    with pytest.raises(EventRejected) as caught:
+        usage.build(EventType.SMS_SENT, "acme", contact="c1", hold="")
+    assert caught.value.field == "holdid"
 
 
 def test_build_fills_each_missing_field_from_the_one_default_table() -> None:

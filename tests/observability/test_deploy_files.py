@@ -167,7 +167,11 @@ def test_dashboard_panels() -> None:
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids))
     datasource = _yaml(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")
-    uid = datasource["datasources"][0]["uid"]
+    variable = {v["name"]: v for v in dashboard["templating"]["list"]}["datasource"]
+    assert variable["type"] == "datasource"
+    assert variable["query"] == "prometheus"
+    assert variable["current"]["value"] == datasource["datasources"][0]["uid"]  # the default
+    uid = "${datasource}"  # every panel follows the variable: pick another Prometheus at will
     for panel in panels:
         grid = panel["gridPos"]
         assert grid["x"] >= 0, panel["title"]
@@ -180,8 +184,47 @@ def test_dashboard_panels() -> None:
             assert target["datasource"]["uid"] == uid, panel["title"]
             assert not ACCOUNT_LABEL.search(target["expr"]), panel["title"]
     titles = " | ".join(p["title"].lower() for p in panels)
+    assert "processor memory (bytes)" in titles
+    assert "processor cpu (cores)" in titles
     for topic in ("throughput", "rejects by reason", "lag", "apply latency", "outbox", "crossings"):
         assert topic in titles, topic
+
+
+def test_every_alert_links_its_runbook() -> None:
+    """`runbook_url` on every alert, to a section of docs/runbooks.md named after it."""
+    runbooks = (REPO / "docs" / "runbooks.md").read_text()
+    headings = set(re.findall(r"^## (\w+)$", runbooks, flags=re.MULTILINE))
+    alerts = [rule for rule in _rules() if "alert" in rule]
+    assert alerts
+    for rule in alerts:
+        name = rule["alert"]
+        assert rule["annotations"]["runbook_url"] == f"docs/runbooks.md#{name.lower()}", name
+        assert name in headings, f"no section ## {name} in docs/runbooks.md"
+    assert headings == {rule["alert"] for rule in alerts}, "runbooks of alerts that do not exist"
+
+
+def test_one_unit_per_axis() -> None:
+    """A panel draws one unit: no overrides that change it, and no bytes next to seconds."""
+    for panel in _dashboard()["panels"]:
+        if panel["type"] == "row":
+            continue
+        unit = panel["fieldConfig"]["defaults"]["unit"]
+        for override in panel["fieldConfig"].get("overrides", []):
+            assert all(p["id"] != "unit" for p in override["properties"]), panel["title"]
+        kinds = set()
+        for target in panel["targets"]:
+            expr = target["expr"]
+            if "process_resident_memory_bytes" in expr:
+                kinds.add("bytes")
+            elif "process_cpu_seconds_total" in expr:
+                kinds.add("cores")
+            elif "histogram_quantile" in expr and "_seconds_bucket" in expr:
+                kinds.add("seconds")
+        assert len(kinds) <= 1, f"{panel['title']}: {kinds} on one axis"
+        if kinds == {"bytes"}:
+            assert unit == "bytes", panel["title"]
+        if kinds == {"seconds"}:
+            assert unit == "s", panel["title"]
 
 
 def test_grafana_provisioning_matches_compose() -> None:

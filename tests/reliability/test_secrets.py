@@ -181,7 +181,7 @@ async def test_a_wrong_password_stops_the_processor_with_a_clear_error_and_no_se
     finally:
         proc.stop_if_running()
     text = log.read_text(errors="replace")
-    assert code == 2
+    assert code == 8  # Redis unavailable (docs/cli.md)
     assert "metering: Redis unavailable during PING" in text
     assert "invalid username-password pair" in text
     assert_no_secret(text, wrong, SECRET)

@@ -209,6 +209,9 @@ function meterCard(meter, tz, past) {
   const fact = (name, value) => facts.append(el("dt", null, name), el("dd", null, value));
   if (meter.remaining !== null && !balance) fact("Remaining", numbers.format(meter.remaining));
   if (meter.extension) fact("Extension", "+" + numbers.format(meter.extension) + " this period");
+  // Units admitted and held for usage not counted yet (docs/api.md, "Holds"): beside the
+  // usage, never inside it (the bar, status and remaining count usage only).
+  if (meter.held) fact("Held", numbers.format(meter.held) + (balance ? " credits" : "") + " admitted, not counted yet");
   if (meter.period) {
     const last = new Date(new Date(meter.period.end).getTime() - 1).toISOString();
     fact("Consumption since", day(meter.period.start, tz) + " (until " + day(last, tz) + ")");

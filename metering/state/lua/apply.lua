@@ -32,6 +32,10 @@ Order inside the step (all or nothing, Redis runs a script atomically):
      gauges, balances, last-update times, the open-period index (fields it lacked).
   5. thresholds     : a crossing is decided here, exactly once per (meter, scope, threshold),
                       guarded by a mark key; it goes into the account's outbox stream.
+  5b. holds       : a step whose events carry admission hold ids (step[10] =
+                      [[hold id, "meter:period", units]...], absent otherwise) captures them:
+                      each hold shrinks by the units its events used there (never below 0),
+                      an expired one is freed; the events count either way (lua/holds.lua).
   6. dedup ids and the fence move forward last.
 A step's reply is {0, outbox_length, crossing ids...} (outbox_length is 0 when the step added no
 crossing); status 1 also carries the outbox length so a caller that crashed before indexing the
@@ -228,6 +232,40 @@ local function apply_step(fence_key, step)
   end
   if #updates > 0 then redis.call('HSET', prefix .. 'u', unpack(updates)) end
   if #opens > 0 then redis.call('HSET', open_key, unpack(opens)) end
+
+  local captures = step[10]
+  if captures then
+    -- Holds captured by events carrying their id (only steps that have some pay for this):
+    -- the event's units replace held ones, here, in the step that counted them.
+    local hx, hd, ht = prefix .. 'hx', prefix .. 'hd', prefix .. 'ht'
+    for _, c in ipairs(captures) do
+      local id, slot, units = c[1], c[2], c[3]
+      local rec = redis.call('HGET', hd, id)
+      if rec then
+        rec = cjson.decode(rec)
+        local ends = tonumber(redis.call('ZSCORE', hx, id) or '0')
+        local gone = true
+        if ends > now_ms then
+          local held = rec[slot]
+          if held then
+            local take = math.min(held, units)
+            if redis.call('HINCRBY', ht, slot, -take) <= 0 then redis.call('HDEL', ht, slot) end
+            if held > take then rec[slot] = held - take else rec[slot] = nil end
+          end
+          for _ in pairs(rec) do gone = false end
+        end
+        if gone then -- captured in full, or expired: free what it still holds
+          for s, u in pairs(rec) do
+            if redis.call('HINCRBY', ht, s, -u) <= 0 then redis.call('HDEL', ht, s) end
+          end
+          redis.call('HDEL', hd, id)
+          redis.call('ZREM', hx, id)
+        else
+          redis.call('HSET', hd, id, cjson.encode(rec))
+        end
+      end
+    end
+  end
 
   if n_ids > 0 then
     local dkey = prefix .. 'd:' .. bucket

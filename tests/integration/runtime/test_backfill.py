@@ -318,7 +318,7 @@ async def test_backfill_from_kafka_equals_live_processing(
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert f"{len(docs):,}/{len(docs):,} events" in result.stderr  # the progress bar
+    assert f"{len(docs):,}/{len(docs):,} events" in result.stderr  # the last progress line
     assert "ev/s" in result.stderr
     assert f"replayed {len(docs)} events" in result.stdout
     assert "gauge months not closed" not in result.stdout

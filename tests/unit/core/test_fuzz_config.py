@@ -39,7 +39,21 @@ FUZZ = settings(
 APSIS_TEXT = (EXAMPLES_DIR / "apsis.toml").read_text(encoding="utf-8")
 ACTON_TEXT = (EXAMPLES_DIR / "acton.toml").read_text(encoding="utf-8")
 GOOD_ACCOUNT = Account("acme", "apsis-essential", limit_overrides={"email_sendings": 9})
-KEYS = ["plan:apsis-essential", "plan:acton-active-contacts", "account:acme", "account:zed"]
+KEYS = [
+    "plan:apsis-essential",
+    "plan:acton-active-contacts",
+    "account:acme",
+    "account:zed",
+    "apikey:k_0123456789ab",
+]
+DIGEST = "ab" * 32
+GOOD_KEY = {
+    "id": "k_0123456789ab",
+    "digest": DIGEST,
+    "scope": "account",
+    "account": "acme",
+    "created_ms": 1_700_000_000_000,
+}
 
 
 def plan_value(text: Any, source: Any = "apsis.toml") -> bytes:
@@ -58,11 +72,17 @@ def seeded() -> Directory:
     assert (
         directory.apply_record(b"account:acme", orjson.dumps(account_to_json(GOOD_ACCOUNT))) is None
     )
+    assert directory.apply_record(b"apikey:k_0123456789ab", dump(GOOD_KEY)) is None
     return directory
 
 
 def snapshot(directory: Directory) -> tuple[object, ...]:
-    return (tuple(directory.plans()), tuple(directory.accounts()), directory.version)
+    return (
+        tuple(directory.plans()),
+        tuple(directory.accounts()),
+        tuple(directory.api_keys()),
+        directory.version,
+    )
 
 
 def check(directory: Directory, key: bytes | None, value: bytes | None) -> Refusal | None:
@@ -94,7 +114,9 @@ json_values = st.recursive(
     max_leaves=20,
 )
 keys = st.one_of(
-    st.sampled_from([*KEYS, "plan:", "account:", "", "plans:x", "ACCOUNT:acme"]).map(str.encode),
+    st.sampled_from(
+        [*KEYS, "plan:", "account:", "apikey:", "apikey:k_x", "", "plans:x", "ACCOUNT:acme"]
+    ).map(str.encode),
     st.binary(max_size=40),
     st.none(),
 )
@@ -142,6 +164,18 @@ def account_docs(draw: st.DrawFn) -> dict[str, Any]:
     return doc
 
 
+@st.composite
+def key_docs(draw: st.DrawFn) -> dict[str, Any]:
+    """An API key record with some fields replaced by hostile values (a token among them)."""
+    doc: dict[str, Any] = dict(GOOD_KEY)
+    hostile = st.one_of(
+        json_values, st.sampled_from(["mk_secret", "AB" * 32, "k_0123456789ab", "admin", -1])
+    )
+    for name in draw(st.lists(st.sampled_from([*doc, "revoked_ms", "token"]), max_size=3)):
+        doc[name] = draw(hostile)
+    return doc
+
+
 values = st.one_of(
     st.none(),
     st.binary(max_size=200),
@@ -150,6 +184,7 @@ values = st.one_of(
     json_values.map(plan_value),
     st.tuples(st.text(max_size=20), json_values).map(lambda t: plan_value(APSIS_TEXT, t[1])),
     account_docs().map(dump),
+    key_docs().map(dump),
 )
 
 
@@ -230,6 +265,36 @@ def test_sequences_of_records_then_a_good_one_always_apply(
         (b"acme", dump({"id": "acme", "plan": "apsis-essential"}), "bad_key", "plan:<id>"),
         (b"account:", None, "bad_key", "account:<id>"),
         (b"\xff\xfe", None, "bad_key", "not UTF-8"),
+        (b"apikey:k_0123456789ab", b"[1]", "invalid_api_key", "JSON object"),
+        (b"apikey:k_0123456789ab", b"{", "not_json", "not JSON"),
+        (
+            b"apikey:k_0123456789ab",
+            dump({**GOOD_KEY, "token": "mk_abc"}),
+            "invalid_api_key",
+            "token: unknown field",
+        ),
+        (
+            b"apikey:k_0123456789ab",
+            dump({**GOOD_KEY, "digest": "cd" * 32}),
+            "invalid_api_key",
+            "digest never changes",
+        ),
+        (b"apikey:k_0123456789ab", dump({**GOOD_KEY, "digest": "xyz"}), "invalid_api_key", "SHA"),
+        (b"apikey:k_0123456789ab", dump({**GOOD_KEY, "scope": "root"}), "invalid_api_key", "scope"),
+        (
+            b"apikey:k_0123456789ab",
+            dump({**GOOD_KEY, "scope": "admin"}),
+            "invalid_api_key",
+            "admin key names no account",
+        ),
+        (
+            b"apikey:k_0123456789ab",
+            dump({**GOOD_KEY, "created_ms": True}),
+            "invalid_api_key",
+            "created_ms",
+        ),
+        (b"apikey:k_999999999999", dump(GOOD_KEY), "invalid_api_key", "belongs to key"),
+        (b"apikey:nope", dump(GOOD_KEY), "invalid_api_key", "k_ followed by"),
     ],
 )
 def test_each_hostile_record_is_refused_with_its_reason(
@@ -241,6 +306,21 @@ def test_each_hostile_record_is_refused_with_its_reason(
     assert refusal.reason == reason
     assert words in refusal.problem
     assert directory.account("acme") == GOOD_ACCOUNT
+    record = directory.api_key(DIGEST)
+    assert record is not None
+    assert record.revoked_ms is None
+
+
+def test_a_revoked_or_tombstoned_key_stays_withdrawn() -> None:
+    directory = seeded()
+    revoked = dump({**GOOD_KEY, "revoked_ms": 1_700_000_000_001})
+    assert directory.apply_record(b"apikey:k_0123456789ab", revoked) is None
+    assert directory.api_key_withdrawn(DIGEST)
+    assert directory.apply_record(b"apikey:k_0123456789ab", None) is None
+    assert directory.api_key(DIGEST) is None
+    assert directory.api_key_withdrawn(DIGEST)
+    assert directory.apply_record(b"apikey:k_0123456789ab", dump(GOOD_KEY)) is None
+    assert not directory.api_key_withdrawn(DIGEST)
 
 
 def test_a_huge_plan_record_is_refused_in_short() -> None:

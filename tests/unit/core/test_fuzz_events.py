@@ -24,6 +24,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from metering.core import events as events_module
 from metering.core.errors import EventRejected, RejectReason
 from metering.core.events import (
     DATA_FIELDS,
@@ -174,10 +175,12 @@ def valid_documents(draw: st.DrawFn) -> dict[str, Any]:
     }
     if draw(st.booleans()):
         doc["dataschema"] = "metering/v1"
+    if draw(st.booleans()):
+        doc["holdid"] = draw(st.text(min_size=1, max_size=MAX_ID_CHARS))
     return doc
 
 
-TOP = ["specversion", "id", "source", "type", "subject", "time", "dataschema", "data"]
+TOP = ["specversion", "id", "source", "type", "subject", "time", "dataschema", "data", "holdid"]
 DATA = ["contact", "kind", "quantity", "origin", "channel", "surface", "reason"]
 DATA += ["with_recommendations", "campaign", "goal"]
 
@@ -389,3 +392,32 @@ def test_a_refusal_never_carries_the_whole_payload() -> None:
         result = check(orjson.dumps(doc))
         assert isinstance(result, EventRejected)
         assert long not in result.detail
+
+
+def test_the_hold_id_extension_is_read_alike_and_bad_ones_are_named() -> None:
+    """`holdid` (an admission hold the event captures) reaches the event through both
+    decoders; a wrong one is refused naming `holdid`."""
+    doc = {
+        "specversion": "1.0",
+        "id": "e-1",
+        "source": "tests",
+        "type": "email.sent",
+        "subject": "acct-1",
+        "time": format_ms(NOW),
+        "data": {"contact": "c-1", "kind": "marketing"},
+    }
+    for hold in ("h-1", "x" * MAX_ID_CHARS):
+        raw = orjson.dumps({**doc, "holdid": hold})
+        event = check(raw)
+        assert isinstance(event, UsageEvent)
+        assert event.hold == hold
+        # the fast path takes it (a hold id must not cost the checked decoder's time)
+        assert events_module._FAST.decode(raw, NOW, 300_000, 1_000_000) == event
+    plain = check(orjson.dumps(doc))
+    assert isinstance(plain, UsageEvent)
+    assert plain.hold is None
+    assert orjson.loads(encode_event(event))["holdid"] == event.hold
+    for bad in ("", "x" * (MAX_ID_CHARS + 1), 7, ["h"]):
+        refused = check(orjson.dumps({**doc, "holdid": bad}))
+        assert isinstance(refused, EventRejected)
+        assert refused.field == "holdid"

@@ -42,7 +42,6 @@ from metering.core.rollups import (
     tier_event_id,
 )
 from metering.core.tiers import Ladder
-from metering.runtime.backfill import render_progress
 from metering.state.codec import decode_close, encode_close
 from tests.unit.helpers import PLANS
 
@@ -512,12 +511,3 @@ def test_other_events_pass_through_untouched() -> None:
         watermark_ms=0,
     )
     assert [c.meter for c in mapped.contributions] == ["searches"]
-
-
-# -- backfill progress -------------------------------------------------------------------------
-
-
-def test_progress_bar_shows_done_total_rate_and_time_left() -> None:
-    line = render_progress(2_500, 10_000, 2.0, width=20)
-    assert line == "[#####...............] 2,500/10,000 events  25.0%  1,250 ev/s  ETA 0:06"
-    assert render_progress(0, 0, 0.0, width=4) == "[####] 0/0 events 100.0%  0 ev/s  ETA 0:00"
