@@ -35,6 +35,8 @@ class EventOptions(TypedDict, total=False):
     """Event time, epoch milliseconds UTC (default: now)."""
     idempotency_key: str
     """A business key: the same key gives the same event id, so a re-send counts once."""
+    hold: str
+    """The id of the admission hold this event captures (`holdid`; docs/api.md, "Holds")."""
 
 
 class EventHelpers(ABC, Generic[R]):

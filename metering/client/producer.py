@@ -183,7 +183,7 @@ class UsageProducer(EventHelpers["asyncio.Future[Receipt]"]):
         """A validated event (raises `EventRejected` naming the field and the reason).
 
         `hold`: the id of the admission hold this event captures (the admission answer's
-        `hold.id`; sent as `holdid`). Every helper below takes it too (`**options`)."""
+        `hold.id`; sent as `holdid`). Every helper takes it too (`EventOptions`)."""
         now = wall_clock_ms()
         data = with_defaults(EventType(event_type), data)  # one default per field
         event = UsageEvent(

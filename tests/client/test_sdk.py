@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+from typing import Any
 
 import orjson
 import pytest
@@ -10,9 +11,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from metering.client import DeliveryError, SyncUsageProducer, UsageProducer
 from metering.client.defaults import FIELD_DEFAULTS
+from metering.client.helpers import EventHelpers
 from metering.client.producer import event_id
 from metering.core.errors import EventRejected, RejectReason
-from metering.core.events import DATA_FIELDS, EventType, decode_event
+from metering.core.events import DATA_FIELDS, EventType, UsageEvent, decode_event
 
 
 def test_an_idempotency_key_gives_the_same_id_every_time() -> None:
@@ -60,6 +62,26 @@ def test_build_fills_each_missing_field_from_the_one_default_table() -> None:
     assert caught.value.field == "data.channel"
     for event_type, defaults in FIELD_DEFAULTS.items():  # every default names a real field
         assert set(defaults) <= {spec.name for spec in DATA_FIELDS[event_type]}
+
+
+class Built(EventHelpers[UsageEvent]):
+    """The helpers over a never-started producer's build(), emitting nothing."""
+
+    def __init__(self) -> None:
+        self.producer = UsageProducer.connect("127.0.0.1:1", source="tests")
+
+    def build(self, event_type: EventType | str, account: str, **fields: Any) -> UsageEvent:
+        return self.producer.build(event_type, account, **fields)
+
+    def emit(self, event: UsageEvent) -> UsageEvent:
+        return event
+
+
+def test_every_helper_takes_the_options_of_every_event() -> None:
+    helpers = Built()
+    held = helpers.sms_sent("acme", contact="c1", hold="h-1", idempotency_key="k", time_ms=5000)
+    assert (held.hold, held.id, held.time_ms) == ("h-1", event_id("k"), 5000)
+    assert helpers.email_sent("acme", contact="c1").kind == "marketing"
 
 
 def test_emit_before_start_says_so() -> None:
