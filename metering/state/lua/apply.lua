@@ -156,6 +156,7 @@ local function apply_step(fence_key, step)
     local scope, thresholds, members, event_ms = m[9], m[10], m[11], m[12] or 0
     local slot = meter .. ':' .. period
     local before, after, key
+    local reserved = false -- distinct members admission may have added before this step
 
     if agg == 'c' then
       key = prefix .. 'c:' .. slot
@@ -184,6 +185,7 @@ local function apply_step(fence_key, step)
       end
       if #counted > 0 then each_chunk('SADD', key, counted) end
       after = redis.call('SCARD', key)
+      reserved = #counted > 0
     else -- 'g': a gauge of known members: present (1) or gone (0) after the batch
       key = prefix .. 'g:' .. meter
       before = redis.call('SCARD', key)
@@ -210,7 +212,13 @@ local function apply_step(fence_key, step)
       opens[#opens + 1] = string.format('%d', period_end)
     end
 
-    if limit >= 0 and after > 0 and after > before then
+    -- A crossing is decided when this step raised the usage to or past a threshold; on a
+    -- distinct meter also when the step counted members the usage already held, because
+    -- admission (admit_members.lua) reserves new members before their events arrive: the
+    -- rise happened at admission, and the crossing is decided with the first of those events
+    -- (then `before` equals `used`, docs/asyncapi.yaml). A gauge or counter that did not rise
+    -- decides nothing (a limit lowered under the usage is reported at the next rise).
+    if limit >= 0 and after > 0 and (after > before or reserved) then
       for _, t in ipairs(thresholds) do
         local name, num, den, strict, id = t[1], t[2], t[3], t[4], t[5]
         local lhs, rhs = after * den, limit * num

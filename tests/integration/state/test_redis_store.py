@@ -113,6 +113,38 @@ async def test_distinct_members_skip_contacts_suppressed_before_the_period(
     assert await store.members("a5", "active", "2026-11") == {"c1", "c3"}
 
 
+async def test_members_reserved_by_admission_cross_with_their_first_event(
+    store: RedisStateStore,
+) -> None:
+    """Act-On: admission reserves new members in the distinct set before their e-mails are
+    sent, so the usage rises at admission; the apply step that counts them finds them there
+    and must still decide the crossing (once), with `before` equal to `used`."""
+    now = time.time_ns() // 1_000_000
+    members = [f"c{i}" for i in range(1, 11)]
+    used, codes = await store.admit_members(
+        "a7", "active", "2026-11", members, limit=10, hard=True,
+        period_start_ms=0, period_end_ms=now + 86_400_000, expire_at_s=0,
+    )  # fmt: skip
+    assert (used, codes) == (10, "a" * 10)
+    reached = ThresholdRule("reached", 1, 1, "id-reached")
+    rules = {("active", "2026-11"): MeterRule(limit=10, thresholds=(AT_RISK, reached))}
+
+    def sent(names: list[str], first_offset: int) -> ApplyStep:
+        delta = fold("a7", [Contribution("active", "2026-11", Aggregation.DISTINCT, member=m)
+                            for m in names])  # fmt: skip
+        for i, _ in enumerate(names):
+            delta.note_event(f"m{first_offset + i}", first_offset + i)
+        return ApplyStep(delta, TOPIC, 0, rules)
+
+    first = await apply_one(store, sent(members[:3], 0), now + 1)
+    assert set(first.crossings) == {"id-at-risk", "id-reached"}
+    again = await apply_one(store, sent(members[3:], 3), now + 2)
+    assert again.crossings == ()  # once per threshold
+    entries = await store.read_outbox("a7", 10)
+    found = sorted((e.fields["threshold"], e.fields["before"], e.fields["used"]) for e in entries)
+    assert found == [("at_risk", "10", "10"), ("reached", "10", "10")]
+
+
 async def test_gauge_counts_added_minus_deleted_members(store: RedisStateStore) -> None:
     now = time.time_ns() // 1_000_000  # dedup buckets expire by the server clock
     ops = [("p1", True), ("p2", True), ("p3", True), ("p2", False), ("p3", False), ("p3", True)]
