@@ -118,13 +118,21 @@ class Browser:
         return result["result"].get("value")
 
     async def wait_for(self, expression: str, timeout_s: float = 20) -> Any:
+        """Poll `expression` until it is truthy. While a page loads, an expression may throw
+        (no `document.body` yet): that counts as "not yet", and the last error is reported
+        if the time runs out."""
         deadline = time.monotonic() + timeout_s
+        failure: RuntimeError | None = None
         while time.monotonic() < deadline:
-            value = await self.evaluate(expression)
-            if value:
-                return value
+            try:
+                value = await self.evaluate(expression)
+            except RuntimeError as exc:
+                failure = exc
+            else:
+                if value:
+                    return value
             await asyncio.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {expression}")
+        raise AssertionError(f"timed out waiting for {expression} (last error: {failure})")
 
     async def screenshot(self, path: Path) -> Path:
         result = await self.send("Page.captureScreenshot", format="png")

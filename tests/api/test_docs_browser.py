@@ -32,7 +32,9 @@ async def test_the_docs_page_renders_the_document_from_this_origin_only(
     server: ServerThread, browser: Browser
 ) -> None:
     await browser.send("Page.navigate", url=f"{server.url}/docs")
-    await browser.wait_for("document.body.innerText.includes('Send usage events')", timeout_s=60)
+    await browser.wait_for(
+        "!!document.body && document.body.innerText.includes('Send usage events')", timeout_s=60
+    )
     text = await browser.evaluate("document.body.innerText")
     for expected in ("Metering API", "ingestion", "admission", "Admit messages", "Idempotency-Key"):
         assert expected in text, expected

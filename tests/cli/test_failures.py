@@ -8,6 +8,7 @@ no traceback and no "Unclosed" noise unless `--debug`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -101,9 +102,18 @@ def test_kafka_unreachable_when_producing(events_file: Path) -> None:
 
 
 @pytest.mark.parametrize("words", [["api-keys", "list"], ["api"]], ids=" ".join)
-def test_redis_unreachable(words: list[str]) -> None:
+@pytest.mark.integration
+async def test_redis_unreachable(words: list[str], kafka_bootstrap: str, new_topic: str) -> None:
+    # Kafka and the accounts topic are there (api-keys reads key records from the topic):
+    # only Redis is missing, whichever a command checks first.
     url = f"redis://127.0.0.1:{closed_port()}/0"
-    code, err = run(*words, env={"METERING_REDIS_URL": url, "METERING_API_PORT": "0"})
+    env = {
+        "METERING_REDIS_URL": url,
+        "METERING_API_PORT": "0",
+        "METERING_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "METERING_ACCOUNTS_TOPIC": new_topic,
+    }
+    code, err = await asyncio.to_thread(run, *words, env=env)
     line = one_line(err)
     assert code == Exit.REDIS_UNAVAILABLE
     assert line.startswith("metering: Redis unavailable")
