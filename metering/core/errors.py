@@ -39,6 +39,8 @@ Tree (`*` = retriable)::
     │   ├── PositionOutOfRange a fetch position outside the partition's log
     │   └── NotPositioned      a partition without a fetch position yet (a seek follows)
     ├── DeliveryError *        the producer SDK: Kafka did not acknowledge an event
+    ├── BufferFull *           the producer SDK: its bounded buffer is full (nothing queued)
+    ├── ApiError               the SDK's HTTP client: the API refused (status, code) or is silent
     ├── ApiCallFailed          the CLI: the API refused or could not be reached
     │   └── ApiUnreachable     no answer at all from the API's URL
     ├── InputError             the CLI: a file it was given cannot be used (names the lines)
@@ -277,6 +279,33 @@ class DeliveryError(MeteringError):
         super().__init__(f"event {event_id} not delivered: {problem}")
         self.event_id = event_id
         self.problem = problem
+
+
+class BufferFull(MeteringError):
+    """The producer SDK's `emit()` found its buffer full: `max_buffered` events are waiting for
+    Kafka. Nothing was queued; the buffer drains as Kafka acknowledges (`flush()` waits)."""
+
+    retriable = True
+
+    def __init__(self, max_buffered: int, waited_ms: int) -> None:
+        waited = f" after waiting {waited_ms} ms" if waited_ms else ""
+        super().__init__(
+            f"the SDK's buffer is full ({max_buffered} events not yet acknowledged by Kafka)"
+            f"{waited}: call flush() or slow down, or raise max_buffered"
+        )
+        self.max_buffered = max_buffered
+
+
+class ApiError(MeteringError):
+    """The SDK's HTTP client: the API answered with a problem document (`status`, `code`,
+    `detail`), or did not answer at all (`status` 0, `code` "unreachable")."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        where = f"HTTP {status}" if status else "no answer"
+        super().__init__(f"{where} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
 
 
 class ApiCallFailed(MeteringError):

@@ -24,6 +24,7 @@ ROOMS = (
     ("metering.runtime", "runtime"),
     ("metering.cli", "cli"),
     ("metering.demo", "demo"),
+    ("metering.client.http", "client_http"),
     ("metering.client", "client"),
     ("metering.settings", "settings"),
     ("metering", "metering"),
@@ -69,6 +70,11 @@ CONTRACT: dict[str, Rule] = {
     "api": Rule(frozenset({"api", "core", "state"}), forbidden=KAFKA | REDIS),
     # The producer SDK: a face of its own, on the core's event codec.
     "client": Rule(frozenset({"client", "core"}), forbidden=REDIS | HTTP),
+    # The SDK's HTTP API client (extra `http`): httpx, never the server's libraries; nothing
+    # else of the SDK imports it, so `metering[sdk]` needs no httpx.
+    "client_http": Rule(
+        frozenset({"client", "core"}), forbidden=REDIS | KAFKA | frozenset({"starlette", "uvicorn"})
+    ),
     # Wiring and the faces that start processes may import everything.
     "runtime": Rule(EVERYTHING),
     "cli": Rule(EVERYTHING),
