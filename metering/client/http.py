@@ -1,4 +1,4 @@
-"""A client of the HTTP API: usage and admission, sync (`MeteringApi`) and async
+"""A client of the HTTP API: usage, admission and event ingestion, sync (`MeteringApi`) and async
 (`AsyncMeteringApi`). Needs the `http` extra (httpx): `pip install 'metering[sdk,http]'`.
 
     with MeteringApi("http://127.0.0.1:8080", key="mk_...") as api:
@@ -16,20 +16,24 @@ async one a coroutine of it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 from metering.core.errors import ApiError
+from metering.core.events import UsageEvent, event_document
 
 Json = dict[str, Any]
 R = TypeVar("R")
 
 DEFAULT_TIMEOUT_S = 10.0
+CLOUDEVENT = "application/cloudevents+json"
+CLOUDEVENTS_BATCH = "application/cloudevents-batch+json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,9 @@ class Call:
     path: str
     body: Json | None = None
     params: dict[str, str | int] = field(default_factory=dict)
+    content: bytes | None = None
+    """A body already encoded (CloudEvents), sent with `headers`' Content-Type."""
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _account(account: str) -> str:
@@ -67,7 +74,7 @@ def _unreachable(base_url: str, exc: httpx.HTTPError) -> ApiError:
 
 
 class Endpoints(ABC, Generic[R]):
-    """The API's usage and admission endpoints (docs/api.md), over `_do`."""
+    """The API's usage, admission and ingestion endpoints (docs/api.md), over `_do`."""
 
     @abstractmethod
     def _do(self, call: Call) -> R:
@@ -119,6 +126,31 @@ class Endpoints(ABC, Generic[R]):
         body = {"contacts": list(contacts), "contacts_via_api": contacts_via_api}
         return self._do(Call("POST", f"{_account(account)}/admission/automations", body))
 
+    def send_events(
+        self,
+        events: Iterable[UsageEvent | Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+    ) -> R:
+        """`POST /v1/events` as a CloudEvents batch: the answer (202) has `accepted`,
+        `refused` and one entry per event in the order sent (`status`, `reason`, `field`).
+        Events are `UsageEvent`s (from any producer's `build()`) or CloudEvents documents."""
+        documents = [e if isinstance(e, Mapping) else event_document(e) for e in events]
+        return self._events(orjson.dumps(documents), CLOUDEVENTS_BATCH, idempotency_key)
+
+    def send_event(
+        self, event: UsageEvent | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> R:
+        """`POST /v1/events` with one event (structured mode); the same answer, one entry."""
+        document = event if isinstance(event, Mapping) else event_document(event)
+        return self._events(orjson.dumps(document), CLOUDEVENT, idempotency_key)
+
+    def _events(self, content: bytes, content_type: str, idempotency_key: str | None) -> R:
+        headers = {"Content-Type": content_type}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        return self._do(Call("POST", "/v1/events", content=content, headers=headers))
+
     def admit_sms(self, account: str, *, messages: int, segments: int = 1) -> R:
         """May `messages` SMS of `segments` credits each be sent?"""
         body = {"messages": messages, "segments": segments}
@@ -147,7 +179,12 @@ class MeteringApi(Endpoints[Json]):
     def _do(self, call: Call) -> Json:
         try:
             response = self._http.request(
-                call.method, call.path, json=call.body, params=call.params
+                call.method,
+                call.path,
+                json=call.body,
+                params=call.params,
+                content=call.content,
+                headers=call.headers,
             )
         except httpx.HTTPError as exc:
             raise _unreachable(self.base_url, exc) from exc
@@ -190,7 +227,12 @@ class AsyncMeteringApi(Endpoints[Coroutine[Any, Any, Json]]):
     async def _do(self, call: Call) -> Json:
         try:
             response = await self._http.request(
-                call.method, call.path, json=call.body, params=call.params
+                call.method,
+                call.path,
+                json=call.body,
+                params=call.params,
+                content=call.content,
+                headers=call.headers,
             )
         except httpx.HTTPError as exc:
             raise _unreachable(self.base_url, exc) from exc
