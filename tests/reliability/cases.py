@@ -805,13 +805,7 @@ async def log_start_deleted(bootstrap: str, scale: Scale, seed: int) -> CaseResu
         case.fault("FLUSHALL + log start deleted")
         case.result.notes.append(f"log start of {tp.topic}/{tp.partition} moved to {low}")
         proc = case.spawn("after-loss")
-        try:
-            await wait_for(lambda: _exited(proc), timeout_s=90, what="StateLost exit")
-        except AssertionError as exc:
-            case.result.expect(False, str(exc))
-            proc.kill()
-        text = proc.log.read_text(errors="replace")
-        case.result.expect(proc.proc.returncode == 2, f"exit status {proc.proc.returncode}, not 2")
+        text = await _state_lost_exit(case, proc, timeout_s=90)
         case.result.expect(
             f"{tp.topic}/{tp.partition}: Redis has no position" in text,
             f"no StateLost naming the partition: {tail(proc.log)}",
@@ -823,6 +817,17 @@ async def log_start_deleted(bootstrap: str, scale: Scale, seed: int) -> CaseResu
             client.close()
         case.result.expect(not counters, f"counted after StateLost: {counters[:5]}")
         return case.result
+
+
+async def _state_lost_exit(case: Case, proc: ProcessorProcess, *, timeout_s: float) -> str:
+    """Wait for the processor to stop on StateLost (exit status 2 expected); its log."""
+    try:
+        await wait_for(lambda: _exited(proc), timeout_s=timeout_s, what="StateLost exit")
+    except AssertionError as exc:
+        case.result.expect(False, str(exc))
+        proc.kill()
+    case.result.expect(proc.proc.returncode == 2, f"exit status {proc.proc.returncode}, not 2")
+    return proc.log.read_text(errors="replace")
 
 
 async def _delete_log_start(bootstrap: str, tp: TopicPartition) -> int:
@@ -1040,13 +1045,7 @@ async def retention_behind(bootstrap: str, scale: Scale, seed: int) -> CaseResul
             proc.proc.send_signal(signal.SIGCONT)
         case.fault("log start moved past a running processor's position")
         case.result.notes.append(f"log start of {tp.topic}/{tp.partition} moved to {cut}")
-        try:
-            await wait_for(lambda: _exited(proc), timeout_s=120, what="StateLost exit")
-        except AssertionError as exc:
-            case.result.expect(False, str(exc))
-            proc.kill()
-        text = proc.log.read_text(errors="replace")
-        case.result.expect(proc.proc.returncode == 2, f"exit status {proc.proc.returncode}, not 2")
+        text = await _state_lost_exit(case, proc, timeout_s=120)
         case.result.expect(
             "deleted by retention" in text and f"{tp.topic}/{tp.partition}" in text,
             f"no StateLost naming the partition and range: {tail(proc.log)}",
