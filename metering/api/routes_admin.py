@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import date
 from types import MappingProxyType
@@ -286,8 +287,8 @@ async def put_limit(request: Request) -> Response:
         spec = _plan_meter(plan, meter)
         if spec.aggregation is Aggregation.BALANCE:
             raise conflict("meter", "a balance has no limit (top up its credits instead)")
-        limits = {**account.limit_overrides, meter: amount}
-        doc = await _publish(ctx, replace(account, limit_overrides=MappingProxyType(limits)))
+        limits = _with(account.limit_overrides, meter, amount)
+        doc = await _publish(ctx, replace(account, limit_overrides=limits))
     return json_response(doc)
 
 
@@ -300,9 +301,20 @@ async def delete_limit(request: Request) -> Response:
     async with _lock(account_id):
         account, plan = ctx.lookup(account_id)
         _plan_meter(plan, meter)
-        limits = {k: a for k, a in account.limit_overrides.items() if k != meter}
-        doc = await _publish(ctx, replace(account, limit_overrides=MappingProxyType(limits)))
+        limits = _with(account.limit_overrides, meter, None)
+        doc = await _publish(ctx, replace(account, limit_overrides=limits))
     return json_response(doc)
+
+
+def _with(entries: Mapping[str, int], key: str, value: int | None) -> MappingProxyType[str, int]:
+    """`entries` (an account's limit overrides or paid tiers) with `key` set to `value`, or
+    without `key` when `value` is None: what every PUT/DELETE of one entry publishes."""
+    changed = dict(entries)
+    if value is None:
+        changed.pop(key, None)
+    else:
+        changed[key] = value
+    return MappingProxyType(changed)
 
 
 def _plan_meter(plan: Any, meter: str) -> Any:
@@ -330,8 +342,9 @@ async def put_paid_tier(request: Request) -> Response:
     async with _lock(account_id):
         account, plan = ctx.lookup(account_id)
         _plan_ladder(plan, ladder)
-        paid = {**account.paid_tiers, ladder: up_to}
-        doc = await _publish(ctx, replace(account, paid_tiers=MappingProxyType(paid)))
+        doc = await _publish(
+            ctx, replace(account, paid_tiers=_with(account.paid_tiers, ladder, up_to))
+        )
     return json_response(doc)
 
 
@@ -344,8 +357,9 @@ async def delete_paid_tier(request: Request) -> Response:
     async with _lock(account_id):
         account, plan = ctx.lookup(account_id)
         _plan_ladder(plan, ladder)
-        paid = {k: t for k, t in account.paid_tiers.items() if k != ladder}
-        doc = await _publish(ctx, replace(account, paid_tiers=MappingProxyType(paid)))
+        doc = await _publish(
+            ctx, replace(account, paid_tiers=_with(account.paid_tiers, ladder, None))
+        )
     return json_response(doc)
 
 
